@@ -1,0 +1,236 @@
+//! `NativeCluster`: a `LocalCluster` of N Raft nodes in this process. Requests
+//! carry a JS token; results come back through one JS callback per apply round
+//! (many tokens at once), packed into typed arrays so resolving a promise costs
+//! no object allocation on the Rust side.
+
+use std::sync::{Arc, Mutex};
+
+use metastore_raft::{Completion, CompletionSink, EngineKind, LocalCluster, NodeStats, Op, Outcome, Role};
+use napi::{
+  bindgen_prelude::{Buffer, Either, Float64Array, FnArgs, Function, Uint8Array},
+  threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode},
+  Status,
+};
+use napi_derive::napi;
+
+use crate::{
+  batcher::{bytes, BatchStatsView},
+  config::{cluster_config, ClusterOptions},
+  error::{from_raft, js_error, JsResult},
+};
+
+/// Per-completion status byte sent to JS. Gets and errors also push entries
+/// to `extras` (the value, or the error code then its message).
+const WRITTEN: u8 = 0;
+const WRITTEN_EXISTED: u8 = 1;
+const VALUE: u8 = 2;
+const NO_VALUE: u8 = 3;
+const FAILED: u8 = 4;
+
+type CompletionArgs = FnArgs<(Float64Array, Uint8Array, Float64Array, Vec<Either<Buffer, String>>)>;
+type CompletionFn = ThreadsafeFunction<Vec<Completion>, (), CompletionArgs, Status, false>;
+
+fn pack(completions: Vec<Completion>) -> CompletionArgs {
+  let n = completions.len();
+  let mut tokens = Vec::with_capacity(n);
+  let mut statuses = Vec::with_capacity(n);
+  let mut indexes = Vec::with_capacity(n);
+  let mut extras = Vec::new();
+  for c in completions {
+    tokens.push(c.token as f64);
+    let (status, index) = match c.result {
+      Ok(Outcome::Written { index, existed }) => (if existed { WRITTEN_EXISTED } else { WRITTEN }, index),
+      Ok(Outcome::Value(Some(value))) => {
+        extras.push(Either::A(Buffer::from(value)));
+        (VALUE, 0)
+      }
+      Ok(Outcome::Value(None)) => (NO_VALUE, 0),
+      Err(err) => {
+        extras.push(Either::B(err.code().to_string()));
+        extras.push(Either::B(err.to_string()));
+        (FAILED, 0)
+      }
+    };
+    statuses.push(status);
+    indexes.push(index as f64);
+  }
+  FnArgs::from((Float64Array::new(tokens), Uint8Array::new(statuses), Float64Array::new(indexes), extras))
+}
+
+#[napi(object)]
+pub struct RaftStatsView {
+  pub id: u32,
+  pub role: String,
+  pub leader_id: u32,
+  pub term: f64,
+  pub commit_index: f64,
+  pub applied_index: f64,
+  pub last_index: f64,
+}
+
+#[napi(object)]
+pub struct StorageStatsView {
+  pub engine: String,
+  pub log_entries: f64,
+  pub approximate_bytes: f64,
+}
+
+#[napi(object)]
+pub struct NodeStatsView {
+  pub raft: RaftStatsView,
+  pub batch: BatchStatsView,
+  pub storage: StorageStatsView,
+}
+
+impl From<NodeStats> for NodeStatsView {
+  fn from(s: NodeStats) -> Self {
+    let role = match s.raft.role {
+      Role::Leader => "leader",
+      Role::Follower => "follower",
+      Role::Candidate => "candidate",
+      Role::PreCandidate => "pre-candidate",
+    };
+    let engine = match s.storage.engine {
+      EngineKind::Memory => "memory",
+      EngineKind::RocksDb => "rocksdb",
+    };
+    NodeStatsView {
+      raft: RaftStatsView {
+        id: s.raft.id as u32,
+        role: role.into(),
+        leader_id: s.raft.leader_id as u32,
+        term: s.raft.term as f64,
+        commit_index: s.raft.commit_index as f64,
+        applied_index: s.raft.applied_index as f64,
+        last_index: s.raft.last_index as f64,
+      },
+      batch: s.batch.into(),
+      storage: StorageStatsView {
+        engine: engine.into(),
+        log_entries: s.storage.log_entries as f64,
+        approximate_bytes: s.storage.approximate_bytes as f64,
+      },
+    }
+  }
+}
+
+#[napi]
+pub struct NativeCluster {
+  inner: LocalCluster,
+  /// Dropped on close so the callback no longer keeps the event loop alive.
+  on_complete: Arc<Mutex<Option<Arc<CompletionFn>>>>,
+}
+
+fn key_bytes(key: &Either<Uint8Array, String>) -> Vec<u8> {
+  bytes(key).to_vec()
+}
+
+#[napi]
+impl NativeCluster {
+  /// Starts `options.nodes` nodes (ids 1..=n). `onComplete(tokens, statuses,
+  /// indexes, extras)` receives results in batches.
+  #[napi(factory, catch_unwind)]
+  pub fn start(options: ClusterOptions, on_complete: Function<CompletionArgs, ()>) -> JsResult<NativeCluster> {
+    let config = cluster_config(&options)?;
+    let tsfn: CompletionFn = on_complete
+      .build_threadsafe_function::<Vec<Completion>>()
+      .callee_handled::<false>()
+      .build_callback(|ctx| Ok(pack(ctx.value)))
+      .map_err(|e| js_error("ERR_INTERNAL", e.to_string()))?;
+    let on_complete = Arc::new(Mutex::new(Some(Arc::new(tsfn))));
+    let shared = on_complete.clone();
+    let sinks = Arc::new(move |_node: u64| -> CompletionSink {
+      let tsfn = shared.lock().ok().and_then(|guard| guard.clone());
+      Arc::new(move |completions: Vec<Completion>| {
+        if let Some(tsfn) = &tsfn {
+          tsfn.call(completions, ThreadsafeFunctionCallMode::NonBlocking);
+        }
+      })
+    });
+    let inner = LocalCluster::start(config, sinks).map_err(from_raft)?;
+    Ok(NativeCluster { inner, on_complete })
+  }
+
+  fn submit(&self, node: u32, token: f64, op: Op) -> JsResult<()> {
+    let node = self
+      .inner
+      .node(node as u64)
+      .ok_or_else(|| js_error("ERR_CLOSED", format!("node {node} is not running")))?;
+    node.submit(token as u64, op).map_err(from_raft)
+  }
+
+  #[napi(catch_unwind)]
+  pub fn put(&self, node: u32, token: f64, key: Either<Uint8Array, String>, value: Either<Uint8Array, String>) -> JsResult<()> {
+    self.submit(node, token, Op::Put { key: key_bytes(&key), value: bytes(&value).to_vec() })
+  }
+
+  #[napi(catch_unwind)]
+  pub fn get(&self, node: u32, token: f64, key: Either<Uint8Array, String>) -> JsResult<()> {
+    self.submit(node, token, Op::Get { key: key_bytes(&key) })
+  }
+
+  #[napi(catch_unwind)]
+  pub fn delete(&self, node: u32, token: f64, key: Either<Uint8Array, String>) -> JsResult<()> {
+    self.submit(node, token, Op::Delete { key: key_bytes(&key) })
+  }
+
+  #[napi(catch_unwind)]
+  pub fn propose(&self, node: u32, token: f64, data: Either<Uint8Array, String>) -> JsResult<()> {
+    self.submit(node, token, Op::Raw(bytes(&data).to_vec()))
+  }
+
+  #[napi(catch_unwind)]
+  pub fn leader(&self) -> Option<u32> {
+    self.inner.leader().map(|id| id as u32)
+  }
+
+  #[napi(catch_unwind)]
+  pub fn ids(&self) -> Vec<u32> {
+    self.inner.ids().into_iter().map(|id| id as u32).collect()
+  }
+
+  #[napi(catch_unwind)]
+  pub fn is_running(&self, node: u32) -> bool {
+    self.inner.node(node as u64).is_some()
+  }
+
+  #[napi(catch_unwind)]
+  pub fn stats(&self, node: u32) -> JsResult<NodeStatsView> {
+    let node = self
+      .inner
+      .node(node as u64)
+      .ok_or_else(|| js_error("ERR_CLOSED", format!("node {node} is not running")))?;
+    Ok(node.stats().into())
+  }
+
+  #[napi(catch_unwind)]
+  pub fn stop_node(&self, node: u32) -> JsResult<()> {
+    self.inner.stop(node as u64).map_err(from_raft)
+  }
+
+  #[napi(catch_unwind)]
+  pub fn restart_node(&self, node: u32) -> JsResult<()> {
+    self.inner.restart(node as u64).map_err(from_raft)
+  }
+
+  #[napi(catch_unwind)]
+  pub fn cut(&self, a: u32, b: u32) {
+    self.inner.cut(a as u64, b as u64)
+  }
+
+  #[napi(catch_unwind)]
+  pub fn heal(&self, a: u32, b: u32) {
+    self.inner.heal(a as u64, b as u64)
+  }
+
+  /// Stops every node (pending requests reject with ERR_CLOSED) and releases
+  /// the callback once those rejections are queued. Idempotent.
+  #[napi(catch_unwind)]
+  pub fn close(&self) -> JsResult<()> {
+    let result = self.inner.close().map_err(from_raft);
+    if let Ok(mut guard) = self.on_complete.lock() {
+      guard.take();
+    }
+    result
+  }
+}

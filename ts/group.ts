@@ -1,0 +1,106 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+
+import { resolveConfig, type MetaStoreConfig } from './config.js'
+import { MetaStoreError, toMetaStoreError } from './errors.js'
+import { native } from './native.js'
+import { Requests } from './requests.js'
+
+export type Engine = 'memory' | 'rocksdb'
+
+/** Options shared by `MetaStore.open` and `LocalCluster.start`. */
+export interface GroupOptions {
+  /** A config object, or the path of a YAML config file. Defaults to `defaultConfig()`. */
+  config?: MetaStoreConfig | string
+  /** Overrides `server.storage.engine`. */
+  engine?: Engine
+  /** Overrides `server.storage.data_dir`. */
+  dataDir?: string
+  /** Overrides `server.storage.sync`. */
+  sync?: boolean
+  /** How long to wait for the first leader, in ms (default 10s). */
+  leaderTimeoutMs?: number
+}
+
+/** One native Raft group in this process and the promises waiting on it. */
+export class Group {
+  readonly requests = new Requests()
+  readonly config: MetaStoreConfig
+  readonly #native: InstanceType<typeof native.NativeCluster>
+  #closed = false
+
+  private constructor(config: MetaStoreConfig, nodes: number) {
+    this.config = config
+    try {
+      this.#native = native.NativeCluster.start(
+        { nodes, raft: config.server.raft, storage: config.server.storage },
+        this.requests.complete,
+      )
+    } catch (err) {
+      throw toMetaStoreError(err)
+    }
+  }
+
+  static async start(options: GroupOptions, nodes: number): Promise<Group> {
+    const base = resolveConfig(options.config)
+    const storage = {
+      ...base.server.storage,
+      ...(options.engine !== undefined && { engine: options.engine }),
+      ...(options.dataDir !== undefined && { dataDir: options.dataDir }),
+      ...(options.sync !== undefined && { sync: options.sync }),
+    }
+    const config: MetaStoreConfig = { ...base, server: { ...base.server, storage } }
+    const group = new Group(config, nodes)
+    try {
+      await group.waitForLeader(options.leaderTimeoutMs ?? 10_000)
+    } catch (err) {
+      group.close()
+      throw err
+    }
+    return group
+  }
+
+  get native(): InstanceType<typeof native.NativeCluster> {
+    if (this.#closed) throw new MetaStoreError('ERR_CLOSED', 'the store is closed')
+    return this.#native
+  }
+
+  get closed(): boolean {
+    return this.#closed
+  }
+
+  /** Runs a native call, turning its errors into `MetaStoreError`s. */
+  call<T>(f: (n: InstanceType<typeof native.NativeCluster>) => T): T {
+    try {
+      return f(this.native)
+    } catch (err) {
+      throw toMetaStoreError(err)
+    }
+  }
+
+  leader(): number | undefined {
+    return this.call((n) => n.leader()) ?? undefined
+  }
+
+  async waitForLeader(timeoutMs: number): Promise<number> {
+    const deadline = Date.now() + timeoutMs
+    for (;;) {
+      const leader = this.leader()
+      if (leader !== undefined) return leader
+      if (Date.now() >= deadline) {
+        throw new MetaStoreError('ERR_TIMEOUT', `no leader elected within ${timeoutMs} ms`)
+      }
+      await sleep(5)
+    }
+  }
+
+  /** Stops every node; requests still pending reject with ERR_CLOSED. Idempotent. */
+  close(): void {
+    if (this.#closed) return
+    this.#closed = true
+    try {
+      this.#native.close()
+    } catch (err) {
+      throw toMetaStoreError(err)
+    }
+  }
+}

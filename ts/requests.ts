@@ -1,0 +1,97 @@
+import { MetaStoreError, type ErrorCode } from './errors.js'
+
+/** What a write resolves with: its Raft log index and whether the key had a value. */
+export interface WriteResult {
+  index: number
+  existed: boolean
+}
+
+// Status bytes sent by the addon (crates/napi/src/cluster.rs).
+const WRITTEN = 0
+const WRITTEN_EXISTED = 1
+const VALUE = 2
+const NO_VALUE = 3
+const FAILED = 4
+
+export const enum Kind {
+  Write,
+  Delete,
+  Get,
+}
+
+interface Waiter {
+  kind: Kind
+  resolve: (value: any) => void
+  reject: (err: Error) => void
+}
+
+/**
+ * Promises waiting on the Raft group, keyed by a token the addon echoes back.
+ * The addon reports many results per call, so one JS callback resolves a
+ * whole apply round.
+ */
+export class Requests {
+  readonly #waiting = new Map<number, Waiter>()
+  #next = 1
+
+  get size(): number {
+    return this.#waiting.size
+  }
+
+  /** Registers a waiter and runs `submit(token)`; a synchronous throw rejects the promise. */
+  track<T>(kind: Kind, submit: (token: number) => void): Promise<T> {
+    const token = this.#next++
+    return new Promise<T>((resolve, reject) => {
+      this.#waiting.set(token, { kind, resolve, reject })
+      try {
+        submit(token)
+      } catch (err) {
+        this.#waiting.delete(token)
+        reject(err)
+      }
+    })
+  }
+
+  readonly complete = (
+    tokens: Float64Array,
+    statuses: Uint8Array,
+    indexes: Float64Array,
+    extras: (Buffer | string)[],
+  ): void => {
+    let extra = 0
+    for (let i = 0; i < tokens.length; i++) {
+      const waiter = this.#waiting.get(tokens[i])
+      const status = statuses[i]
+      if (waiter === undefined) {
+        extra += status === VALUE ? 1 : status === FAILED ? 2 : 0
+        continue
+      }
+      this.#waiting.delete(tokens[i])
+      switch (status) {
+        case WRITTEN:
+        case WRITTEN_EXISTED: {
+          const existed = status === WRITTEN_EXISTED
+          waiter.resolve(waiter.kind === Kind.Delete ? existed : { index: indexes[i], existed })
+          break
+        }
+        case VALUE:
+          waiter.resolve(extras[extra++])
+          break
+        case NO_VALUE:
+          waiter.resolve(undefined)
+          break
+        default: {
+          const code = extras[extra++] as ErrorCode
+          const message = extras[extra++] as string
+          waiter.reject(new MetaStoreError(code, message))
+        }
+      }
+    }
+  }
+
+  /** Rejects everything still waiting (used when the native side is gone). */
+  rejectAll(err: MetaStoreError): void {
+    for (const waiter of this.#waiting.values()) waiter.reject(err)
+    this.#waiting.clear()
+  }
+}
