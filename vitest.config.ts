@@ -7,8 +7,8 @@ export default defineConfig({
     include: ['__test__/**/*.spec.ts'],
     testTimeout: 60_000,
     hookTimeout: 60_000,
-  },
-  bench: {
-    include: ['bench/**/*.bench.ts'],
+    benchmark: {
+      include: ['bench/**/*.bench.ts'],
+    },
   },
 })

@@ -1,0 +1,553 @@
+/**
+ * Typed configuration: the YAML file of the seed (`server.raft.*`,
+ * `server.raft.batch.*`, `server.storage.*`, snake_case keys) read into a
+ * camelCase object with durations in milliseconds and sizes in bytes.
+ *
+ * Every key is optional; missing keys take the defaults of the seed. An empty
+ * file, or `{}`, is the default configuration. Units (see ./units.ts):
+ * durations are strings such as `5ms`, `1.5s`, `100us`, `2m`, or a YAML number
+ * meaning milliseconds; sizes are a number of bytes or strings such as `512KB`,
+ * `1MB`, `1MiB`, where KB = KiB = 1024 bytes.
+ *
+ * A file that is not valid throws ConfigError (ERR_INVALID_CONFIG). Each
+ * problem is one line naming the file, the key path as written in the file and
+ * the rule, e.g.
+ *   `configs/x.yaml: server.raft.batch.min_batch_size (300) must be <= max_batch_size (256) (line 12)`
+ * All problems found are reported, one per line, in file order. The Rust core
+ * checks the batch rules again when a store starts; this loader exists so that
+ * the user reads about *their* file first.
+ */
+import { readFileSync } from 'node:fs'
+import { readFile } from 'node:fs/promises'
+import { isMap, isScalar, LineCounter, parseDocument, type Document } from 'yaml'
+import * as z from 'zod'
+import { ConfigError, type ConfigIssue } from './errors.js'
+import { parseDuration, parseSize } from './units.js'
+
+// ---------------------------------------------------------------------------
+// Types
+
+export interface MetaStoreConfig {
+  server: { raft: RaftConfig; storage: StorageConfig }
+}
+
+export interface RaftConfig {
+  /** Interval of one Raft logical clock tick. YAML `tick_interval`, default 100ms. */
+  tickIntervalMs: number
+  /** Ticks without a heartbeat before a follower campaigns. Default 10. */
+  electionTick: number
+  /** Ticks between leader heartbeats; must be < electionTick. Default 1. */
+  heartbeatTick: number
+  /** Bytes of entries per append message (raft-rs default 0 = one entry per message). Default 1MiB. */
+  maxSizePerMsg: number
+  /** Append messages in flight per follower. Default 256. */
+  maxInflightMsgs: number
+  preVote: boolean
+  checkQuorum: boolean
+  /** Applied entries between snapshots. Default 10000. */
+  snapshotCount: number
+  /** A proposal not applied within this time fails with ERR_TIMEOUT. YAML `proposal_timeout`, default 5s. */
+  proposalTimeoutMs: number
+  batch: BatchConfig
+}
+
+export interface BatchConfig {
+  /** `false` sends each proposal as its own Raft entry. Default true. */
+  enable: boolean
+  minBatchSize: number
+  maxBatchSize: number
+  /** Flush deadline under low load. YAML `min_timeout`, default 5ms. */
+  minTimeoutMs: number
+  /** Flush deadline under full load. YAML `max_timeout`, default 20ms. */
+  maxTimeoutMs: number
+  /** Load (EMA of buffer usage, 0..1) above which batches grow towards maxBatchSize. Default 0.7. */
+  loadThreshold: number
+  /** Largest single proposal accepted; larger ones fail with ERR_TOO_LARGE. Default 1MiB. */
+  maxProposalBytes: number
+  /** Proposals queued before `propose` waits. Default 8192. */
+  queueCapacity: number
+  compression: 'none' | 'lz4'
+  /** Batches smaller than this are never compressed. Default 4KiB. */
+  compressMinBytes: number
+}
+
+export interface StorageConfig {
+  engine: 'memory' | 'rocksdb'
+  /** Directory of the RocksDB files, relative to the process's working directory. Default `./data`. */
+  dataDir: string
+  /** fsync each Raft write (HardState and entries) before acknowledging. Default true. */
+  sync: boolean
+}
+
+export type DeepPartial<T> = {
+  [K in keyof T]?: T[K] extends object ? DeepPartial<T[K]> : T[K]
+}
+
+// ---------------------------------------------------------------------------
+// Value kinds. Each error map returns the rule alone; the key path and file are
+// added when issues are turned into messages. Rules that start with "must", "is"
+// or "has" are printed after the offending value: `key (300) must be ...`.
+
+const MAX_U32 = 4294967295
+
+function describe(value: unknown): string {
+  if (value === null || value === undefined) return 'an empty value'
+  if (Array.isArray(value)) return 'a list'
+  if (typeof value === 'object') return 'a mapping'
+  if (typeof value === 'string') return `string '${value}'`
+  return `${typeof value} ${String(value)}`
+}
+
+function display(value: unknown): string {
+  return typeof value === 'string' ? `'${value}'` : String(value)
+}
+
+const expected =
+  (what: string) =>
+  (issue: { input?: unknown }): string =>
+    `expected ${what}, got ${describe(issue.input)}`
+
+/** A positive integer that fits the u32 the native side takes. */
+function count(): z.ZodType<number> {
+  const rule = 'must be a positive integer'
+  return z
+    .number({ error: expected('a positive integer') })
+    .int({ error: rule })
+    .positive({ error: rule })
+    .max(MAX_U32, { error: `must be <= ${MAX_U32}` })
+}
+
+/** YAML 1.1 words that YAML 1.2 (and this loader) read as strings, not booleans. */
+const YAML11_BOOLEANS = /^(y|yes|n|no|on|off)$/i
+
+function flag(): z.ZodType<boolean> {
+  return z.boolean({
+    error: (issue) =>
+      expected('a boolean')(issue) +
+      (typeof issue.input === 'string' && YAML11_BOOLEANS.test(issue.input) ? '; write true or false' : ''),
+  })
+}
+
+function ratio(): z.ZodType<number> {
+  const rule = 'must be between 0 and 1'
+  return z.number({ error: expected('a number between 0 and 1') }).min(0, { error: rule }).max(1, { error: rule })
+}
+
+function oneOf<const T extends readonly [string, ...string[]]>(values: T): z.ZodType<T[number]> {
+  return z.enum(values, { error: expected(`one of ${values.map((v) => `'${v}'`).join(', ')}`) })
+}
+
+function nonEmptyString(): z.ZodType<string> {
+  return z.string({ error: expected('a string') }).min(1, { error: 'must not be empty' })
+}
+
+/** Parses a unit-bearing value with `parse`, which throws with the rule as message. */
+function unit(what: string, parse: (v: string | number) => number, positiveRule: string): z.ZodType<number> {
+  return z.unknown().transform((input, ctx) => {
+    if (typeof input !== 'string' && typeof input !== 'number') {
+      ctx.addIssue({ code: 'custom', message: expected(what)({ input }), input })
+      return z.NEVER
+    }
+    let value: number
+    try {
+      value = parse(input)
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: (err as Error).message, input })
+      return z.NEVER
+    }
+    if (!(value > 0)) {
+      ctx.addIssue({ code: 'custom', message: positiveRule, input })
+      return z.NEVER
+    }
+    return value
+  })
+}
+
+const duration = (): z.ZodType<number> =>
+  unit(`a duration such as '5ms' or '1s'`, parseDuration, 'must be a positive duration')
+const size = (): z.ZodType<number> =>
+  unit(`a size such as '1MB' or a number of bytes`, parseSize, 'must be a positive number of bytes')
+
+// ---------------------------------------------------------------------------
+// The schema, written once as a table of keys: the YAML name, the value kind
+// and the default of each. Zod schemas for the YAML file (snake_case) and for
+// options objects (camelCase) are built from it, so the two cannot drift.
+
+interface LeafSpec<T> {
+  readonly kind: 'leaf'
+  readonly yaml: string
+  readonly schema: z.ZodType<T>
+  readonly default: T
+}
+
+type Report<T> = (key: keyof T & string, rule: string, value: string, related?: keyof T & string) => void
+
+interface SectionSpec<T> {
+  readonly kind: 'section'
+  readonly fields: { readonly [K in keyof T]-?: T[K] extends object ? SectionSpec<T[K]> : LeafSpec<T[K]> }
+  /** Rules across keys of this section, run once each key is valid on its own. */
+  readonly rules: readonly ((value: T, report: Report<T>, name: (key: keyof T & string) => string) => void)[]
+}
+
+type AnySection = SectionSpec<Record<string, unknown>>
+type AnyNode = AnySection | LeafSpec<unknown>
+
+const leaf = <T>(yaml: string, schema: z.ZodType<T>, value: T): LeafSpec<T> => ({
+  kind: 'leaf',
+  yaml,
+  schema,
+  default: value,
+})
+
+const ms = (v: number): string => `${v}ms`
+
+/** `a op b` between two keys of a section, e.g. min_batch_size <= max_batch_size. */
+function ordered<T>(a: keyof T & string, op: '<' | '<=', b: keyof T & string, show: (v: number) => string = String) {
+  return (value: T, report: Report<T>, name: (key: keyof T & string) => string): void => {
+    const x = value[a] as number
+    const y = value[b] as number
+    if (op === '<' ? x < y : x <= y) return
+    report(a, `must be ${op} ${name(b)} (${show(y)})`, show(x), b)
+  }
+}
+
+const MiB = 1024 * 1024
+
+const SPEC: SectionSpec<MetaStoreConfig> = {
+  kind: 'section',
+  rules: [],
+  fields: {
+    server: {
+      kind: 'section',
+      rules: [],
+      fields: {
+        raft: {
+          kind: 'section',
+          rules: [ordered<RaftConfig>('heartbeatTick', '<', 'electionTick')],
+          fields: {
+            tickIntervalMs: leaf('tick_interval', duration(), 100),
+            electionTick: leaf('election_tick', count(), 10),
+            heartbeatTick: leaf('heartbeat_tick', count(), 1),
+            maxSizePerMsg: leaf('max_size_per_msg', size(), MiB),
+            maxInflightMsgs: leaf('max_inflight_msgs', count(), 256),
+            preVote: leaf('pre_vote', flag(), true),
+            checkQuorum: leaf('check_quorum', flag(), true),
+            snapshotCount: leaf('snapshot_count', count(), 10000),
+            proposalTimeoutMs: leaf('proposal_timeout', duration(), 5000),
+            batch: {
+              kind: 'section',
+              rules: [
+                ordered<BatchConfig>('minBatchSize', '<=', 'maxBatchSize'),
+                ordered<BatchConfig>('minTimeoutMs', '<=', 'maxTimeoutMs', ms),
+              ],
+              fields: {
+                enable: leaf('enable', flag(), true),
+                minBatchSize: leaf('min_batch_size', count(), 1),
+                maxBatchSize: leaf('max_batch_size', count(), 256),
+                minTimeoutMs: leaf('min_timeout', duration(), 5),
+                maxTimeoutMs: leaf('max_timeout', duration(), 20),
+                loadThreshold: leaf('load_threshold', ratio(), 0.7),
+                maxProposalBytes: leaf('max_proposal_bytes', size(), MiB),
+                queueCapacity: leaf('queue_capacity', count(), 8192),
+                compression: leaf('compression', oneOf(['none', 'lz4']), 'none' as const),
+                compressMinBytes: leaf('compress_min_bytes', size(), 4096),
+              },
+            },
+          },
+        },
+        storage: {
+          kind: 'section',
+          rules: [],
+          fields: {
+            engine: leaf('engine', oneOf(['memory', 'rocksdb']), 'rocksdb' as const),
+            dataDir: leaf('data_dir', nonEmptyString(), './data'),
+            sync: leaf('sync', flag(), true),
+          },
+        },
+      },
+    },
+  },
+}
+
+/** YAML files use snake_case keys; options objects use the TypeScript names. */
+type Style = 'yaml' | 'ts'
+
+function keyName(node: AnyNode, tsKey: string, style: Style): string {
+  return style === 'yaml' && node.kind === 'leaf' ? node.yaml : tsKey
+}
+
+function buildSchema(section: AnySection, style: Style): z.ZodType {
+  const shape: Record<string, z.ZodType> = {}
+  const toTs: Record<string, string> = {}
+  const fromTs: Record<string, string> = {}
+  for (const [tsKey, node] of Object.entries(section.fields) as [string, AnyNode][]) {
+    const key = keyName(node, tsKey, style)
+    toTs[key] = tsKey
+    fromTs[tsKey] = key
+    // A section left empty in YAML (`batch:` with every key commented out) is null: use its defaults.
+    shape[key] =
+      node.kind === 'leaf'
+        ? node.schema.default(node.default)
+        : z.preprocess((v) => v ?? {}, buildSchema(node, style))
+  }
+  return z
+    .strictObject(shape, {
+      error: (issue) => (issue.code === 'invalid_type' ? expected('a mapping')(issue) : undefined),
+    })
+    .transform((obj) => {
+      const out: Record<string, unknown> = {}
+      for (const [key, value] of Object.entries(obj)) out[toTs[key] as string] = value
+      return out
+    })
+    .superRefine((value, ctx) => {
+      const name = (tsKey: string): string => fromTs[tsKey] as string
+      const report: Report<Record<string, unknown>> = (key, rule, shown, related) =>
+        ctx.addIssue({
+          code: 'custom',
+          message: rule,
+          path: [name(key)],
+          input: value[key],
+          params: { display: shown, related: related === undefined ? undefined : name(related) },
+        })
+      for (const rule of section.rules) rule(value, report, name)
+    })
+}
+
+const schemas: Partial<Record<Style, z.ZodType>> = {}
+
+function schemaFor(style: Style): z.ZodType {
+  schemas[style] ??= z.preprocess((v) => v ?? {}, buildSchema(SPEC as unknown as AnySection, style))
+  return schemas[style]
+}
+
+// ---------------------------------------------------------------------------
+// Turning zod issues into messages
+
+/** Where a key path is in the source: 1-based line and column, if known. */
+type Locate = (path: readonly string[]) => { line: number; column: number } | undefined
+
+function sectionAt(path: readonly string[], style: Style): AnySection | undefined {
+  let node: AnyNode = SPEC as unknown as AnySection
+  for (const segment of path) {
+    if (node.kind !== 'section') return undefined
+    const entry: [string, AnyNode] | undefined = (Object.entries(node.fields) as [string, AnyNode][]).find(
+      ([tsKey, child]) => keyName(child, tsKey, style) === segment,
+    )
+    if (entry === undefined) return undefined
+    node = entry[1]
+  }
+  return node.kind === 'section' ? node : undefined
+}
+
+/** Every key path of the schema, in `style` names. */
+function allPaths(style: Style, section: AnySection = SPEC as unknown as AnySection, prefix: string[] = []): string[][] {
+  const out: string[][] = []
+  for (const [tsKey, node] of Object.entries(section.fields) as [string, AnyNode][]) {
+    const path = [...prefix, keyName(node, tsKey, style)]
+    out.push(path)
+    if (node.kind === 'section') out.push(...allPaths(style, node, path))
+  }
+  return out
+}
+
+function levenshtein(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j)
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i]
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1
+      cur[j] = Math.min((prev[j] as number) + 1, (cur[j - 1] as number) + 1, (prev[j - 1] as number) + cost)
+    }
+    prev = cur
+  }
+  return prev[b.length] as number
+}
+
+const normalize = (key: string): string => key.toLowerCase().replace(/[_-]/g, '')
+
+/** The rule for an unknown key: the nearest known key here, or where the key belongs. */
+function unknownKeyRule(parent: readonly string[], key: string, style: Style): string {
+  const known = Object.entries(sectionAt(parent, style)?.fields ?? {}).map(([tsKey, node]) =>
+    keyName(node as AnyNode, tsKey, style),
+  )
+  // Same key in another spelling: `minBatchSize` or `min-batch-size` for `min_batch_size`.
+  const respelled = known.find((k) => normalize(k) === normalize(key))
+  if (respelled !== undefined) return `unknown key; did you mean ${respelled}?`
+
+  let best: string[] = []
+  let bestDistance = Infinity
+  for (const candidate of known) {
+    const d = levenshtein(key.toLowerCase(), candidate.toLowerCase())
+    const close = d <= Math.floor(Math.max(key.length, candidate.length) / 2) || (key.length >= 3 && candidate.includes(key))
+    if (!close) continue
+    if (d < bestDistance) [best, bestDistance] = [[candidate], d]
+    else if (d === bestDistance) best.push(candidate)
+  }
+  if (best.length > 0) return `unknown key; did you mean ${best.join(' or ')}?`
+
+  // A known key in the wrong section, e.g. `batch:` at the top level as in the seed's snippets.
+  const elsewhere = allPaths(style).filter((p) => normalize(p[p.length - 1] as string) === normalize(key))
+  if (elsewhere.length > 0) return `unknown key; did you mean ${elsewhere.map((p) => p.join('.')).join(' or ')}?`
+
+  return known.length > 0 ? `unknown key; expected one of ${known.join(', ')}` : 'unknown key'
+}
+
+const VALUE_RULE = /^(must|is|has) /
+
+function issueFor(file: string, path: readonly string[], rule: string, shown: string | undefined, at?: { line: number; column: number }): ConfigIssue {
+  const key = path.length > 0 ? path.join('.') : '(top level)'
+  const subject = shown !== undefined && VALUE_RULE.test(rule) ? `${key} (${shown}) ${rule}` : `${key}: ${rule}`
+  const where = at === undefined ? '' : ` (line ${at.line})`
+  return {
+    file,
+    key: path.length > 0 ? key : undefined,
+    rule,
+    line: at?.line,
+    column: at?.column,
+    message: `${file}: ${subject}${where}`,
+  }
+}
+
+function toIssues(zodIssues: readonly z.core.$ZodIssue[], file: string, style: Style, locate: Locate): ConfigIssue[] {
+  const issues: ConfigIssue[] = []
+  for (const issue of zodIssues) {
+    const path = issue.path.map(String)
+    if (issue.code === 'unrecognized_keys') {
+      for (const key of issue.keys) {
+        const keyPath = [...path, key]
+        issues.push(issueFor(file, keyPath, unknownKeyRule(path, key, style), undefined, locate(keyPath)))
+      }
+      continue
+    }
+    const params = issue.code === 'custom' ? (issue.params as { display?: string; related?: string } | undefined) : undefined
+    const input = issue.input
+    const shown =
+      params?.display ?? (input === null || typeof input === 'object' || input === undefined ? undefined : display(input))
+    const related = params?.related === undefined ? undefined : [...path.slice(0, -1), params.related]
+    // A cross-key rule may name a key left to its default: point at the other one.
+    const at = locate(path) ?? (related && locate(related)) ?? locate(path.slice(0, -1))
+    issues.push(issueFor(file, path, issue.message, shown, at))
+  }
+  // Report in file order; issues without a line (keys not in the file) last.
+  return issues
+    .map((issue, index) => ({ issue, index }))
+    .sort((a, b) => (a.issue.line ?? Infinity) - (b.issue.line ?? Infinity) || a.index - b.index)
+    .map(({ issue }) => issue)
+}
+
+function configError(issues: readonly ConfigIssue[]): ConfigError {
+  const { file, key, rule, line, column } = issues[0] as ConfigIssue
+  return new ConfigError(issues.map((i) => i.message).join('\n'), { file, key, rule, line, column, issues })
+}
+
+function validate(input: unknown, file: string, style: Style, locate: Locate): MetaStoreConfig {
+  const result = schemaFor(style).safeParse(input, { reportInput: true })
+  if (result.success) return result.data as MetaStoreConfig
+  throw configError(toIssues(result.error.issues, file, style, locate))
+}
+
+// ---------------------------------------------------------------------------
+// YAML
+
+/** Finds the key of `path` in the document; undefined when the file does not hold that key. */
+function locator(doc: Document, lines: LineCounter): Locate {
+  return (path) => {
+    let node: unknown = doc.contents
+    let offset: number | undefined
+    for (const segment of path) {
+      if (!isMap(node)) break
+      const pair = node.items.find((p) => isScalar(p.key) && String(p.key.value) === segment)
+      if (pair === undefined) return undefined
+      offset = (pair.key as { range?: [number, number, number] }).range?.[0]
+      node = pair.value
+    }
+    if (offset === undefined) return undefined
+    const { line, col } = lines.linePos(offset)
+    return { line, column: col }
+  }
+}
+
+/**
+ * Parses and validates the YAML text of a config file. `source` names the file
+ * in error messages (`<inline>` when omitted).
+ */
+export function parseConfig(yamlText: string, source = '<inline>'): MetaStoreConfig {
+  const lines = new LineCounter()
+  const doc = parseDocument(yamlText, { lineCounter: lines, prettyErrors: false, uniqueKeys: true })
+  const syntax = doc.errors[0]
+  if (syntax !== undefined) {
+    const { line, col } = lines.linePos(syntax.pos[0])
+    const rule = `invalid YAML: ${syntax.message}`
+    const text = yamlText.split(/\r?\n/)[line - 1] ?? ''
+    const excerpt = text.trim() === '' ? '' : `\n  ${text}\n  ${' '.repeat(Math.max(col - 1, 0))}^`
+    throw new ConfigError(`${source}: line ${line}, column ${col}: ${rule}${excerpt}`, {
+      file: source,
+      rule,
+      line,
+      column: col,
+      cause: syntax,
+    })
+  }
+  let data: unknown
+  try {
+    data = doc.toJS()
+  } catch (err) {
+    // Unresolved or excessive aliases surface only when the document is converted.
+    const rule = `invalid YAML: ${(err as Error).message}`
+    throw new ConfigError(`${source}: ${rule}`, { file: source, rule, cause: err })
+  }
+  return validate(data, source, 'yaml', locator(doc, lines))
+}
+
+const READ_ERRORS: Readonly<Record<string, string>> = {
+  ENOENT: 'no such file',
+  EACCES: 'permission denied',
+  EISDIR: 'is a directory, not a file',
+}
+
+function readError(path: string, err: unknown): ConfigError {
+  const code = (err as NodeJS.ErrnoException).code ?? ''
+  const rule = `cannot read config file: ${READ_ERRORS[code] ?? (err as Error).message}`
+  return new ConfigError(`${path}: ${rule}`, { file: path, rule, cause: err })
+}
+
+/** Reads, parses and validates a YAML config file. Errors name `path` as given. */
+export async function loadConfig(path: string): Promise<MetaStoreConfig> {
+  let text: string
+  try {
+    text = await readFile(path, 'utf8')
+  } catch (err) {
+    throw readError(path, err)
+  }
+  return parseConfig(text, path)
+}
+
+/** Synchronous loadConfig, for startup code that cannot await. */
+export function loadConfigSync(path: string): MetaStoreConfig {
+  let text: string
+  try {
+    text = readFileSync(path, 'utf8')
+  } catch (err) {
+    throw readError(path, err)
+  }
+  return parseConfig(text, path)
+}
+
+/** The seed's defaults; a fresh object on every call. */
+export function defaultConfig(): MetaStoreConfig {
+  return validate({}, '<defaults>', 'ts', () => undefined)
+}
+
+/**
+ * The configuration a store opens with: the defaults when `input` is omitted,
+ * the file at `input` when it is a string (read synchronously), or a
+ * (possibly partial) camelCase object merged over the defaults and checked by
+ * the same rules as a file, errors naming `<options>` and camelCase keys.
+ * Durations in options objects are milliseconds and sizes bytes (unit strings
+ * such as '5ms' are accepted too).
+ */
+export function resolveConfig(input?: MetaStoreConfig | string | DeepPartial<MetaStoreConfig>): MetaStoreConfig {
+  if (input === undefined) return defaultConfig()
+  if (typeof input === 'string') return loadConfigSync(input)
+  return validate(input, '<options>', 'ts', () => undefined)
+}
