@@ -55,6 +55,15 @@ function ensureToolchain() {
   }
 }
 
+// `napi build` always passes `--target <triple>`, which gives cargo a separate
+// output folder; cargo test gets the same flag so RocksDB is compiled once.
+function hostTriple() {
+  const r = spawnSync('rustc', ['-vV'], { encoding: 'utf8' })
+  const line = (r.stdout ?? '').split('\n').find((l) => l.startsWith('host: '))
+  if (!line) throw new Error('cannot read the host target from `rustc -vV`')
+  return line.slice('host: '.length).trim()
+}
+
 function build() {
   ensureNpmDeps()
   ensureToolchain()
@@ -71,7 +80,7 @@ const tasks = {
   build,
   test() {
     build()
-    run('cargo', ['test', '--release', '--workspace'])
+    run('cargo', ['test', '--release', '--workspace', '--target', hostTriple()])
     run(bin('tsc'), ['-p', 'tsconfig.check.json'])
     run(bin('vitest'), ['run'])
   },

@@ -23,7 +23,7 @@ export class ProposalBatcher {
     this.#drained = new Promise((resolve) => (markDrained = resolve))
     try {
       this.#native = new native.NativeProposalBatcher(options, (batch, count) => {
-        if (batch === null) markDrained()
+        if (batch == null) markDrained()
         else onBatch(batch, count)
       })
     } catch (err) {

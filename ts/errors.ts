@@ -16,6 +16,7 @@ export const ERROR_CODES = [
   'ERR_TOO_LARGE',
   'ERR_CORRUPT_BATCH',
   'ERR_STORAGE',
+  'ERR_NOT_STARTED',
   'ERR_INTERNAL',
 ] as const
 

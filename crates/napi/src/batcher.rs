@@ -9,11 +9,12 @@ use napi::{
   threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode},
   Status,
 };
+use napi::Result;
 use napi_derive::napi;
 
 use crate::{
   config::{batch_config, BatchOptions},
-  error::{from_batch, js_error, JsResult},
+  error::{from_batch, js_error},
 };
 
 /// What the JS callback receives: a batch, or `null` once everything queued
@@ -98,7 +99,7 @@ impl NativeProposalBatcher {
   /// `onBatch(batch, count)` gets each encoded batch; `onBatch(null, 0)` marks
   /// that every batch flushed by `stop()` has been delivered.
   #[napi(constructor, catch_unwind)]
-  pub fn new(options: BatchOptions, on_batch: Function<BatchArgs, ()>) -> JsResult<Self> {
+  pub fn new(options: BatchOptions, on_batch: Function<FnArgs<(Option<Buffer>, u32)>, ()>) -> Result<Self, String> {
     let config = batch_config(&options)?;
     let on_batch = on_batch
       .build_threadsafe_function::<Event>()
@@ -114,7 +115,7 @@ impl NativeProposalBatcher {
   }
 
   #[napi(catch_unwind)]
-  pub fn start(&mut self) -> JsResult<()> {
+  pub fn start(&mut self) -> Result<(), String> {
     if self.stopped {
       return Err(js_error("ERR_CLOSED", "the batcher was stopped"));
     }
@@ -150,7 +151,7 @@ impl NativeProposalBatcher {
   }
 
   #[napi(catch_unwind)]
-  pub fn propose(&self, data: Either<Uint8Array, String>) -> JsResult<()> {
+  pub fn propose(&self, data: Either<Uint8Array, String>) -> Result<(), String> {
     match &self.inner {
       Some(batcher) => batcher.propose(bytes(&data).to_vec()).map_err(from_batch),
       None if self.stopped => Err(js_error("ERR_CLOSED", "the batcher was stopped")),

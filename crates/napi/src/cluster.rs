@@ -11,12 +11,13 @@ use napi::{
   threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode},
   Status,
 };
+use napi::Result;
 use napi_derive::napi;
 
 use crate::{
   batcher::{bytes, BatchStatsView},
   config::{cluster_config, ClusterOptions},
-  error::{from_raft, js_error, JsResult},
+  error::{from_raft, js_error},
 };
 
 /// Per-completion status byte sent to JS. Gets and errors also push entries
@@ -130,7 +131,7 @@ impl NativeCluster {
   /// Starts `options.nodes` nodes (ids 1..=n). `onComplete(tokens, statuses,
   /// indexes, extras)` receives results in batches.
   #[napi(factory, catch_unwind)]
-  pub fn start(options: ClusterOptions, on_complete: Function<CompletionArgs, ()>) -> JsResult<NativeCluster> {
+  pub fn start(options: ClusterOptions, on_complete: Function<FnArgs<(Float64Array, Uint8Array, Float64Array, Vec<Either<Buffer, String>>)>, ()>) -> Result<NativeCluster, String> {
     let config = cluster_config(&options)?;
     let tsfn: CompletionFn = on_complete
       .build_threadsafe_function::<Vec<Completion>>()
@@ -151,7 +152,7 @@ impl NativeCluster {
     Ok(NativeCluster { inner, on_complete })
   }
 
-  fn submit(&self, node: u32, token: f64, op: Op) -> JsResult<()> {
+  fn submit(&self, node: u32, token: f64, op: Op) -> Result<(), String> {
     let node = self
       .inner
       .node(node as u64)
@@ -160,22 +161,22 @@ impl NativeCluster {
   }
 
   #[napi(catch_unwind)]
-  pub fn put(&self, node: u32, token: f64, key: Either<Uint8Array, String>, value: Either<Uint8Array, String>) -> JsResult<()> {
+  pub fn put(&self, node: u32, token: f64, key: Either<Uint8Array, String>, value: Either<Uint8Array, String>) -> Result<(), String> {
     self.submit(node, token, Op::Put { key: key_bytes(&key), value: bytes(&value).to_vec() })
   }
 
   #[napi(catch_unwind)]
-  pub fn get(&self, node: u32, token: f64, key: Either<Uint8Array, String>) -> JsResult<()> {
+  pub fn get(&self, node: u32, token: f64, key: Either<Uint8Array, String>) -> Result<(), String> {
     self.submit(node, token, Op::Get { key: key_bytes(&key) })
   }
 
   #[napi(catch_unwind)]
-  pub fn delete(&self, node: u32, token: f64, key: Either<Uint8Array, String>) -> JsResult<()> {
+  pub fn delete(&self, node: u32, token: f64, key: Either<Uint8Array, String>) -> Result<(), String> {
     self.submit(node, token, Op::Delete { key: key_bytes(&key) })
   }
 
   #[napi(catch_unwind)]
-  pub fn propose(&self, node: u32, token: f64, data: Either<Uint8Array, String>) -> JsResult<()> {
+  pub fn propose(&self, node: u32, token: f64, data: Either<Uint8Array, String>) -> Result<(), String> {
     self.submit(node, token, Op::Raw(bytes(&data).to_vec()))
   }
 
@@ -195,7 +196,7 @@ impl NativeCluster {
   }
 
   #[napi(catch_unwind)]
-  pub fn stats(&self, node: u32) -> JsResult<NodeStatsView> {
+  pub fn stats(&self, node: u32) -> Result<NodeStatsView, String> {
     let node = self
       .inner
       .node(node as u64)
@@ -204,12 +205,12 @@ impl NativeCluster {
   }
 
   #[napi(catch_unwind)]
-  pub fn stop_node(&self, node: u32) -> JsResult<()> {
+  pub fn stop_node(&self, node: u32) -> Result<(), String> {
     self.inner.stop(node as u64).map_err(from_raft)
   }
 
   #[napi(catch_unwind)]
-  pub fn restart_node(&self, node: u32) -> JsResult<()> {
+  pub fn restart_node(&self, node: u32) -> Result<(), String> {
     self.inner.restart(node as u64).map_err(from_raft)
   }
 
@@ -226,7 +227,7 @@ impl NativeCluster {
   /// Stops every node (pending requests reject with ERR_CLOSED) and releases
   /// the callback once those rejections are queued. Idempotent.
   #[napi(catch_unwind)]
-  pub fn close(&self) -> JsResult<()> {
+  pub fn close(&self) -> Result<(), String> {
     let result = self.inner.close().map_err(from_raft);
     if let Ok(mut guard) = self.on_complete.lock() {
       guard.take();

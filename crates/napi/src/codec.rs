@@ -1,9 +1,10 @@
 //! `encodeBatch`, `decodeBatch`, `isBatchProposal`.
 
 use napi::bindgen_prelude::{Buffer, Either, Uint8Array};
+use napi::Result;
 use napi_derive::napi;
 
-use crate::error::{from_batch, JsResult};
+use crate::error::{from_batch};
 
 /// Encodes proposals into one Raft entry payload (a single proposal is stored raw).
 #[napi(catch_unwind)]
@@ -20,7 +21,7 @@ pub fn encode_batch(proposals: Vec<Either<Uint8Array, String>>) -> Buffer {
 
 /// Decodes an entry payload: a batch frame, a legacy JSON batch or a raw proposal.
 #[napi(catch_unwind)]
-pub fn decode_batch(data: Uint8Array) -> JsResult<Vec<Buffer>> {
+pub fn decode_batch(data: Uint8Array) -> Result<Vec<Buffer>, String> {
   let proposals = metastore_batch::decode_batch(&data).map_err(from_batch)?;
   Ok(proposals.into_iter().map(|p| Buffer::from(p.into_owned())).collect())
 }

@@ -6,9 +6,10 @@ use std::{path::PathBuf, time::Duration};
 
 use metastore_batch::{BatchConfig, Compression};
 use metastore_raft::{ClusterConfig, EngineKind, RaftSettings, StorageConfig};
+use napi::Result;
 use napi_derive::napi;
 
-use crate::error::{invalid_config, JsResult};
+use crate::error::{invalid_config};
 
 #[napi(object)]
 #[derive(Clone)]
@@ -62,7 +63,7 @@ pub struct ConfigViolation {
   pub rule: String,
 }
 
-fn count(key: &'static str, value: f64) -> Result<usize, ConfigViolation> {
+fn count(key: &'static str, value: f64) -> std::result::Result<usize, ConfigViolation> {
   if value.is_finite() && value >= 0.0 && value.fract() == 0.0 && value <= u32::MAX as f64 {
     Ok(value as usize)
   } else {
@@ -70,7 +71,7 @@ fn count(key: &'static str, value: f64) -> Result<usize, ConfigViolation> {
   }
 }
 
-fn millis(key: &'static str, value: f64) -> Result<Duration, ConfigViolation> {
+fn millis(key: &'static str, value: f64) -> std::result::Result<Duration, ConfigViolation> {
   if value.is_finite() && value >= 0.0 {
     Ok(Duration::from_secs_f64(value / 1000.0))
   } else {
@@ -78,7 +79,7 @@ fn millis(key: &'static str, value: f64) -> Result<Duration, ConfigViolation> {
   }
 }
 
-fn to_batch_config(o: &BatchOptions) -> Result<BatchConfig, ConfigViolation> {
+fn to_batch_config(o: &BatchOptions) -> std::result::Result<BatchConfig, ConfigViolation> {
   let compression = match o.compression.as_str() {
     "none" => Compression::None,
     "lz4" => Compression::Lz4,
@@ -111,11 +112,11 @@ pub fn check_batch_config(options: BatchOptions) -> Option<ConfigViolation> {
   to_batch_config(&options).err()
 }
 
-pub fn batch_config(options: &BatchOptions) -> JsResult<BatchConfig> {
+pub fn batch_config(options: &BatchOptions) -> Result<BatchConfig, String> {
   to_batch_config(options).map_err(|v| invalid_config(format!("server.raft.batch.{}: {}", v.key, v.rule)))
 }
 
-fn raft_settings(o: &RaftOptions) -> Result<RaftSettings, ConfigViolation> {
+fn raft_settings(o: &RaftOptions) -> std::result::Result<RaftSettings, ConfigViolation> {
   Ok(RaftSettings {
     tick_interval: millis("tick_interval", o.tick_interval_ms)?,
     election_tick: count("election_tick", o.election_tick)?,
@@ -129,7 +130,7 @@ fn raft_settings(o: &RaftOptions) -> Result<RaftSettings, ConfigViolation> {
   })
 }
 
-pub fn cluster_config(o: &ClusterOptions) -> JsResult<ClusterConfig> {
+pub fn cluster_config(o: &ClusterOptions) -> Result<ClusterConfig, String> {
   let raft = raft_settings(&o.raft).map_err(|v| invalid_config(format!("server.raft.{}: {}", v.key, v.rule)))?;
   let batch = batch_config(&o.raft.batch)?;
   let engine = match o.storage.engine.as_str() {

@@ -3,7 +3,6 @@
 
 use napi::Error;
 
-pub type JsResult<T> = napi::Result<T, String>;
 
 pub fn js_error(code: &str, message: impl Into<String>) -> Error<String> {
   Error::new(code.to_string(), message.into())

@@ -1,0 +1,180 @@
+import { spawn } from 'node:child_process'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+
+import { describe, expect, it } from 'vitest'
+
+import { LocalCluster, MetaStoreError, type MetaStore } from '../ts/index.js'
+import { eventually, RETRYABLE, tempDir, testConfig } from './helpers.js'
+
+/** Every key's value as seen by one node (linearizable reads through that node). */
+async function snapshot(node: MetaStore, keys: string[]): Promise<(string | undefined)[]> {
+  return Promise.all(keys.map(async (k) => (await node.get(k))?.toString()))
+}
+
+for (const engine of ['memory', 'rocksdb'] as const) {
+  describe(`LocalCluster of 3 on ${engine}`, () => {
+    const dir = tempDir()
+
+    it('commits writes made on the leader and on followers; every node converges', async () => {
+      const cluster = await LocalCluster.start({ nodes: 3, engine, dataDir: join(dir, 'basic'), config: testConfig() })
+      try {
+        const leader = await cluster.leader()
+        const follower = cluster.node(cluster.ids().find((id) => id !== leader.nodeId)!)
+        expect(follower.stats().raft.role).toBe('follower')
+        await Promise.all(Array.from({ length: 300 }, (_, i) => leader.put(`k${i}`, `leader${i}`)))
+        const fromFollower = await Promise.all(Array.from({ length: 300 }, (_, i) => follower.put(`f${i}`, `follower${i}`)))
+        expect(fromFollower.every((r) => r.index > 0)).toBe(true)
+        expect(await follower.delete('k0')).toBe(true)
+
+        const keys = [...Array.from({ length: 300 }, (_, i) => `k${i}`), ...Array.from({ length: 300 }, (_, i) => `f${i}`)]
+        const expected = keys.map((k) => (k === 'k0' ? undefined : k.startsWith('k') ? `leader${k.slice(1)}` : `follower${k.slice(1)}`))
+        for (const id of cluster.ids()) expect(await snapshot(cluster.node(id), keys)).toEqual(expected)
+        await eventually(() => new Set(cluster.ids().map((id) => cluster.node(id).stats().raft.appliedIndex)).size === 1)
+      } finally {
+        await cluster.close()
+      }
+    })
+
+    it('elects a new leader when the leader stops under load; no request hangs', async () => {
+      const cluster = await LocalCluster.start({ nodes: 3, engine, dataDir: join(dir, 'failover'), config: testConfig() })
+      try {
+        const old = await cluster.leader()
+        const others = cluster.ids().filter((id) => id !== old.nodeId)
+        const acked = new Map<string, string>()
+        const failures: string[] = []
+        let stop = false
+        const writer = async (node: MetaStore, w: number) => {
+          for (let i = 0; !stop; i++) {
+            const key = `w${w}-${i}`
+            try {
+              await node.put(key, `v${i}`)
+              acked.set(key, `v${i}`)
+            } catch (err) {
+              failures.push((err as MetaStoreError).code)
+              await sleep(5) // back off, as a client would, instead of spinning on microtasks
+            }
+          }
+        }
+        const writers = [
+          ...Array.from({ length: 16 }, (_, w) => writer(old, w)),
+          ...Array.from({ length: 16 }, (_, w) => writer(cluster.node(others[w % 2]), 100 + w)),
+        ]
+        await eventually(() => acked.size > 500)
+        cluster.stop(old.nodeId)
+        await eventually(async () => {
+          const leader = await cluster.leader().catch(() => undefined)
+          return leader !== undefined && leader.nodeId !== old.nodeId
+        })
+        const before = acked.size
+        await eventually(() => acked.size > before + 500)
+        stop = true
+        await Promise.all(writers) // every request settled: resolved or rejected
+        for (const code of failures) expect(RETRYABLE).toContain(code)
+
+        const survivor = await cluster.leader()
+        const keys = [...acked.keys()]
+        expect(await snapshot(survivor, keys)).toEqual(keys.map((k) => acked.get(k)))
+      } finally {
+        await cluster.close()
+      }
+    })
+
+    it('a node that was down catches up, by snapshot after compaction', async () => {
+      const config = testConfig((c) => (c.server.raft.snapshotCount = 50))
+      const cluster = await LocalCluster.start({ nodes: 3, engine, dataDir: join(dir, 'catchup'), config })
+      try {
+        const leader = await cluster.leader()
+        const lagging = cluster.ids().find((id) => id !== leader.nodeId)!
+        cluster.stop(lagging)
+        for (let round = 0; round < 10; round++) {
+          await Promise.all(Array.from({ length: 50 }, (_, i) => leader.put(`c${round}-${i}`, `r${round}`)))
+        }
+        expect(leader.stats().storage.logEntries).toBeLessThan(500)
+        cluster.restart(lagging)
+        const node = cluster.node(lagging)
+        await eventually(() => node.stats().raft.appliedIndex >= leader.stats().raft.appliedIndex)
+        const keys = Array.from({ length: 10 }, (_, r) => `c${r}-49`)
+        expect(await snapshot(node, keys)).toEqual(keys.map((_, r) => `r${r}`))
+      } finally {
+        await cluster.close()
+      }
+    })
+  })
+}
+
+describe('LocalCluster on rocksdb, restarts', () => {
+  const dir = tempDir()
+
+  it('keeps every acknowledged write across a node restart and a full cluster restart', async () => {
+    const dataDir = join(dir, 'restart')
+    let cluster = await LocalCluster.start({ nodes: 3, engine: 'rocksdb', dataDir, config: testConfig() })
+    const leader = await cluster.leader()
+    await Promise.all(Array.from({ length: 300 }, (_, i) => leader.put(`k${i}`, `v${i}`)))
+    const restarted = cluster.ids().find((id) => id !== leader.nodeId)!
+    cluster.stop(restarted)
+    await Promise.all(Array.from({ length: 100 }, (_, i) => leader.put(`later${i}`, `x${i}`)))
+    cluster.restart(restarted)
+    const keys = [...Array.from({ length: 300 }, (_, i) => `k${i}`), ...Array.from({ length: 100 }, (_, i) => `later${i}`)]
+    const values = [...Array.from({ length: 300 }, (_, i) => `v${i}`), ...Array.from({ length: 100 }, (_, i) => `x${i}`)]
+    expect(await snapshot(cluster.node(restarted), keys)).toEqual(values)
+    await cluster.close()
+
+    cluster = await LocalCluster.start({ nodes: 3, engine: 'rocksdb', dataDir, config: testConfig() })
+    try {
+      for (const id of cluster.ids()) expect(await snapshot(cluster.node(id), keys)).toEqual(values)
+    } finally {
+      await cluster.close()
+    }
+  })
+
+  it('loses no acknowledged write when the process is killed with SIGKILL mid-load', async () => {
+    const dataDir = join(dir, 'sigkill')
+    const child = spawn(process.execPath, [join(__dirname, 'fixtures', 'writer.cjs'), dataDir], { stdio: ['ignore', 'pipe', 'inherit'] })
+    const acked: string[] = []
+    let buffered = ''
+    child.stdout.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString()
+      const lines = buffered.split('\n')
+      buffered = lines.pop()!
+      acked.push(...lines.filter((l) => l.startsWith('k')))
+    })
+    await eventually(() => acked.length >= 2000, 60_000)
+    child.kill('SIGKILL')
+    await new Promise((resolve) => child.once('exit', resolve))
+
+    const cluster = await LocalCluster.start({ nodes: 3, engine: 'rocksdb', dataDir, config: testConfig() })
+    try {
+      const leader = await cluster.leader()
+      const values = await snapshot(leader, acked)
+      const lost = acked.filter((k, i) => values[i] !== `value-${k}`)
+      expect(lost).toEqual([])
+    } finally {
+      await cluster.close()
+    }
+  })
+})
+
+describe('batching on and off', () => {
+  it('gives identical final state', async () => {
+    const states: (string | undefined)[][] = []
+    const keys = Array.from({ length: 100 }, (_, i) => `k${i}`)
+    for (const enable of [true, false]) {
+      const config = testConfig((c) => (c.server.raft.batch.enable = enable))
+      const cluster = await LocalCluster.start({ nodes: 3, engine: 'memory', config })
+      try {
+        const leader = await cluster.leader()
+        for (let round = 0; round < 5; round++) {
+          await Promise.all(keys.map((k, i) => (i % 7 === round ? leader.delete(k) : leader.put(k, `${k}-${round}`))))
+        }
+        const stats = leader.stats().batch
+        if (enable) expect(stats.avgBatchSize).toBeGreaterThan(1)
+        else expect(stats.avgBatchSize).toBe(1)
+        states.push(await snapshot(leader, keys))
+      } finally {
+        await cluster.close()
+      }
+    }
+    expect(states[0]).toEqual(states[1])
+  })
+})

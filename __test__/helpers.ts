@@ -1,0 +1,36 @@
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+
+import { afterAll } from 'vitest'
+
+import { defaultConfig, type MetaStoreConfig } from '../ts/index.js'
+
+/** A temporary data dir, removed after the file's tests. */
+export function tempDir(prefix = 'metastore-test-'): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix))
+  afterAll(() => rmSync(dir, { recursive: true, force: true }))
+  return dir
+}
+
+/** Fast elections for tests: 10 ms ticks. */
+export function testConfig(patch: (c: MetaStoreConfig) => void = () => {}): MetaStoreConfig {
+  const config = defaultConfig()
+  config.server.raft.tickIntervalMs = 10
+  config.server.raft.proposalTimeoutMs = 2_000
+  config.server.storage.sync = false
+  patch(config)
+  return config
+}
+
+/** Polls `check` until it returns true or `timeoutMs` passes. */
+export async function eventually(check: () => boolean | Promise<boolean>, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`)
+    await sleep(10)
+  }
+}
+
+export const RETRYABLE = ['ERR_PROPOSAL_DROPPED', 'ERR_TIMEOUT', 'ERR_NOT_LEADER', 'ERR_CLOSED']

@@ -1,0 +1,136 @@
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+
+import { describe, expect, it } from 'vitest'
+
+import { MetaStore, MetaStoreError } from '../ts/index.js'
+import { tempDir, testConfig } from './helpers.js'
+
+async function codeOf(p: Promise<unknown>): Promise<string | undefined> {
+  try {
+    await p
+  } catch (err) {
+    expect(err).toBeInstanceOf(MetaStoreError)
+    return (err as MetaStoreError).code
+  }
+  return undefined
+}
+
+for (const engine of ['memory', 'rocksdb'] as const) {
+  describe(`MetaStore on ${engine}`, () => {
+    const dir = tempDir()
+
+    it('puts, gets and deletes with results a caller can use', async () => {
+      const store = await MetaStore.open({ engine, dataDir: join(dir, 'crud'), config: testConfig() })
+      try {
+        const first = await store.put('k1', 'v1')
+        expect(first.existed).toBe(false)
+        const second = await store.put('k1', 'v2')
+        expect(second.existed).toBe(true)
+        expect(second.index).toBeGreaterThan(first.index)
+        expect(String(await store.get('k1'))).toBe('v2')
+        expect(await store.get('missing')).toBeUndefined()
+        expect(await store.delete('k1')).toBe(true)
+        expect(await store.delete('k1')).toBe(false)
+        expect(await store.get('k1')).toBeUndefined()
+
+        const key = Buffer.from([0, 255, 0xc1, 10])
+        const value = Buffer.from([0xc1, 0, 1, 2, 255])
+        await store.put(key, value)
+        expect(await store.get(key)).toEqual(value)
+
+        const stats = store.stats()
+        expect(stats.raft.role).toBe('leader')
+        expect(stats.raft.appliedIndex).toBeGreaterThanOrEqual(second.index)
+        expect(stats.storage.engine).toBe(engine)
+      } finally {
+        await store.close()
+      }
+    })
+
+    it('batches concurrent writes and keeps sequential writes unbatched', async () => {
+      const store = await MetaStore.open({ engine, dataDir: join(dir, 'batch'), config: testConfig() })
+      try {
+        for (let i = 0; i < 50; i++) await store.put(`seq${i}`, 'x')
+        const sequential = store.stats().batch
+        expect(sequential.avgBatchSize).toBe(1)
+        expect(sequential.flushesByIdle).toBe(sequential.totalBatches)
+
+        await Promise.all(Array.from({ length: 2000 }, (_, i) => store.put(`con${i}`, `v${i}`)))
+        const after = store.stats().batch
+        const concurrentAvg = (after.totalProposals - sequential.totalProposals) / (after.totalBatches - sequential.totalBatches)
+        expect(concurrentAvg).toBeGreaterThan(4)
+        expect(String(await store.get('con1999'))).toBe('v1999')
+      } finally {
+        await store.close()
+      }
+    })
+
+    it('rejects bad input without crashing', async () => {
+      const store = await MetaStore.open({
+        engine,
+        dataDir: join(dir, 'bad'),
+        config: testConfig((c) => (c.server.raft.batch.maxProposalBytes = 1024)),
+      })
+      expect(await codeOf(store.put('big', Buffer.alloc(4096)))).toBe('ERR_TOO_LARGE')
+      expect(() => store.put(42 as never, 'x')).toThrow(TypeError)
+      await store.put('ok', 'still works')
+      await store.close()
+      await store.close()
+      expect(await codeOf(store.put('k', 'v'))).toBe('ERR_CLOSED')
+      expect(await codeOf(store.get('k'))).toBe('ERR_CLOSED')
+      expect(() => store.stats()).toThrow(MetaStoreError)
+    })
+  })
+}
+
+describe('MetaStore on rocksdb, durability and bad data dirs', () => {
+  const dir = tempDir()
+
+  it('keeps every acknowledged write across a reopen', async () => {
+    const dataDir = join(dir, 'reopen')
+    let store = await MetaStore.open({ engine: 'rocksdb', dataDir, config: testConfig() })
+    await Promise.all(Array.from({ length: 500 }, (_, i) => store.put(`k${i}`, `v${i}`)))
+    await store.delete('k7')
+    await store.close()
+    store = await MetaStore.open({ engine: 'rocksdb', dataDir, config: testConfig() })
+    try {
+      for (let i = 0; i < 500; i++) {
+        expect(String(await store.get(`k${i}`) ?? '<none>')).toBe(i === 7 ? '<none>' : `v${i}`)
+      }
+      expect((await store.put('k1', 'again')).existed).toBe(true)
+    } finally {
+      await store.close()
+    }
+  })
+
+  it('reports an unwritable data dir as ERR_STORAGE naming the path', async () => {
+    const file = join(dir, 'not-a-dir')
+    writeFileSync(file, 'plain file')
+    const err = await MetaStore.open({ engine: 'rocksdb', dataDir: file, config: testConfig() }).catch((e) => e)
+    expect(err).toBeInstanceOf(MetaStoreError)
+    expect(err.code).toBe('ERR_STORAGE')
+    expect(err.message).toContain('not-a-dir')
+  })
+
+  it('reports a corrupted data dir as ERR_STORAGE', async () => {
+    const dataDir = join(dir, 'corrupt')
+    const store = await MetaStore.open({ engine: 'rocksdb', dataDir, config: testConfig() })
+    await store.put('k', 'v')
+    await store.close()
+    writeFileSync(join(dataDir, 'node-1', 'CURRENT'), 'garbage\n')
+    const err = await MetaStore.open({ engine: 'rocksdb', dataDir, config: testConfig() }).catch((e) => e)
+    expect(err).toBeInstanceOf(MetaStoreError)
+    expect(err.code).toBe('ERR_STORAGE')
+  })
+
+  it('rejects invalid options with ERR_INVALID_CONFIG', async () => {
+    const bad = testConfig((c) => {
+      c.server.raft.batch.minBatchSize = 300
+    })
+    const err = await MetaStore.open({ engine: 'memory', config: bad }).catch((e) => e)
+    expect(err).toBeInstanceOf(MetaStoreError)
+    expect(err.code).toBe('ERR_INVALID_CONFIG')
+    expect(err.message).toContain('server.raft.batch.minBatchSize (300) must be <= maxBatchSize (256)')
+  })
+})

@@ -1,0 +1,31 @@
+//! MetaStore's Raft core: a [`RaftNode`] built on raft-rs `RawNode`, fed by the
+//! adaptive proposal batcher of `metastore-batch`, with a memory and a RocksDB
+//! storage engine, an in-process transport and a [`LocalCluster`] that runs a
+//! whole group inside one process.
+//!
+//! Data flow of a write: [`RaftNode::submit`] encodes the op as a
+//! [`command`] carrying its request id, the batcher packs commands into one
+//! log entry, the node thread proposes it, persists each `Ready` in one write,
+//! applies committed entries in log order and resolves the caller's token
+//! through the [`CompletionSink`].
+
+pub mod client;
+pub mod cluster;
+pub mod command;
+pub mod config;
+pub mod error;
+pub mod kv;
+pub mod node;
+mod proposals;
+pub mod stats;
+pub mod storage;
+pub mod transport;
+mod varint;
+
+pub use client::SyncClient;
+pub use cluster::LocalCluster;
+pub use config::{ClusterConfig, EngineKind, NodeConfig, RaftSettings, StorageConfig};
+pub use error::Error;
+pub use metastore_batch::{BatchConfig, BatchStats};
+pub use node::{Completion, CompletionSink, Op, Outcome, RaftNode};
+pub use stats::{NodeStats, RaftStats, Role, StorageStats};

@@ -1,0 +1,144 @@
+//! Point-in-time figures of a node. The node thread publishes them into
+//! atomics after each loop iteration, so reading stats never waits on it.
+
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+
+use metastore_batch::BatchStats;
+use raft::StateRole;
+
+use crate::config::EngineKind;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Follower,
+    Candidate,
+    Leader,
+    PreCandidate,
+}
+
+impl Role {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Follower => "follower",
+            Role::Candidate => "candidate",
+            Role::Leader => "leader",
+            Role::PreCandidate => "pre-candidate",
+        }
+    }
+
+    fn from_u8(v: u8) -> Role {
+        match v {
+            1 => Role::Candidate,
+            2 => Role::Leader,
+            3 => Role::PreCandidate,
+            _ => Role::Follower,
+        }
+    }
+
+    fn to_u8(self) -> u8 {
+        match self {
+            Role::Follower => 0,
+            Role::Candidate => 1,
+            Role::Leader => 2,
+            Role::PreCandidate => 3,
+        }
+    }
+}
+
+impl From<StateRole> for Role {
+    fn from(r: StateRole) -> Self {
+        match r {
+            StateRole::Follower => Role::Follower,
+            StateRole::Candidate => Role::Candidate,
+            StateRole::Leader => Role::Leader,
+            StateRole::PreCandidate => Role::PreCandidate,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaftStats {
+    pub id: u64,
+    pub role: Role,
+    /// 0 when no leader is known.
+    pub leader_id: u64,
+    pub term: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub last_index: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageStats {
+    pub engine: EngineKind,
+    /// Entries currently in the raft log (after compaction).
+    pub log_entries: u64,
+    /// Approximate bytes of KV data plus log (engine estimate).
+    pub approximate_bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeStats {
+    pub raft: RaftStats,
+    pub batch: BatchStats,
+    pub storage: StorageStats,
+}
+
+/// Figures written by the node thread, read by any thread.
+#[derive(Debug, Default)]
+pub(crate) struct SharedStats {
+    role: AtomicU8,
+    leader_id: AtomicU64,
+    term: AtomicU64,
+    commit_index: AtomicU64,
+    applied_index: AtomicU64,
+    last_index: AtomicU64,
+    log_entries: AtomicU64,
+    approximate_bytes: AtomicU64,
+}
+
+impl SharedStats {
+    pub(crate) fn publish_raft(&self, s: &RaftStats) {
+        self.role.store(s.role.to_u8(), Relaxed);
+        self.leader_id.store(s.leader_id, Relaxed);
+        self.term.store(s.term, Relaxed);
+        self.commit_index.store(s.commit_index, Relaxed);
+        self.applied_index.store(s.applied_index, Relaxed);
+        self.last_index.store(s.last_index, Relaxed);
+    }
+
+    pub(crate) fn publish_log_entries(&self, n: u64) {
+        self.log_entries.store(n, Relaxed);
+    }
+
+    pub(crate) fn publish_storage(&self, s: &StorageStats) {
+        self.log_entries.store(s.log_entries, Relaxed);
+        self.approximate_bytes.store(s.approximate_bytes, Relaxed);
+    }
+
+    /// A stopped node keeps its last figures but reports no role of power.
+    pub(crate) fn mark_stopped(&self) {
+        self.role.store(Role::Follower.to_u8(), Relaxed);
+        self.leader_id.store(0, Relaxed);
+    }
+
+    pub(crate) fn raft(&self, id: u64) -> RaftStats {
+        RaftStats {
+            id,
+            role: Role::from_u8(self.role.load(Relaxed)),
+            leader_id: self.leader_id.load(Relaxed),
+            term: self.term.load(Relaxed),
+            commit_index: self.commit_index.load(Relaxed),
+            applied_index: self.applied_index.load(Relaxed),
+            last_index: self.last_index.load(Relaxed),
+        }
+    }
+
+    pub(crate) fn storage(&self, engine: EngineKind) -> StorageStats {
+        StorageStats {
+            engine,
+            log_entries: self.log_entries.load(Relaxed),
+            approximate_bytes: self.approximate_bytes.load(Relaxed),
+        }
+    }
+}

@@ -1,0 +1,649 @@
+//! The RocksDB engine, one database per node in `data_dir/node-<id>`.
+//!
+//! Column families:
+//! - `log`:  raft entries, key = index as big-endian u64 (so keys sort by index)
+//! - `meta`: hard state, conf state, truncated index/term, applied index
+//! - `kv`:   the KV state machine
+//!
+//! Each `Ready` is one `WriteBatch` (snapshot, entries, tail deletes, hard
+//! state), synced when raft requires it. Each apply round is one batch holding
+//! the KV writes and the applied index, so replaying after a crash is
+//! idempotent. Nothing read from disk is unwrapped: a damaged database is an
+//! [`Error::Storage`] naming the path.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+
+use protobuf::Message as _;
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, Storage, StorageError};
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
+
+use super::{raft_err, Engine};
+use crate::config::EngineKind;
+use crate::error::{Error, Result};
+use crate::kv::{decode_snapshot, SnapshotWriter};
+use crate::stats::StorageStats;
+
+pub const CF_LOG: &str = "log";
+pub const CF_META: &str = "meta";
+pub const CF_KV: &str = "kv";
+pub const KEY_HARD_STATE: &[u8] = b"hard_state";
+pub const KEY_CONF_STATE: &[u8] = b"conf_state";
+/// `index u64 BE | term u64 BE` of the last discarded log entry.
+pub const KEY_TRUNCATED: &[u8] = b"truncated";
+/// `u64 BE`: the last index whose commands are in `kv`.
+pub const KEY_APPLIED: &[u8] = b"applied";
+
+/// Recent entries kept in memory: the leader re-reads them to send appends
+/// and to apply them right after persisting, so most reads never hit RocksDB.
+const CACHE_MAX_ENTRIES: usize = 4096;
+const CACHE_MAX_BYTES: usize = 32 << 20;
+
+fn log_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+fn be_u64(b: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(b.try_into().ok()?))
+}
+
+pub struct RocksEngine {
+    db: DB,
+    path: PathBuf,
+    hard_state: HardState,
+    conf_state: ConfState,
+    truncated_index: u64,
+    truncated_term: u64,
+    last_index: u64,
+    applied: u64,
+    /// A contiguous tail of the persisted log.
+    cache: VecDeque<Entry>,
+    cache_bytes: usize,
+    /// The current apply round: its batch, and what it did to each key so far
+    /// (a key written twice in one round must see its own first write).
+    apply_batch: WriteBatch,
+    apply_overlay: HashMap<Vec<u8>, bool>,
+}
+
+impl RocksEngine {
+    /// Opens (or creates, with `peers` as the initial voters) the database in
+    /// `dir` and recovers the raft state from it.
+    pub fn open(dir: &Path, peers: &[u64]) -> Result<Self> {
+        let path = dir.to_path_buf();
+        let storage_err = |what: &str, e: &dyn std::fmt::Display| {
+            Error::Storage(format!("{what} {}: {e}", path.display()))
+        };
+        std::fs::create_dir_all(&path)
+            .map_err(|e| storage_err("cannot create data directory", &e))?;
+
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_keep_log_file_num(4);
+        let cfs =
+            [CF_LOG, CF_META, CF_KV].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, &path, cfs)
+            .map_err(|e| storage_err("cannot open RocksDB at", &e))?;
+
+        let mut engine = RocksEngine {
+            db,
+            path,
+            hard_state: HardState::default(),
+            conf_state: ConfState::default(),
+            truncated_index: 0,
+            truncated_term: 0,
+            last_index: 0,
+            applied: 0,
+            cache: VecDeque::new(),
+            cache_bytes: 0,
+            apply_batch: WriteBatch::default(),
+            apply_overlay: HashMap::new(),
+        };
+        engine.recover(peers)?;
+        Ok(engine)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, what: &str, e: impl std::fmt::Display) -> Error {
+        Error::Storage(format!("{what} in {}: {e}", self.path.display()))
+    }
+
+    fn corrupt(&self, what: impl std::fmt::Display) -> Error {
+        Error::Storage(format!("corrupt database {}: {what}", self.path.display()))
+    }
+
+    fn cf(&self, name: &str) -> Result<&ColumnFamily> {
+        self.db.cf_handle(name).ok_or_else(|| {
+            Error::Storage(format!(
+                "column family {name} missing in {}",
+                self.path.display()
+            ))
+        })
+    }
+
+    fn read_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.db
+            .get_cf(self.cf(CF_META)?, key)
+            .map_err(|e| self.err("cannot read meta", e))
+    }
+
+    fn recover(&mut self, peers: &[u64]) -> Result<()> {
+        let hs = self.read_meta(KEY_HARD_STATE)?;
+        let cs = self.read_meta(KEY_CONF_STATE)?;
+        let truncated = self.read_meta(KEY_TRUNCATED)?;
+        let applied = self.read_meta(KEY_APPLIED)?;
+
+        if let Some(b) = &hs {
+            self.hard_state = HardState::parse_from_bytes(b)
+                .map_err(|e| self.corrupt(format!("hard state: {e}")))?;
+        }
+        if let Some(b) = &truncated {
+            match (b.get(..8).and_then(be_u64), b.get(8..).and_then(be_u64)) {
+                (Some(i), Some(t)) => (self.truncated_index, self.truncated_term) = (i, t),
+                _ => return Err(self.corrupt("truncated state has the wrong length")),
+            }
+        }
+        if let Some(b) = &applied {
+            self.applied =
+                be_u64(b).ok_or_else(|| self.corrupt("applied index has the wrong length"))?;
+        }
+
+        // First and last log keys.
+        let log = self.cf(CF_LOG)?;
+        let mut it = self.db.raw_iterator_cf(log);
+        it.seek_to_last();
+        let last_key = it.key().map(<[u8]>::to_vec);
+        it.seek_to_first();
+        let first_key = it.key().map(<[u8]>::to_vec);
+        it.status()
+            .map_err(|e| self.err("cannot read the raft log", e))?;
+        drop(it);
+        self.last_index = self.truncated_index;
+        if let (Some(first), Some(last)) = (first_key, last_key) {
+            let first =
+                be_u64(&first).ok_or_else(|| self.corrupt("raft log key of the wrong length"))?;
+            let last =
+                be_u64(&last).ok_or_else(|| self.corrupt("raft log key of the wrong length"))?;
+            if first != self.truncated_index + 1 {
+                return Err(self.corrupt(format!(
+                    "raft log starts at {first}, expected {}",
+                    self.truncated_index + 1
+                )));
+            }
+            self.last_index = last;
+        }
+
+        match cs {
+            Some(b) => {
+                self.conf_state = ConfState::parse_from_bytes(&b)
+                    .map_err(|e| self.corrupt(format!("conf state: {e}")))?;
+                if self.conf_state.voters.is_empty() {
+                    return Err(self.corrupt("conf state has no voters"));
+                }
+            }
+            None if hs.is_none() && self.last_index == 0 && self.applied == 0 => {
+                // A new database: bootstrap with the initial voter set.
+                self.conf_state = ConfState::from((peers.to_vec(), Vec::<u64>::new()));
+                let mut wb = WriteBatch::default();
+                let meta = self.cf(CF_META)?;
+                let bytes = self
+                    .conf_state
+                    .write_to_bytes()
+                    .map_err(|e| self.err("cannot encode conf state", e))?;
+                wb.put_cf(meta, KEY_CONF_STATE, bytes);
+                self.write(wb, true)?;
+            }
+            None => return Err(self.corrupt("conf state missing")),
+        }
+
+        // Invariants raft-rs would otherwise panic on.
+        if self.applied < self.truncated_index || self.applied > self.last_index {
+            return Err(self.corrupt(format!(
+                "applied index {} outside the log [{}, {}]",
+                self.applied, self.truncated_index, self.last_index
+            )));
+        }
+        // Everything applied was committed; the commit index itself is only
+        // written lazily.
+        self.hard_state.commit = self.hard_state.commit.max(self.applied);
+        if self.hard_state.commit > self.last_index {
+            return Err(self.corrupt(format!(
+                "commit index {} beyond the last log index {}",
+                self.hard_state.commit, self.last_index
+            )));
+        }
+        if self.last_index > self.truncated_index {
+            // The term of the last entry must be readable.
+            self.term(self.last_index).map_err(|e| self.corrupt(e))?;
+        }
+        Ok(())
+    }
+
+    fn write(&self, wb: WriteBatch, sync: bool) -> Result<()> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(sync);
+        self.db
+            .write_opt(wb, &wo)
+            .map_err(|e| self.err("write failed", e))
+    }
+
+    fn read_entry(&self, index: u64) -> raft::Result<Entry> {
+        let log = self.cf(CF_LOG).map_err(raft_err)?;
+        let bytes = self
+            .db
+            .get_pinned_cf(log, log_key(index))
+            .map_err(|e| raft_err(self.err("cannot read raft log", e)))?
+            .ok_or_else(|| raft_err(self.corrupt(format!("log entry {index} missing"))))?;
+        let e = Entry::parse_from_bytes(&bytes)
+            .map_err(|e| raft_err(self.corrupt(format!("log entry {index}: {e}"))))?;
+        if e.index != index {
+            return Err(raft_err(self.corrupt(format!(
+                "log entry under key {index} has index {}",
+                e.index
+            ))));
+        }
+        Ok(e)
+    }
+
+    fn cache_first(&self) -> Option<u64> {
+        self.cache.front().map(|e| e.index)
+    }
+
+    fn cache_get(&self, index: u64) -> Option<&Entry> {
+        let first = self.cache_first()?;
+        if index < first {
+            return None;
+        }
+        self.cache.get((index - first) as usize)
+    }
+
+    fn cache_append(&mut self, entries: &[Entry]) {
+        let Some(first) = entries.first().map(|e| e.index) else {
+            return;
+        };
+        // Drop a conflicting tail, or everything if the new entries do not follow on.
+        match self.cache_first() {
+            Some(cf) if first > cf && first <= cf + self.cache.len() as u64 => {
+                for e in self.cache.drain((first - cf) as usize..) {
+                    self.cache_bytes -= e.data.len();
+                }
+            }
+            _ => {
+                self.cache.clear();
+                self.cache_bytes = 0;
+            }
+        }
+        for e in entries {
+            self.cache_bytes += e.data.len();
+            self.cache.push_back(e.clone());
+        }
+        while self.cache.len() > CACHE_MAX_ENTRIES || self.cache_bytes > CACHE_MAX_BYTES {
+            match self.cache.pop_front() {
+                Some(e) => self.cache_bytes -= e.data.len(),
+                None => break,
+            }
+        }
+    }
+
+    fn cache_compact(&mut self, index: u64) {
+        while self.cache.front().is_some_and(|e| e.index <= index) {
+            if let Some(e) = self.cache.pop_front() {
+                self.cache_bytes -= e.data.len();
+            }
+        }
+    }
+
+    fn put_hard_state(&self, wb: &mut WriteBatch, hs: &HardState) -> Result<()> {
+        let bytes = hs
+            .write_to_bytes()
+            .map_err(|e| self.err("cannot encode hard state", e))?;
+        wb.put_cf(self.cf(CF_META)?, KEY_HARD_STATE, bytes);
+        Ok(())
+    }
+
+    fn put_truncated(&self, wb: &mut WriteBatch, index: u64, term: u64) -> Result<()> {
+        let mut v = [0u8; 16];
+        v[..8].copy_from_slice(&index.to_be_bytes());
+        v[8..].copy_from_slice(&term.to_be_bytes());
+        wb.put_cf(self.cf(CF_META)?, KEY_TRUNCATED, v);
+        Ok(())
+    }
+
+    /// Adds to `wb` the replacement of the whole state by `snap`.
+    fn stage_snapshot(&self, wb: &mut WriteBatch, snap: &Snapshot) -> Result<()> {
+        let meta = snap.get_metadata();
+        let pairs = decode_snapshot(&snap.data)?;
+        let kv = self.cf(CF_KV)?;
+        // Delete every current key: [b"", last_key ++ 0x00) covers them all.
+        let mut it = self.db.raw_iterator_cf(kv);
+        it.seek_to_last();
+        if let Some(last) = it.key() {
+            let mut end = last.to_vec();
+            end.push(0);
+            wb.delete_range_cf(kv, &b""[..], &end[..]);
+        }
+        it.status().map_err(|e| self.err("cannot read kv", e))?;
+        drop(it);
+        for (k, v) in pairs {
+            wb.put_cf(kv, k, v);
+        }
+        wb.delete_range_cf(self.cf(CF_LOG)?, log_key(0), log_key(u64::MAX));
+        let meta_cf = self.cf(CF_META)?;
+        let cs = meta
+            .get_conf_state()
+            .write_to_bytes()
+            .map_err(|e| self.err("cannot encode conf state", e))?;
+        wb.put_cf(meta_cf, KEY_CONF_STATE, cs);
+        wb.put_cf(meta_cf, KEY_APPLIED, meta.index.to_be_bytes());
+        self.put_truncated(wb, meta.index, meta.term)
+    }
+}
+
+impl Storage for RocksEngine {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState::new(
+            self.hard_state.clone(),
+            self.conf_state.clone(),
+        ))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low <= self.truncated_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.last_index + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let max = max_size.into().unwrap_or(u64::MAX);
+        let mut out = Vec::with_capacity((high - low).min(1024) as usize);
+        let mut size = 0u64;
+        // raft-rs `limit_size`: the first entry always, then while within max.
+        let admit = |e: &Entry, out: &Vec<Entry>, size: &mut u64| {
+            *size += u64::from(e.compute_size());
+            out.is_empty() || *size <= max
+        };
+        if self.cache_first().is_some_and(|f| low >= f) {
+            for i in low..high {
+                let Some(e) = self.cache_get(i) else { break };
+                if !admit(e, &out, &mut size) {
+                    return Ok(out);
+                }
+                out.push(e.clone());
+            }
+            if out.len() as u64 == high - low {
+                return Ok(out);
+            }
+            out.clear();
+            size = 0;
+        }
+        let log = self.cf(CF_LOG).map_err(raft_err)?;
+        let mut it = self.db.raw_iterator_cf(log);
+        it.seek(log_key(low));
+        let mut expect = low;
+        while expect < high {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
+            if be_u64(k) != Some(expect) {
+                break;
+            }
+            let e = Entry::parse_from_bytes(v)
+                .map_err(|e| raft_err(self.corrupt(format!("log entry {expect}: {e}"))))?;
+            if !admit(&e, &out, &mut size) {
+                return Ok(out);
+            }
+            out.push(e);
+            expect += 1;
+            it.next();
+        }
+        it.status()
+            .map_err(|e| raft_err(self.err("cannot read raft log", e)))?;
+        if expect < high {
+            return Err(raft_err(
+                self.corrupt(format!("log entry {expect} missing")),
+            ));
+        }
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx == self.truncated_index {
+            return Ok(self.truncated_term);
+        }
+        if idx < self.truncated_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if idx > self.last_index {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        if let Some(e) = self.cache_get(idx) {
+            return Ok(e.term);
+        }
+        Ok(self.read_entry(idx)?.term)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.truncated_index + 1)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.last_index)
+    }
+
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        if self.applied < request_index {
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        let mut snap = Snapshot::default();
+        let meta = snap.mut_metadata();
+        meta.index = self.applied;
+        meta.term = self.term(self.applied)?;
+        meta.set_conf_state(self.conf_state.clone());
+        let kv = self.cf(CF_KV).map_err(raft_err)?;
+        let mut w = SnapshotWriter::new();
+        let mut it = self.db.raw_iterator_cf(kv);
+        it.seek_to_first();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            w.push(k, v);
+            it.next();
+        }
+        it.status()
+            .map_err(|e| raft_err(self.err("cannot read kv", e)))?;
+        snap.data = w.finish().into();
+        Ok(snap)
+    }
+}
+
+impl Engine for RocksEngine {
+    fn kind(&self) -> EngineKind {
+        EngineKind::RocksDb
+    }
+
+    fn persist(
+        &mut self,
+        snapshot: Option<&Snapshot>,
+        entries: &[Entry],
+        hard_state: Option<&HardState>,
+        sync: bool,
+    ) -> Result<()> {
+        let mut wb = WriteBatch::default();
+        let (mut truncated_index, mut truncated_term, mut last, mut applied) = (
+            self.truncated_index,
+            self.truncated_term,
+            self.last_index,
+            self.applied,
+        );
+        let mut hs = hard_state
+            .cloned()
+            .unwrap_or_else(|| self.hard_state.clone());
+        let mut cs = None;
+        if let Some(snap) = snapshot {
+            self.stage_snapshot(&mut wb, snap)?;
+            let meta = snap.get_metadata();
+            (truncated_index, truncated_term, last, applied) =
+                (meta.index, meta.term, meta.index, meta.index);
+            hs.commit = hs.commit.max(meta.index);
+            cs = Some(meta.get_conf_state().clone());
+        }
+        if let (Some(first), Some(new_last)) = (entries.first(), entries.last()) {
+            let (first, new_last) = (first.index, new_last.index);
+            if first <= truncated_index || first > last + 1 {
+                return Err(self.corrupt(format!(
+                    "append of [{first}, {new_last}] does not fit the log ({truncated_index}, {last}]"
+                )));
+            }
+            let log = self.cf(CF_LOG)?;
+            if new_last < last {
+                wb.delete_range_cf(log, log_key(new_last + 1), log_key(last + 1));
+            }
+            for e in entries {
+                let bytes = e
+                    .write_to_bytes()
+                    .map_err(|e| self.err("cannot encode log entry", e))?;
+                wb.put_cf(log, log_key(e.index), bytes);
+            }
+            last = new_last;
+        }
+        if hard_state.is_some() || snapshot.is_some() {
+            self.put_hard_state(&mut wb, &hs)?;
+        }
+        self.write(wb, sync)?;
+
+        self.hard_state = hs;
+        if let Some(cs) = cs {
+            self.conf_state = cs;
+            self.cache.clear();
+            self.cache_bytes = 0;
+        }
+        (
+            self.truncated_index,
+            self.truncated_term,
+            self.last_index,
+            self.applied,
+        ) = (truncated_index, truncated_term, last, applied);
+        self.cache_append(entries);
+        Ok(())
+    }
+
+    fn set_commit(&mut self, commit: u64) {
+        self.hard_state.commit = commit;
+    }
+
+    fn apply_put(&mut self, key: &[u8], value: &[u8]) -> Result<bool> {
+        let existed = match self.apply_overlay.get(key) {
+            Some(&present) => present,
+            None => self.get_present(key)?,
+        };
+        self.apply_overlay.insert(key.to_vec(), true);
+        let kv = self
+            .db
+            .cf_handle(CF_KV)
+            .ok_or_else(|| self.corrupt("column family kv missing"))?;
+        self.apply_batch.put_cf(kv, key, value);
+        Ok(existed)
+    }
+
+    fn apply_delete(&mut self, key: &[u8]) -> Result<bool> {
+        let existed = match self.apply_overlay.get(key) {
+            Some(&present) => present,
+            None => self.get_present(key)?,
+        };
+        if existed {
+            self.apply_overlay.insert(key.to_vec(), false);
+            let kv = self
+                .db
+                .cf_handle(CF_KV)
+                .ok_or_else(|| self.corrupt("column family kv missing"))?;
+            self.apply_batch.delete_cf(kv, key);
+        }
+        Ok(existed)
+    }
+
+    fn finish_apply(&mut self, applied: u64) -> Result<()> {
+        let mut wb = std::mem::take(&mut self.apply_batch);
+        self.apply_overlay.clear();
+        wb.put_cf(self.cf(CF_META)?, KEY_APPLIED, applied.to_be_bytes());
+        // Not synced: the entries are durable in the log and are re-applied
+        // after a crash from the applied index written here.
+        self.write(wb, false)?;
+        self.applied = applied;
+        Ok(())
+    }
+
+    fn applied_index(&self) -> u64 {
+        self.applied
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.db
+            .get_pinned_cf(self.cf(CF_KV)?, key)
+            .map(|v| v.map(|v| v.to_vec()))
+            .map_err(|e| self.err("cannot read kv", e))
+    }
+
+    fn compact(&mut self, index: u64) -> Result<()> {
+        let index = index.min(self.applied);
+        if index <= self.truncated_index {
+            return Ok(());
+        }
+        let term = self
+            .term(index)
+            .map_err(|e| self.err("cannot compact", e))?;
+        let mut wb = WriteBatch::default();
+        wb.delete_range_cf(self.cf(CF_LOG)?, log_key(0), log_key(index + 1));
+        self.put_truncated(&mut wb, index, term)?;
+        self.write(wb, false)?;
+        (self.truncated_index, self.truncated_term) = (index, term);
+        self.cache_compact(index);
+        Ok(())
+    }
+
+    fn stats(&self) -> StorageStats {
+        let mut bytes = 0;
+        for name in [CF_LOG, CF_META, CF_KV] {
+            if let Ok(cf) = self.cf(name) {
+                for prop in [
+                    "rocksdb.estimate-live-data-size",
+                    "rocksdb.cur-size-all-mem-tables",
+                ] {
+                    bytes += self
+                        .db
+                        .property_int_value_cf(cf, prop)
+                        .ok()
+                        .flatten()
+                        .unwrap_or(0);
+                }
+            }
+        }
+        StorageStats {
+            engine: EngineKind::RocksDb,
+            log_entries: self.log_entries(),
+            approximate_bytes: bytes,
+        }
+    }
+
+    fn log_entries(&self) -> u64 {
+        self.last_index - self.truncated_index
+    }
+}
+
+impl RocksEngine {
+    fn get_present(&self, key: &[u8]) -> Result<bool> {
+        self.db
+            .get_pinned_cf(self.cf(CF_KV)?, key)
+            .map(|v| v.is_some())
+            .map_err(|e| self.err("cannot read kv", e))
+    }
+}

@@ -1,0 +1,142 @@
+//! In-process transport: one unbounded crossbeam channel per node (raft's own
+//! flow control bounds what is in flight), plus link cuts for fault tests.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+
+use crossbeam_channel::{unbounded, Receiver, Sender};
+use raft::eraftpb::{Message, MessageType};
+
+use super::{Inbound, Transport};
+
+#[derive(Default)]
+struct Links {
+    mailboxes: HashMap<u64, Sender<Inbound>>,
+    /// Cut links, stored as (min id, max id); a cut drops both directions.
+    cut: HashSet<(u64, u64)>,
+}
+
+fn link(a: u64, b: u64) -> (u64, u64) {
+    (a.min(b), a.max(b))
+}
+
+/// The switchboard of a [`LocalCluster`](crate::LocalCluster).
+#[derive(Default)]
+pub struct LocalRouter {
+    links: RwLock<Links>,
+}
+
+impl LocalRouter {
+    pub fn new() -> Arc<Self> {
+        Arc::new(LocalRouter::default())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Links> {
+        self.links.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Links> {
+        self.links.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Creates the mailbox of node `id` (replacing an earlier one).
+    pub fn register(&self, id: u64) -> Receiver<Inbound> {
+        let (tx, rx) = unbounded();
+        self.write().mailboxes.insert(id, tx);
+        rx
+    }
+
+    /// Removes node `id`: messages to it are dropped from now on.
+    pub fn unregister(&self, id: u64) {
+        self.write().mailboxes.remove(&id);
+    }
+
+    /// The transport node `id` sends with.
+    pub fn transport(self: &Arc<Self>, id: u64) -> Arc<dyn Transport> {
+        Arc::new(LocalTransport {
+            from: id,
+            router: Arc::clone(self),
+        })
+    }
+
+    pub fn cut(&self, a: u64, b: u64) {
+        self.write().cut.insert(link(a, b));
+    }
+
+    pub fn heal(&self, a: u64, b: u64) {
+        self.write().cut.remove(&link(a, b));
+    }
+
+    /// Cuts every link of `id` to the nodes registered now and to `peers`.
+    pub fn isolate(&self, id: u64, peers: &[u64]) {
+        let mut links = self.write();
+        let ids: Vec<u64> = links
+            .mailboxes
+            .keys()
+            .copied()
+            .chain(peers.iter().copied())
+            .collect();
+        for other in ids {
+            if other != id {
+                links.cut.insert(link(id, other));
+            }
+        }
+    }
+
+    /// Tells every other registered node that `id` restarted empty.
+    pub fn announce_lost_state(&self, id: u64) {
+        for (&other, tx) in &self.read().mailboxes {
+            if other != id {
+                let _ = tx.send(Inbound::PeerLostState(id));
+            }
+        }
+    }
+
+    pub fn heal_all(&self) {
+        self.write().cut.clear();
+    }
+}
+
+pub struct LocalTransport {
+    from: u64,
+    router: Arc<LocalRouter>,
+}
+
+impl Transport for LocalTransport {
+    fn send(&self, msgs: Vec<Message>) {
+        if msgs.is_empty() {
+            return;
+        }
+        // Group by destination so each peer gets one channel send per Ready.
+        let mut groups: Vec<(u64, Vec<Message>)> = Vec::new();
+        for m in msgs {
+            match groups.iter_mut().find(|(to, _)| *to == m.to) {
+                Some((_, g)) => g.push(m),
+                None => groups.push((m.to, vec![m])),
+            }
+        }
+        let links = self.router.read();
+        let own = links.mailboxes.get(&self.from);
+        for (to, group) in groups {
+            let has_snapshot = group
+                .iter()
+                .any(|m| m.get_msg_type() == MessageType::MsgSnapshot);
+            let delivered = !links.cut.contains(&link(self.from, to))
+                && links
+                    .mailboxes
+                    .get(&to)
+                    .is_some_and(|tx| tx.send(Inbound::Raft(group)).is_ok());
+            if let Some(own) = own {
+                if !delivered {
+                    let _ = own.send(Inbound::Unreachable(to));
+                }
+                if has_snapshot {
+                    let _ = own.send(Inbound::SnapshotStatus {
+                        peer: to,
+                        ok: delivered,
+                    });
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! Moving raft messages between nodes. A node hands each `Ready`'s messages to
+//! its [`Transport`] and receives [`Inbound`] events on its mailbox: messages
+//! from peers, and the transport's reports about its own sends (raft-rs wants
+//! to hear about unreachable peers and about snapshot delivery).
+
+use raft::eraftpb::Message;
+
+pub mod local;
+
+pub use self::local::{LocalRouter, LocalTransport};
+
+/// Sends raft messages to their `to` node. Never blocks on a slow peer;
+/// undeliverable messages are dropped (raft retransmits) and reported to the
+/// sender's mailbox as [`Inbound::Unreachable`].
+pub trait Transport: Send + Sync {
+    fn send(&self, msgs: Vec<Message>);
+}
+
+/// What arrives in a node's mailbox.
+#[derive(Debug)]
+pub enum Inbound {
+    /// Messages from one peer, in send order.
+    Raft(Vec<Message>),
+    /// A message to `peer` could not be delivered.
+    Unreachable(u64),
+    /// Delivery of a snapshot to `peer` finished (`ok`) or failed.
+    SnapshotStatus { peer: u64, ok: bool },
+    /// `peer` restarted without its log (memory engine): whatever this node,
+    /// as leader, knew the peer to hold is gone.
+    PeerLostState(u64),
+}

@@ -1,0 +1,146 @@
+//! Shared helpers: fast-ticking configs and bounded polling.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use metastore_raft::{
+    BatchConfig, ClusterConfig, EngineKind, Error, Op, Outcome, RaftSettings, StorageConfig,
+    SyncClient,
+};
+
+/// 10 ms ticks: elections within ~200-400 ms, heartbeats every 20 ms.
+pub fn raft_settings() -> RaftSettings {
+    RaftSettings {
+        tick_interval: Duration::from_millis(10),
+        election_tick: 20,
+        heartbeat_tick: 2,
+        proposal_timeout: Duration::from_secs(2),
+        ..RaftSettings::default()
+    }
+}
+
+pub fn config(nodes: usize, engine: EngineKind, dir: &Path) -> ClusterConfig {
+    ClusterConfig {
+        nodes,
+        raft: raft_settings(),
+        batch: BatchConfig::default(),
+        storage: StorageConfig {
+            engine,
+            data_dir: dir.to_path_buf(),
+            sync: false,
+        },
+    }
+}
+
+pub fn start(cfg: ClusterConfig) -> SyncClient {
+    let client = SyncClient::start(cfg).expect("cluster starts");
+    client
+        .wait_for_leader(Duration::from_secs(10))
+        .expect("a leader is elected");
+    client
+}
+
+/// Polls `cond` every 5 ms until it holds; panics with `what` after `timeout`.
+pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The current leader, waiting for one.
+pub fn leader(c: &SyncClient) -> u64 {
+    c.wait_for_leader(Duration::from_secs(10))
+        .expect("a leader")
+}
+
+/// A follower that is running.
+pub fn follower(c: &SyncClient) -> u64 {
+    let l = leader(c);
+    c.running()
+        .into_iter()
+        .find(|&id| id != l)
+        .expect("a running follower")
+}
+
+/// Puts through the current leader, retrying on retryable errors (only for
+/// tests whose assertions do not depend on `existed`).
+pub fn put_retry(c: &SyncClient, key: &[u8], value: &[u8]) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let node = leader(c);
+        match c.call(
+            node,
+            Op::Put {
+                key: key.to_vec(),
+                value: value.to_vec(),
+            },
+        ) {
+            Ok(Outcome::Written { index, .. }) => return index,
+            Ok(other) => panic!("put answered {other:?}"),
+            Err(e) if e.is_retryable() && Instant::now() < deadline => continue,
+            Err(e) => panic!("put failed: {e} ({})", e.code()),
+        }
+    }
+}
+
+/// Waits until every running node has applied everything the leader has committed.
+pub fn wait_converged(c: &SyncClient) {
+    wait_until(
+        Duration::from_secs(20),
+        "all nodes apply the leader's commit index",
+        || {
+            let Some(l) = c.leader() else { return false };
+            let Some(leader) = c.node(l) else {
+                return false;
+            };
+            let commit = leader.stats().raft.commit_index;
+            c.running().iter().all(|&id| {
+                c.node(id)
+                    .is_some_and(|n| n.stats().raft.applied_index >= commit)
+            })
+        },
+    );
+}
+
+/// Reads `key` on node `node` (linearizable), retrying on retryable errors.
+pub fn get(c: &SyncClient, node: u64, key: &[u8]) -> Option<Vec<u8>> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match c.get(node, key.to_vec()) {
+            Ok(v) => return v,
+            Err(e) if e.is_retryable() && Instant::now() < deadline => continue,
+            Err(e) => panic!("get on node {node} failed: {e} ({})", e.code()),
+        }
+    }
+}
+
+pub fn assert_code(r: Result<impl std::fmt::Debug, Error>, code: &str) {
+    match r {
+        Err(e) => assert_eq!(e.code(), code, "unexpected error: {e}"),
+        Ok(v) => panic!("expected {code}, got {v:?}"),
+    }
+}
+
+pub fn key(i: usize) -> Vec<u8> {
+    format!("key-{i:05}").into_bytes()
+}
+
+pub fn value(i: usize, round: usize) -> Vec<u8> {
+    format!("value-{i}-{round}").into_bytes()
+}
+
+/// Deletes through the current leader, retrying on retryable errors.
+pub fn delete_retry(c: &SyncClient, key: &[u8]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let node = leader(c);
+        match c.call(node, Op::Delete { key: key.to_vec() }) {
+            Ok(_) => return,
+            Err(e) if e.is_retryable() && Instant::now() < deadline => continue,
+            Err(e) => panic!("delete failed: {e} ({})", e.code()),
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! A node that was down while the others wrote catches up: by snapshot when
+//! the log it needs was compacted away, by log otherwise.
+
+mod common;
+
+use common::*;
+use metastore_raft::{EngineKind, SyncClient};
+use std::path::Path;
+
+#[derive(Clone, Copy)]
+enum Down {
+    Stopped,
+    Isolated,
+}
+
+/// First index of the leader's log.
+fn leader_first_index(c: &SyncClient) -> u64 {
+    let s = c.node(leader(c)).unwrap().stats();
+    s.raft.last_index + 1 - s.storage.log_entries.min(s.raft.last_index)
+}
+
+/// Takes a follower down, writes `writes` keys, brings it back and checks it
+/// converged. Returns the follower's last log index when it went down.
+fn lag_and_catch_up(c: &SyncClient, down: Down, writes: usize) -> u64 {
+    for i in 0..10 {
+        put_retry(c, &key(i), &value(i, 0));
+    }
+    wait_converged(c);
+    let f = follower(c);
+    let lag_last = c.node(f).unwrap().stats().raft.last_index;
+    match down {
+        Down::Stopped => c.stop(f).unwrap(),
+        Down::Isolated => c.isolate(f),
+    }
+    for i in 0..writes {
+        put_retry(c, &key(i), &value(i, 1));
+    }
+    match down {
+        Down::Stopped => c.restart(f).unwrap(),
+        Down::Isolated => c.heal_all(),
+    }
+    put_retry(c, b"barrier", b"1");
+    wait_converged(c);
+    for i in 0..writes {
+        assert_eq!(
+            get(c, f, &key(i)),
+            Some(value(i, 1)),
+            "key {i} on caught-up node {f}"
+        );
+    }
+    assert_eq!(get(c, f, b"barrier"), Some(b"1".to_vec()));
+    let applied: Vec<_> = c
+        .ids()
+        .iter()
+        .map(|&id| c.node(id).unwrap().stats().raft.applied_index)
+        .collect();
+    assert!(
+        applied.iter().all(|&a| a == applied[0]),
+        "applied indexes differ: {applied:?}"
+    );
+    lag_last
+}
+
+fn cluster(engine: EngineKind, dir: &Path, snapshot_count: u64) -> SyncClient {
+    let mut cfg = config(3, engine, dir);
+    cfg.raft.snapshot_count = snapshot_count;
+    start(cfg)
+}
+
+fn by_snapshot(engine: EngineKind, down: Down) {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(engine, dir.path(), 50);
+    let lag_last = lag_and_catch_up(&c, down, 300);
+    // The leader compacts every 50 applied entries, synchronously with
+    // applying, so by the time its 300 writes were acknowledged the entries
+    // the lagging node needed were gone: it caught up through a snapshot.
+    let first = leader_first_index(&c);
+    assert!(
+        first > lag_last + 1,
+        "leader log starts at {first}, lagging node had up to {lag_last}"
+    );
+    c.close().unwrap();
+}
+
+fn by_log(engine: EngineKind, down: Down) {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(engine, dir.path(), 10_000);
+    lag_and_catch_up(&c, down, 100);
+    assert_eq!(
+        leader_first_index(&c),
+        1,
+        "no compaction below snapshot_count"
+    );
+    c.close().unwrap();
+}
+
+#[test]
+fn stopped_memory_node_catches_up_by_snapshot() {
+    by_snapshot(EngineKind::Memory, Down::Stopped);
+}
+
+#[test]
+fn isolated_memory_node_catches_up_by_snapshot() {
+    by_snapshot(EngineKind::Memory, Down::Isolated);
+}
+
+#[test]
+fn stopped_rocksdb_node_catches_up_by_snapshot() {
+    by_snapshot(EngineKind::RocksDb, Down::Stopped);
+}
+
+#[test]
+fn isolated_rocksdb_node_catches_up_by_snapshot() {
+    by_snapshot(EngineKind::RocksDb, Down::Isolated);
+}
+
+#[test]
+fn stopped_memory_node_catches_up_by_log() {
+    by_log(EngineKind::Memory, Down::Stopped);
+}
+
+#[test]
+fn isolated_rocksdb_node_catches_up_by_log() {
+    by_log(EngineKind::RocksDb, Down::Isolated);
+}
