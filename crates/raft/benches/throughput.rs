@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use metastore_raft::{
-    BatchConfig, ClusterConfig, Completion, CompletionSink, EngineKind, LocalCluster, Op, RaftSettings,
-    StorageConfig,
+    BatchConfig, ClusterConfig, Completion, CompletionSink, EngineKind, LocalCluster, Op,
+    RaftSettings, StorageConfig,
 };
 
 const PUTS: u64 = 20_000;
@@ -30,7 +30,11 @@ impl Done {
     fn wait_for(&self, n: u64) {
         let mut g = self.lock.lock().unwrap();
         while self.count.load(Ordering::Acquire) < n {
-            g = self.cv.wait_timeout(g, Duration::from_millis(10)).unwrap().0;
+            g = self
+                .cv
+                .wait_timeout(g, Duration::from_millis(10))
+                .unwrap()
+                .0;
         }
     }
 }
@@ -38,9 +42,16 @@ impl Done {
 fn cluster(engine: EngineKind, sync: bool, dir: &std::path::Path, done: Arc<Done>) -> LocalCluster {
     let cfg = ClusterConfig {
         nodes: 3,
-        raft: RaftSettings { tick_interval: Duration::from_millis(20), ..RaftSettings::default() },
+        raft: RaftSettings {
+            tick_interval: Duration::from_millis(20),
+            ..RaftSettings::default()
+        },
         batch: BatchConfig::default(),
-        storage: StorageConfig { engine, data_dir: dir.to_path_buf(), sync },
+        storage: StorageConfig {
+            engine,
+            data_dir: dir.to_path_buf(),
+            sync,
+        },
     };
     let sink = Arc::new(move |_id: u64| -> CompletionSink {
         let done = Arc::clone(&done);
@@ -58,7 +69,10 @@ fn cluster(engine: EngineKind, sync: bool, dir: &std::path::Path, done: Arc<Done
 
 fn pipelined_puts(c: &mut Criterion) {
     let mut group = c.benchmark_group("pipelined_puts_3_nodes");
-    group.sample_size(10).measurement_time(Duration::from_secs(10)).throughput(Throughput::Elements(PUTS));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10))
+        .throughput(Throughput::Elements(PUTS));
     for (name, engine, sync) in [
         ("memory", EngineKind::Memory, false),
         ("rocksdb_nosync", EngineKind::RocksDb, false),
@@ -78,14 +92,29 @@ fn pipelined_puts(c: &mut Criterion) {
                     }
                     token += 1;
                     let key = format!("key-{}", token % 100_000).into_bytes();
-                    leader.submit(token, Op::Put { key, value: vec![7u8; 64] }).unwrap();
+                    leader
+                        .submit(
+                            token,
+                            Op::Put {
+                                key,
+                                value: vec![7u8; 64],
+                            },
+                        )
+                        .unwrap();
                 }
                 done.wait_for(start + PUTS);
             })
         });
-        assert_eq!(done.failed.load(Ordering::Relaxed), 0, "puts failed during the bench");
+        assert_eq!(
+            done.failed.load(Ordering::Relaxed),
+            0,
+            "puts failed during the bench"
+        );
         let s = leader.stats();
-        eprintln!("{name}: avg batch size {:.1}, {} batches", s.batch.avg_batch_size, s.batch.total_batches);
+        eprintln!(
+            "{name}: avg batch size {:.1}, {} batches",
+            s.batch.avg_batch_size, s.batch.total_batches
+        );
         cluster.close().unwrap();
     }
     group.finish();

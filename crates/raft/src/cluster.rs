@@ -103,7 +103,7 @@ impl LocalCluster {
     pub fn leader(&self) -> Option<u64> {
         self.nodes()
             .values()
-            .map(|n| n.stats().raft)
+            .map(|n| n.raft_stats())
             .filter(|s| s.role == Role::Leader)
             .max_by_key(|s| s.term)
             .map(|s| s.id)

@@ -177,4 +177,20 @@ mod tests {
             assert!(decode(bad).is_err(), "{bad:?}");
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_put_round_trips(node: u64, epoch: u64, token: u64, key: Vec<u8>, value: Vec<u8>) {
+            let id = RequestId { node, epoch, token };
+            let buf = encode(id, &Op::Put { key: key.clone(), value: value.clone() }).unwrap();
+            let cmd = decode(&buf).unwrap();
+            proptest::prop_assert_eq!(cmd.id, id);
+            proptest::prop_assert_eq!(cmd.op, CommandOp::Put { key: &key, value: &value });
+        }
+
+        #[test]
+        fn any_bytes_decode_without_panic(data: Vec<u8>) {
+            let _ = decode(&data);
+        }
+    }
 }

@@ -80,7 +80,9 @@ impl RaftSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EngineKind {
     /// raft-rs `MemStorage` plus an ordered map. Volatile: a restarted node
-    /// starts empty and catches up from the others.
+    /// starts empty and catches up from the others. It also forgets its vote,
+    /// which Raft assumes durable; pre-vote makes a double vote unlikely but
+    /// not impossible, so use RocksDB where that matters.
     Memory,
     /// RocksDB in `data_dir/node-<id>`.
     RocksDb,

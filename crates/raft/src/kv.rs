@@ -127,4 +127,23 @@ mod tests {
         assert!(decode_snapshot(&[9]).is_err());
         assert!(decode_snapshot(&[]).unwrap().is_empty());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_map_round_trips(pairs: std::collections::BTreeMap<Vec<u8>, Vec<u8>>) {
+            let mut w = SnapshotWriter::new();
+            for (k, v) in &pairs {
+                w.push(k, v);
+            }
+            let data = w.finish();
+            let back: Vec<(Vec<u8>, Vec<u8>)> =
+                decode_snapshot(&data).unwrap().into_iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
+            proptest::prop_assert_eq!(back, pairs.into_iter().collect::<Vec<_>>());
+        }
+
+        #[test]
+        fn any_bytes_decode_without_panic(data: Vec<u8>) {
+            let _ = decode_snapshot(&data);
+        }
+    }
 }

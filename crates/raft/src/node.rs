@@ -195,6 +195,7 @@ impl RaftNode {
             read_term: 0,
             compacted_at: applied,
             storage_stats_at: None,
+            applying_from: None,
             failed: None,
         };
         let epoch = worker.epoch;
@@ -255,6 +256,11 @@ impl RaftNode {
             batch: self.batcher.stats(),
             storage: self.stats.storage(self.engine),
         }
+    }
+
+    /// The raft figures alone (no batcher lock, no engine query).
+    pub fn raft_stats(&self) -> RaftStats {
+        self.stats.raft(self.id)
     }
 
     pub fn is_closed(&self) -> bool {
@@ -360,6 +366,8 @@ struct Worker<E: Engine> {
     /// Set once the node hit a storage error or a panic: from then on it only
     /// rejects requests, until it is stopped.
     failed: Option<Error>,
+    /// Where the completions of the apply round in progress start.
+    applying_from: Option<usize>,
 }
 
 impl<E: Engine> Worker<E> {
@@ -379,10 +387,10 @@ impl<E: Engine> Worker<E> {
                 Ok(()) => break,
                 Err(p) => {
                     let msg = panic_message(&*p);
-                    self.fail(Error::Internal(format!(
-                        "node {} stopped after a panic: {msg}",
-                        self.id
-                    )));
+                    let err =
+                        Error::Internal(format!("node {} stopped after a panic: {msg}", self.id));
+                    self.void_apply_round(&err);
+                    self.fail(err);
                     // Keep rejecting until stopped.
                 }
             }
@@ -494,7 +502,10 @@ impl<E: Engine> Worker<E> {
         }
         self.raw.tick();
         self.ticks += 1;
-        for ctx in self.reads.take_reissue(self.ticks, self.reissue_ticks, false) {
+        for ctx in self
+            .reads
+            .take_reissue(self.ticks, self.reissue_ticks, false)
+        {
             self.raw.read_index(ctx.to_be_bytes().to_vec());
         }
     }

@@ -28,7 +28,13 @@ impl Storage for Faulty {
     fn initial_state(&self) -> raft::Result<RaftState> {
         self.inner.initial_state()
     }
-    fn entries(&self, low: u64, high: u64, max: impl Into<Option<u64>>, ctx: GetEntriesContext) -> raft::Result<Vec<Entry>> {
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max: impl Into<Option<u64>>,
+        ctx: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
         self.inner.entries(low, high, max, ctx)
     }
     fn term(&self, idx: u64) -> raft::Result<u64> {
@@ -49,7 +55,13 @@ impl Engine for Faulty {
     fn kind(&self) -> EngineKind {
         EngineKind::Memory
     }
-    fn persist(&mut self, s: Option<&Snapshot>, e: &[Entry], hs: Option<&HardState>, sync: bool) -> Result<(), Error> {
+    fn persist(
+        &mut self,
+        s: Option<&Snapshot>,
+        e: &[Entry],
+        hs: Option<&HardState>,
+        sync: bool,
+    ) -> Result<(), Error> {
         self.inner.persist(s, e, hs, sync)
     }
     fn set_commit(&mut self, commit: u64) {
@@ -88,11 +100,20 @@ impl Engine for Faulty {
 fn faulty_node(mode: u8, expected_code: &str) {
     let dir = tempfile::tempdir().unwrap();
     let cluster = config(1, EngineKind::Memory, dir.path());
-    let cfg = NodeConfig { id: 1, peers: vec![1], raft: cluster.raft, batch: cluster.batch, storage: cluster.storage };
+    let cfg = NodeConfig {
+        id: 1,
+        peers: vec![1],
+        raft: cluster.raft,
+        batch: cluster.batch,
+        storage: cluster.storage,
+    };
     let router = LocalRouter::new();
     let inbox = router.register(1);
     let switch = Arc::new(AtomicU8::new(OK));
-    let engine = Faulty { inner: MemoryEngine::new(&[1]), mode: Arc::clone(&switch) };
+    let engine = Faulty {
+        inner: MemoryEngine::new(&[1]),
+        mode: Arc::clone(&switch),
+    };
     let (tx, rx) = crossbeam_channel::unbounded();
     let sink: metastore_raft::CompletionSink = Arc::new(move |cs| {
         for c in cs {
@@ -100,15 +121,33 @@ fn faulty_node(mode: u8, expected_code: &str) {
         }
     });
     let node = RaftNode::start_with_engine(cfg, engine, router.transport(1), inbox, sink).unwrap();
-    wait_until(Duration::from_secs(10), "the node leads", || node.stats().raft.leader_id == 1);
-    node.submit(1, Op::Put { key: b"k".to_vec(), value: b"v".to_vec() }).unwrap();
+    wait_until(Duration::from_secs(10), "the node leads", || {
+        node.stats().raft.leader_id == 1
+    });
+    node.submit(
+        1,
+        Op::Put {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+        },
+    )
+    .unwrap();
     let c = rx.recv_timeout(Duration::from_secs(10)).unwrap();
     assert_eq!(c.token, 1);
     assert!(c.result.is_ok(), "{:?}", c.result);
 
     switch.store(mode, Ordering::SeqCst);
-    node.submit(2, Op::Put { key: b"k".to_vec(), value: b"w".to_vec() }).unwrap();
-    let c = rx.recv_timeout(Duration::from_secs(10)).expect("the failing write resolves");
+    node.submit(
+        2,
+        Op::Put {
+            key: b"k".to_vec(),
+            value: b"w".to_vec(),
+        },
+    )
+    .unwrap();
+    let c = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the failing write resolves");
     assert_eq!(c.token, 2);
     let e = c.result.expect_err("the failing write is rejected");
     assert_eq!(e.code(), expected_code, "{e}");
