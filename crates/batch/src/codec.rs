@@ -15,7 +15,7 @@
 //! every list of byte strings, and decoding never depends on configuration.
 
 mod legacy;
-mod varint;
+pub mod varint;
 
 use std::borrow::Cow;
 

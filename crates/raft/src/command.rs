@@ -15,7 +15,7 @@
 
 use crate::error::{Error, Result};
 use crate::node::Op;
-use crate::varint;
+use metastore_batch::codec::varint;
 
 const TAG_PUT: u8 = 0xA1;
 const TAG_DELETE: u8 = 0xA2;

@@ -6,7 +6,7 @@ use metastore_batch::for_each_proposal;
 use crate::command::{self, CommandOp, RequestId};
 use crate::error::{Error, Result};
 use crate::storage::Engine;
-use crate::varint;
+use metastore_batch::codec::varint;
 
 /// What one applied command produced, for the proposer to resolve its caller.
 pub(crate) struct Applied {

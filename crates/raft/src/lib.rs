@@ -20,7 +20,6 @@ mod proposals;
 pub mod stats;
 pub mod storage;
 pub mod transport;
-mod varint;
 
 pub use client::SyncClient;
 pub use cluster::LocalCluster;

@@ -1,15 +1,16 @@
-//! LEB128 varints: 7 bits per byte, least significant group first.
+//! LEB128 varints: 7 bits per byte, least significant group first. Public
+//! so the Raft crate's command and snapshot encodings share them.
 
 use crate::error::BatchError;
 
 /// Bytes that `put(v)` writes.
 #[inline]
-pub(crate) fn len(v: u64) -> usize {
+pub fn len(v: u64) -> usize {
     (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 #[inline]
-pub(crate) fn put(out: &mut Vec<u8>, mut v: u64) {
+pub fn put(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push(v as u8 | 0x80);
         v >>= 7;
@@ -17,26 +18,38 @@ pub(crate) fn put(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-/// Reads a varint at `*pos` and advances past it. Rejects truncation and
-/// anything that does not fit in a u64 (at most 10 bytes).
+/// Reads a varint at `*pos` and advances past it; `None` when truncated or
+/// when it does not fit in a u64 (at most 10 bytes).
 #[inline]
-pub(crate) fn read(buf: &[u8], pos: &mut usize) -> Result<u64, BatchError> {
+pub fn get(buf: &[u8], pos: &mut usize) -> Option<u64> {
     let mut v = 0u64;
     for i in 0..10 {
-        let Some(&b) = buf.get(*pos) else {
-            return Err(BatchError::CorruptBatch("truncated varint".into()));
-        };
+        let b = *buf.get(*pos)?;
         *pos += 1;
         // The tenth byte holds bit 63 only.
         if i == 9 && b > 1 {
-            break;
+            return None;
         }
         v |= u64::from(b & 0x7f) << (7 * i);
         if b < 0x80 {
-            return Ok(v);
+            return Some(v);
         }
     }
-    Err(BatchError::CorruptBatch("varint overflows 64 bits".into()))
+    None
+}
+
+/// [`get`] for frames: failures are `CorruptBatch`.
+#[inline]
+pub(crate) fn read(buf: &[u8], pos: &mut usize) -> Result<u64, BatchError> {
+    let start = *pos;
+    get(buf, pos).ok_or_else(|| {
+        let reason = if buf.len() - start < 10 && buf[start..].iter().all(|b| b & 0x80 != 0) {
+            "truncated varint"
+        } else {
+            "varint overflows 64 bits"
+        };
+        BatchError::CorruptBatch(reason.into())
+    })
 }
 
 /// A varint that must be a length or count within this address space.
