@@ -65,7 +65,8 @@ pub struct Flush {
     pub reason: FlushReason,
     /// 1..=min(buffered, max_batch_size); always 1 with batching disabled.
     pub take: usize,
-    /// Buffered plus queued proposals when the decision was made: the load sample.
+    /// Buffered, queued and in-flight proposals when the decision was made:
+    /// the load sample.
     pub pending: usize,
 }
 
@@ -155,7 +156,7 @@ impl BatchPolicy {
         } else {
             return None;
         };
-        Some(self.flush_of(reason, queued))
+        Some(self.flush_of(reason, queued, in_flight))
     }
 
     /// The flush that drains the buffer while stopping, regardless of size,
@@ -164,10 +165,15 @@ impl BatchPolicy {
         if self.enqueued.is_empty() {
             return None;
         }
-        Some(self.flush_of(FlushReason::Stop, queued))
+        Some(self.flush_of(FlushReason::Stop, queued, 0))
     }
 
-    fn flush_of(&self, reason: FlushReason, queued: usize) -> Flush {
+    /// The load sample counts every proposal that wants the pipeline: buffered,
+    /// still queued, and already in Raft. Counting only what waits here would
+    /// repeat the original defect in another form: with a small batch size each
+    /// proposal leaves at once, so the buffer looks empty, the load stays 0 and
+    /// the batch size never grows, however many requests are outstanding.
+    fn flush_of(&self, reason: FlushReason, queued: usize, in_flight: usize) -> Flush {
         let buffered = self.enqueued.len();
         // Take everything ready, up to the maximum: one larger Raft entry
         // beats several small ones. Disabled: each proposal alone.
@@ -179,7 +185,7 @@ impl BatchPolicy {
         Flush {
             reason,
             take,
-            pending: buffered.saturating_add(queued),
+            pending: buffered.saturating_add(queued).saturating_add(in_flight),
         }
     }
 

@@ -99,7 +99,7 @@ fn load_is_sampled_before_the_buffer_is_emptied() {
         p.on_enqueue(now);
     }
     let f = p.decide(now, 0, 1).unwrap();
-    assert_eq!(f.pending, 256);
+    assert_eq!(f.pending, 257);
     p.on_flush(&f);
     assert!((p.load() - 0.3).abs() < 1e-12, "load {}", p.load());
     // Queued proposals count as pending too.
@@ -109,6 +109,29 @@ fn load_is_sampled_before_the_buffer_is_emptied() {
     assert_eq!(f.pending, 128);
     q.on_flush(&f);
     assert!((q.load() - 0.15).abs() < 1e-12, "load {}", q.load());
+}
+
+#[test]
+fn proposals_in_raft_count_as_load() {
+    // A closed-loop client with many requests outstanding: each proposal that
+    // arrives is alone in the buffer, but hundreds are still in Raft. Counting
+    // only the buffer would flush them one by one forever (load stuck at 0).
+    let mut p = BatchPolicy::new(&BatchConfig::default());
+    let now = Instant::now();
+    for _ in 0..50 {
+        for _ in 0..p.batch_size() {
+            p.on_enqueue(now);
+        }
+        let f = p.decide(now, 0, 1000).unwrap();
+        p.on_flush(&f);
+    }
+    assert!(p.load() > 0.99, "load {}", p.load());
+    assert!(p.batch_size() >= 250, "batch size {}", p.batch_size());
+    // With the batch size near its maximum, a lone proposal now waits for
+    // company while work is in flight, and leaves at once when none is.
+    p.on_enqueue(now);
+    assert!(p.decide(now, 0, 1000).is_none());
+    assert_eq!(p.decide(now, 0, 0).unwrap().reason, FlushReason::Idle);
 }
 
 #[test]
@@ -286,7 +309,7 @@ proptest! {
                     match d {
                         Some(f) => {
                             if in_flight == 0 { prop_assert_eq!(f.reason, FlushReason::Idle); }
-                            prop_assert_eq!(f.pending, p.buffered() + usize::from(queued));
+                            prop_assert_eq!(f.pending, p.buffered() + usize::from(queued) + usize::from(in_flight));
                         }
                         None if p.buffered() > 0 => {
                             // Waiting is only allowed with work in flight, below the
