@@ -23,7 +23,7 @@ function has(cmd) {
 }
 
 function ensureNpmDeps() {
-  if (fs.existsSync(bin('vitest')) && fs.existsSync(bin('napi')) && fs.existsSync(bin('tsc'))) return
+  if (['vitest', 'napi', 'tsc', 'tsx'].every((b) => fs.existsSync(bin(b)))) return
   run('npm', [fs.existsSync(path.join(root, 'package-lock.json')) ? 'ci' : 'install', '--no-audit', '--no-fund'])
 }
 
@@ -90,7 +90,7 @@ const tasks = {
   },
   bench(args) {
     build()
-    run(process.execPath, [path.join(root, 'dist', 'bench', 'run.js'), ...args])
+    run(bin('tsx'), [path.join('bench', 'run.ts'), ...args])
   },
 }
 

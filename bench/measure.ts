@@ -1,0 +1,158 @@
+import { mkdtempSync, rmSync } from 'node:fs'
+import { cpus } from 'node:os'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+
+import { closedLoop, describeError, openLoop, type DriveOptions, type LatencyFigures, type LoadResult, type Progress } from './load.js'
+import { cpuTimes } from './machine.js'
+import type { LoadSpec, Scenario } from './scenarios.js'
+import { startEtcd } from './systems/etcd.js'
+import { startMetaStore } from './systems/metastore.js'
+import type { Target, TargetSample } from './systems/target.js'
+import type { Workload } from './workload.js'
+
+export interface MeasureOptions {
+  durationMs: number
+  warmupMs: number
+  drainMs: number
+  /** Parent of the per-scenario data dirs. */
+  tmpRoot: string
+  etcdBinary?: string
+  workload: Workload
+}
+
+/** What the progress display shows while a scenario runs. */
+export interface LiveStatus extends Progress {
+  phase: 'start' | 'warm-up' | 'measure' | 'stop'
+  phaseStartedAt: number
+  phaseMs: number
+}
+
+/** The figures of one run of one scenario. */
+export interface RunFigures {
+  /** Acknowledged puts per second in the measured window. */
+  throughput: number
+  latency: LatencyFigures
+  serviceLatency?: LatencyFigures
+  meanSendLagMs?: number
+  acked: number
+  errors: number
+  errorSamples: string[]
+  unfinished: number
+  /** Proposals per Raft entry on the leader during the window (MetaStore only). */
+  avgBatchSize?: number
+  /** The leader's cumulative `stats().batch.avgBatchSize` at the end (includes warm-up). */
+  avgBatchSizeCumulative?: number
+  /** CPU time per acknowledged put, microseconds: this process (client, and MetaStore's threads) plus etcd's processes. */
+  cpuUsPerOp: number
+  clientCpuUsPerOp: number
+  externalCpuUsPerOp: number
+  /** CPU cores busy on average during the window (this process plus etcd's). */
+  cpuCores: number
+  /** CPU cores busy on average during the window with work that is neither this process nor etcd (disturbance). */
+  othersCpuCores: number
+  startupMs: number
+  /** The system's own view at the end of the window (MetaStore: the leader's stats, with flush reasons). */
+  targetStats?: unknown
+}
+
+export type RunOutcome = { ok: true; figures: RunFigures } | { ok: false; error: string }
+
+function drive(load: LoadSpec, target: Target, o: MeasureOptions, d: DriveOptions): Promise<LoadResult> {
+  const { workload } = o
+  const op = (seq: number) => target.put(workload.key(seq), workload.value(seq))
+  return load.mode === 'open' ? openLoop(op, load.rate, d) : closedLoop(op, load.concurrency, d)
+}
+
+async function startTarget(s: Scenario, dir: string, o: MeasureOptions): Promise<Target> {
+  if (s.system.kind === 'metastore') return startMetaStore(s.system, dir)
+  if (!o.etcdBinary) throw new Error('etcd is not installed')
+  return startEtcd(o.etcdBinary, s.system.nodes, dir)
+}
+
+/** Cores busy machine-wide between two samples, minus `ours`; NaN without /proc/stat. */
+function othersCores(a: ReturnType<typeof cpuTimes>, b: ReturnType<typeof cpuTimes>, ours: number): number {
+  if (!a || !b || b.total === a.total) return NaN
+  const busyCores = ((b.busy - a.busy) / (b.total - a.total)) * cpus().length
+  return Math.max(0, busyCores - ours)
+}
+
+/** Resolves when `p` settles or after `ms`, whichever comes first; never rejects. */
+async function bounded(p: Promise<unknown>, ms: number): Promise<void> {
+  await Promise.race([p.catch(() => undefined), sleep(ms)])
+}
+
+/**
+ * One run of one scenario on a fresh system in its own data dir: start,
+ * warm up (not recorded), measure, stop, remove the data. Never throws: a
+ * failure comes back as `{ ok: false, error }` for the report.
+ */
+export async function measure(s: Scenario, o: MeasureOptions, live: LiveStatus): Promise<RunOutcome> {
+  const phase = (name: LiveStatus['phase'], ms: number) => {
+    live.phase = name
+    live.phaseStartedAt = performance.now()
+    live.phaseMs = ms
+  }
+  live.acked = 0
+  live.errors = 0
+  const dir = mkdtempSync(join(o.tmpRoot, `${s.id.replaceAll('/', '-')}-`))
+  let target: Target | undefined
+  try {
+    phase('start', 0)
+    const t0 = performance.now()
+    target = await startTarget(s, dir, o)
+    const startupMs = performance.now() - t0
+
+    phase('warm-up', o.warmupMs)
+    await drive(s.load, target, o, { durationMs: o.warmupMs, drainMs: o.drainMs, seqStart: 0 })
+
+    phase('measure', o.durationMs)
+    const before: TargetSample = target.sample()
+    const cpu0 = process.cpuUsage()
+    const machine0 = cpuTimes()
+    const wall0 = performance.now()
+    const r = await drive(s.load, target, o, { durationMs: o.durationMs, drainMs: o.drainMs, progress: live, seqStart: 1_000_000 })
+    const cpu = process.cpuUsage(cpu0)
+    const wallUs = (performance.now() - wall0) * 1000
+    const machine1 = cpuTimes()
+    const after: TargetSample = target.sample()
+
+    if (r.acked === 0) return { ok: false, error: r.errorSamples[0] ?? 'no put was acknowledged in the window' }
+    const clientCpuUs = cpu.user + cpu.system
+    const externalCpuUs = Math.max(0, after.externalCpuUs - before.externalCpuUs)
+    const perOp = (us: number) => (r.acked > 0 ? us / r.acked : NaN)
+    let avgBatchSize: number | undefined
+    if (before.batch && after.batch) {
+      const batches = after.batch.batches - before.batch.batches
+      avgBatchSize = batches > 0 ? (after.batch.proposals - before.batch.proposals) / batches : NaN
+    }
+    return {
+      ok: true,
+      figures: {
+        throughput: r.throughput,
+        latency: r.latency,
+        serviceLatency: r.serviceLatency,
+        meanSendLagMs: r.meanSendLagMs,
+        acked: r.acked,
+        errors: r.errors,
+        errorSamples: r.errorSamples,
+        unfinished: r.unfinished,
+        avgBatchSize,
+        avgBatchSizeCumulative: after.batch?.avgBatchSize,
+        cpuUsPerOp: perOp(clientCpuUs + externalCpuUs),
+        clientCpuUsPerOp: perOp(clientCpuUs),
+        externalCpuUsPerOp: perOp(externalCpuUs),
+        cpuCores: (clientCpuUs + externalCpuUs) / wallUs,
+        othersCpuCores: othersCores(machine0, machine1, (clientCpuUs + externalCpuUs) / wallUs),
+        startupMs,
+        targetStats: after.detail,
+      },
+    }
+  } catch (err) {
+    return { ok: false, error: describeError(err) }
+  } finally {
+    phase('stop', 0)
+    if (target) await bounded(target.close(), 15_000)
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
