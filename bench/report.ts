@@ -93,7 +93,8 @@ export function summarize(scenarios: ScenarioReport[]): void {
 export const fmt = {
   rate: (x: number) => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : '–'),
   ms: (x: number) => (!Number.isFinite(x) ? '–' : x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2)),
-  ratio: (x: number | undefined) => (x === undefined || !Number.isFinite(x) ? '–' : `${x >= 10 ? x.toFixed(0) : x.toFixed(2)}×`),
+  ratio: (x: number | undefined) =>
+    x === undefined || !Number.isFinite(x) ? '–' : `${x >= 10 ? x.toFixed(0) : x >= 0.1 ? x.toFixed(2) : x.toPrecision(1)}×`,
   num: (x: number | undefined, digits = 1) => (x === undefined || !Number.isFinite(x) ? '–' : x.toFixed(digits)),
 }
 

@@ -9,9 +9,9 @@
  * A benchmark never fails CI: a scenario that errors is recorded in the
  * report and the runner still exits 0.
  */
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join, relative, resolve } from 'node:path'
+import { dirname, join, relative, resolve } from 'node:path'
 
 import { MultiBar, Presets, type SingleBar } from 'cli-progress'
 import { Command, InvalidArgumentError } from 'commander'
@@ -42,6 +42,7 @@ interface Flags {
   tmp: string
   latest?: boolean
   list?: boolean
+  render?: string
 }
 
 function positive(name: string, integer: boolean) {
@@ -70,6 +71,7 @@ function parseFlags(argv: string[]): Flags {
     .option('--latest', 'also copy the report to latest.{json,md,svg} (default: on for full runs, off for --quick or --scenarios)')
     .option('--no-latest', 'do not touch latest.{json,md,svg}')
     .option('--list', 'print the scenario ids and exit')
+    .option('--render <report.json>', 'rewrite the .md and .svg beside an existing report from its JSON, then exit')
     .parse(argv)
     .opts<Flags>()
 }
@@ -151,6 +153,16 @@ async function main(): Promise<void> {
   const drainMs = flags.drain * 1000
   const scenarios = planScenarios({ quick, scenarios: flags.scenarios })
 
+  if (flags.render !== undefined) {
+    const file = resolve(flags.render)
+    const report = JSON.parse(readFileSync(file, 'utf8')) as Report
+    const base = file.replace(/\.json$/, '')
+    const name = base.slice(dirname(base).length + 1)
+    writeFileSync(`${base}.md`, renderMarkdown(report, `${name}.svg`))
+    writeFileSync(`${base}.svg`, renderChart(report))
+    console.log(`Rewrote ${relative(process.cwd(), base)}.{md,svg}`)
+    return
+  }
   if (flags.list) {
     for (const s of scenarios) console.log(s.id)
     return
