@@ -741,7 +741,8 @@ impl<E: Engine> Worker<E> {
     /// not report its writes as done.
     fn void_apply_round(&mut self, err: &Error) {
         if let Some(start) = self.applying_from.take() {
-            for c in self.completions.iter_mut().skip(start) {
+            let start = start.min(self.completions.len());
+            for c in &mut self.completions[start..] {
                 if c.result.is_ok() {
                     c.result = Err(err.clone());
                 }
