@@ -105,6 +105,21 @@ class Recorder {
   seal(): void {
     this.#sealed = true
   }
+
+  /** Seals the recorder and reports what it saw over a window of `windowMs`. */
+  result(windowMs: number, unfinished: number): LoadResult {
+    this.seal()
+    return {
+      acked: this.acked,
+      ackedInWindow: this.ackedInWindow,
+      errors: this.errors,
+      errorSamples: this.errorSamples,
+      windowMs,
+      throughput: this.ackedInWindow / (windowMs / 1000),
+      latency: figures(this.latency),
+      unfinished,
+    }
+  }
 }
 
 export function describeError(err: unknown): string {
@@ -153,18 +168,7 @@ export async function closedLoop(op: Op, concurrency: number, o: DriveOptions): 
     }
   }
   await within(Promise.all(Array.from({ length: concurrency }, worker)), o.durationMs + o.drainMs)
-  rec.seal()
-  const windowMs = Math.min(o.durationMs, performance.now() - start)
-  return {
-    acked: rec.acked,
-    ackedInWindow: rec.ackedInWindow,
-    errors: rec.errors,
-    errorSamples: rec.errorSamples,
-    windowMs,
-    throughput: rec.ackedInWindow / (windowMs / 1000),
-    latency: figures(rec.latency),
-    unfinished: pending,
-  }
+  return rec.result(Math.min(o.durationMs, performance.now() - start), pending)
 }
 
 /**
@@ -193,19 +197,10 @@ export function openLoop(op: Op, rate: number, o: DriveOptions & { maxInFlight?:
       done = true
       clearTimeout(next)
       clearTimeout(cutoff)
-      rec.seal()
-      const windowMs = o.durationMs
       resolve({
-        acked: rec.acked,
-        ackedInWindow: rec.ackedInWindow,
-        errors: rec.errors,
-        errorSamples: rec.errorSamples,
-        windowMs,
-        throughput: rec.ackedInWindow / (windowMs / 1000),
-        latency: figures(rec.latency),
+        ...rec.result(o.durationMs, inFlight + (total - issued)),
         serviceLatency: figures(rec.service),
         meanSendLagMs: issued > 0 ? lagSum / issued : 0,
-        unfinished: inFlight + (total - issued),
       })
     }
     const settled = () => {

@@ -79,10 +79,11 @@ impl From<BatchStats> for BatchStatsView {
   }
 }
 
-pub fn bytes(data: &Either<Uint8Array, String>) -> &[u8] {
+/// Owned bytes: a string's UTF-8 buffer is taken as is, not copied again.
+pub fn into_bytes(data: Either<Uint8Array, String>) -> Vec<u8> {
   match data {
-    Either::A(bytes) => bytes,
-    Either::B(text) => text.as_bytes(),
+    Either::A(bytes) => bytes.to_vec(),
+    Either::B(text) => text.into_bytes(),
   }
 }
 
@@ -153,7 +154,7 @@ impl NativeProposalBatcher {
   #[napi(catch_unwind)]
   pub fn propose(&self, data: Either<Uint8Array, String>) -> Result<(), String> {
     match &self.inner {
-      Some(batcher) => batcher.propose(bytes(&data).to_vec()).map_err(from_batch),
+      Some(batcher) => batcher.propose(into_bytes(data)).map_err(from_batch),
       None if self.stopped => Err(js_error("ERR_CLOSED", "the batcher was stopped")),
       None => Err(js_error("ERR_NOT_STARTED", "call start() before propose()")),
     }

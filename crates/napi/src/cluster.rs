@@ -15,7 +15,7 @@ use napi::Result;
 use napi_derive::napi;
 
 use crate::{
-  batcher::{bytes, BatchStatsView},
+  batcher::{into_bytes, BatchStatsView},
   config::{cluster_config, ClusterOptions},
   error::{from_raft, js_error},
 };
@@ -122,10 +122,6 @@ pub struct NativeCluster {
   on_complete: Arc<Mutex<Option<Arc<CompletionFn>>>>,
 }
 
-fn key_bytes(key: &Either<Uint8Array, String>) -> Vec<u8> {
-  bytes(key).to_vec()
-}
-
 #[napi]
 impl NativeCluster {
   /// Starts `options.nodes` nodes (ids 1..=n). `onComplete(tokens, statuses,
@@ -162,22 +158,22 @@ impl NativeCluster {
 
   #[napi(catch_unwind)]
   pub fn put(&self, node: u32, token: f64, key: Either<Uint8Array, String>, value: Either<Uint8Array, String>) -> Result<(), String> {
-    self.submit(node, token, Op::Put { key: key_bytes(&key), value: bytes(&value).to_vec() })
+    self.submit(node, token, Op::Put { key: into_bytes(key), value: into_bytes(value) })
   }
 
   #[napi(catch_unwind)]
   pub fn get(&self, node: u32, token: f64, key: Either<Uint8Array, String>) -> Result<(), String> {
-    self.submit(node, token, Op::Get { key: key_bytes(&key) })
+    self.submit(node, token, Op::Get { key: into_bytes(key) })
   }
 
   #[napi(catch_unwind)]
   pub fn delete(&self, node: u32, token: f64, key: Either<Uint8Array, String>) -> Result<(), String> {
-    self.submit(node, token, Op::Delete { key: key_bytes(&key) })
+    self.submit(node, token, Op::Delete { key: into_bytes(key) })
   }
 
   #[napi(catch_unwind)]
   pub fn propose(&self, node: u32, token: f64, data: Either<Uint8Array, String>) -> Result<(), String> {
-    self.submit(node, token, Op::Raw(bytes(&data).to_vec()))
+    self.submit(node, token, Op::Raw(into_bytes(data)))
   }
 
   #[napi(catch_unwind)]
