@@ -81,6 +81,53 @@ for (const engine of ['memory', 'rocksdb'] as const) {
       expect(await codeOf(store.get('k'))).toBe('ERR_CLOSED')
       expect(() => store.stats()).toThrow(MetaStoreError)
     })
+
+    it('keeps the order of requests made in one tick; a refused one fails alone', async () => {
+      const store = await MetaStore.open({
+        engine,
+        dataDir: join(dir, 'tick'),
+        config: testConfig((c) => (c.server.raft.batch.maxProposalBytes = 512 << 10)),
+      })
+      try {
+        const big = Buffer.alloc(300 << 10, 7) // several of these outgrow one flush buffer
+        const text = 'ключ 🙂 ✓ \u0000 end'
+        // Writes of one tick apply in call order; reads are not ordered
+        // against writes still in flight, so they come after.
+        const results = [
+          store.put('a', '1'),
+          store.put('a', '2'),
+          store.put('huge', Buffer.alloc(600 << 10)),
+          store.put(text, text),
+          store.put('big1', big),
+          store.put('big2', big),
+          store.put('big3', big),
+          store.delete('a'),
+          store.delete('a'),
+        ]
+        const settled = await Promise.allSettled(results)
+        const value = (i: number) => (settled[i] as PromiseFulfilledResult<any>).value
+        expect(settled.map((s) => s.status)).toEqual([...Array(2).fill('fulfilled'), 'rejected', ...Array(6).fill('fulfilled')])
+        expect(((settled[2] as PromiseRejectedResult).reason as MetaStoreError).code).toBe('ERR_TOO_LARGE')
+        expect(value(0).existed).toBe(false)
+        expect(value(1).existed).toBe(true)
+        expect([value(7), value(8)]).toEqual([true, false])
+        expect(await store.get('a')).toBeUndefined()
+        expect((await store.get(text))?.toString('utf8')).toBe(text)
+        expect(await store.get('big3')).toEqual(big)
+        const indexes = [0, 1, 3, 4, 5, 6, 7].map((i) => value(i).index as number)
+        expect([...indexes].sort((x, y) => x - y)).toEqual(indexes)
+      } finally {
+        await store.close()
+      }
+    })
+
+    it('settles requests made just before close', async () => {
+      const store = await MetaStore.open({ engine, dataDir: join(dir, 'close'), config: testConfig() })
+      const pending = Array.from({ length: 100 }, (_, i) => store.put(`k${i}`, 'v'))
+      await store.close()
+      const codes = await Promise.all(pending.map((p) => codeOf(p)))
+      for (const code of codes) expect([undefined, 'ERR_CLOSED']).toContain(code)
+    })
   })
 }
 

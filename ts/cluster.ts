@@ -44,6 +44,7 @@ export class LocalCluster {
 
   /** Stops node `id`; its pending requests reject with ERR_CLOSED. */
   stop(id: number): void {
+    this.#group.flush(id)
     this.#group.call((n) => n.stopNode(id))
   }
 

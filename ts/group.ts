@@ -4,6 +4,7 @@ import { resolveConfig, type MetaStoreConfig } from './config.js'
 import { MetaStoreError, toMetaStoreError } from './errors.js'
 import { native } from './native.js'
 import { Requests } from './requests.js'
+import { Submitter } from './submitter.js'
 
 export type Engine = 'memory' | 'rocksdb'
 
@@ -26,6 +27,7 @@ export class Group {
   readonly requests = new Requests()
   readonly config: MetaStoreConfig
   readonly #native: InstanceType<typeof native.NativeCluster>
+  readonly #submitters = new Map<number, Submitter>()
   #closed = false
 
   private constructor(config: MetaStoreConfig, nodes: number) {
@@ -68,6 +70,22 @@ export class Group {
     return this.#closed
   }
 
+  /** The request queue of node `id` (one per node, shared by its handles). */
+  submitter(id: number): Submitter {
+    let s = this.#submitters.get(id)
+    if (s === undefined) {
+      s = new Submitter(this.requests, (ops) => this.call((n) => n.submitMany(id, ops)))
+      this.#submitters.set(id, s)
+    }
+    return s
+  }
+
+  /** Hands requests still buffered for node `id` (or every node) to the addon. */
+  flush(id?: number): void {
+    if (id === undefined) for (const s of this.#submitters.values()) s.flush()
+    else this.#submitters.get(id)?.flush()
+  }
+
   /** Runs a native call, turning its errors into `MetaStoreError`s. */
   call<T>(f: (n: InstanceType<typeof native.NativeCluster>) => T): T {
     try {
@@ -96,6 +114,8 @@ export class Group {
   /** Stops every node; requests still pending reject with ERR_CLOSED. Idempotent. */
   close(): void {
     if (this.#closed) return
+    // Requests made before close reach the nodes, which answer or reject them.
+    this.flush()
     this.#closed = true
     try {
       this.#native.close()

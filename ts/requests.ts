@@ -89,6 +89,14 @@ export class Requests {
     }
   }
 
+  /** Rejects the request of `token`, if it still waits. */
+  fail(token: number, err: Error): void {
+    const waiter = this.#waiting.get(token)
+    if (waiter === undefined) return
+    this.#waiting.delete(token)
+    waiter.reject(err)
+  }
+
   /** Rejects everything still waiting (used when the native side is gone). */
   rejectAll(err: MetaStoreError): void {
     for (const waiter of this.#waiting.values()) waiter.reject(err)

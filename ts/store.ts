@@ -3,6 +3,7 @@ import { MetaStoreError } from './errors.js'
 import { Group, type GroupOptions } from './group.js'
 import { Kind, type WriteResult } from './requests.js'
 import type { NodeStats } from './stats.js'
+import { Op, type Submitter } from './submitter.js'
 
 export type OpenOptions = GroupOptions
 
@@ -16,6 +17,7 @@ export class MetaStore {
   readonly #group: Group
   readonly #node: number
   readonly #ownsGroup: boolean
+  readonly #submitter: Submitter
   #closed = false
 
   /** @internal Use `MetaStore.open` or `LocalCluster.node`. */
@@ -23,6 +25,7 @@ export class MetaStore {
     this.#group = group
     this.#node = node
     this.#ownsGroup = ownsGroup
+    this.#submitter = group.submitter(node)
   }
 
   /** Opens a single-node store (engine and data dir from the config, or the overrides). */
@@ -37,25 +40,25 @@ export class MetaStore {
   put(key: Bytes, value: Bytes): Promise<WriteResult> {
     assertBytes(key, 'key')
     assertBytes(value, 'value')
-    return this.#submit(Kind.Write, (n, token) => n.put(this.#node, token, key, value))
+    return this.#submit(Kind.Write, Op.Put, key, value)
   }
 
   /** The value committed for `key`, or undefined. */
   get(key: Bytes): Promise<Buffer | undefined> {
     assertBytes(key, 'key')
-    return this.#submit(Kind.Get, (n, token) => n.get(this.#node, token, key))
+    return this.#submit(Kind.Get, Op.Get, key)
   }
 
   /** Resolves true when the key existed. */
   delete(key: Bytes): Promise<boolean> {
     assertBytes(key, 'key')
-    return this.#submit(Kind.Delete, (n, token) => n.delete(this.#node, token, key))
+    return this.#submit(Kind.Delete, Op.Delete, key)
   }
 
   /** Proposes a raw command through the log; resolves with its index once applied. */
   propose(data: Bytes): Promise<WriteResult> {
     assertBytes(data, 'data')
-    return this.#submit(Kind.Write, (n, token) => n.propose(this.#node, token, data))
+    return this.#submit(Kind.Write, Op.Raw, data)
   }
 
   stats(): NodeStats {
@@ -74,12 +77,12 @@ export class MetaStore {
     if (this.#closed || this.#group.closed) throw new MetaStoreError('ERR_CLOSED', 'the store is closed')
   }
 
-  #submit<T>(kind: Kind, submit: (n: Group['native'], token: number) => void): Promise<T> {
+  #submit<T>(kind: Kind, op: Op, first: Bytes, value?: Bytes): Promise<T> {
     try {
       this.#checkOpen()
     } catch (err) {
       return Promise.reject(err)
     }
-    return this.#group.requests.track<T>(kind, (token) => this.#group.call((n) => submit(n, token)))
+    return this.#submitter.submit<T>(kind, op, first, value)
   }
 }

@@ -80,7 +80,7 @@ impl From<BatchStats> for BatchStatsView {
 }
 
 /// Owned bytes: a string's UTF-8 buffer is taken as is, not copied again.
-pub fn into_bytes(data: Either<Uint8Array, String>) -> Vec<u8> {
+fn into_bytes(data: Either<Uint8Array, String>) -> Vec<u8> {
   match data {
     Either::A(bytes) => bytes.to_vec(),
     Either::B(text) => text.into_bytes(),

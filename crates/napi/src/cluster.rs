@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use metastore_raft::{Completion, CompletionSink, EngineKind, LocalCluster, NodeStats, Op, Outcome, Role};
+use metastore_raft::{CommandOp, Completion, CompletionSink, EngineKind, LocalCluster, NodeStats, Outcome, Request, Role};
 use napi::{
   bindgen_prelude::{Buffer, Either, Float64Array, FnArgs, Function, Uint8Array},
   threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode},
@@ -15,7 +15,7 @@ use napi::Result;
 use napi_derive::napi;
 
 use crate::{
-  batcher::{into_bytes, BatchStatsView},
+  batcher::BatchStatsView,
   config::{cluster_config, ClusterOptions},
   error::{from_raft, js_error},
 };
@@ -56,6 +56,57 @@ fn pack(completions: Vec<Completion>) -> CompletionArgs {
     indexes.push(index as f64);
   }
   FnArgs::from((Float64Array::new(tokens), Uint8Array::new(statuses), Float64Array::new(indexes), extras))
+}
+
+/// A request `submitMany` refused before it reached the node (`ERR_CLOSED`,
+/// `ERR_TOO_LARGE`).
+#[napi(object)]
+pub struct SubmitFailure {
+  pub token: f64,
+  pub code: String,
+  pub message: String,
+}
+
+/// Request kinds in a `submitMany` buffer (ts/submitter.ts writes them).
+const OP_PUT: u8 = 0;
+const OP_DELETE: u8 = 1;
+const OP_GET: u8 = 2;
+const OP_RAW: u8 = 3;
+
+/// Reads the requests packed by ts/submitter.ts, all little-endian:
+/// `kind u8 | token f64 | len u32 | bytes`, and for a put `| len u32 | value`.
+/// Tokens are integers below 2^53 (exact in an f64).
+fn parse_requests(mut buf: &[u8]) -> std::result::Result<Vec<(u64, Request<'_>)>, &'static str> {
+  fn take<'a>(buf: &mut &'a [u8], n: usize) -> std::result::Result<&'a [u8], &'static str> {
+    if buf.len() < n {
+      return Err("truncated");
+    }
+    let (head, tail) = buf.split_at(n);
+    *buf = tail;
+    Ok(head)
+  }
+  fn bytes<'a>(buf: &mut &'a [u8]) -> std::result::Result<&'a [u8], &'static str> {
+    let len = u32::from_le_bytes(take(buf, 4)?.try_into().map_err(|_| "truncated")?);
+    take(buf, len as usize)
+  }
+  let mut requests = Vec::new();
+  while !buf.is_empty() {
+    let kind = take(&mut buf, 1)?[0];
+    let token = f64::from_le_bytes(take(&mut buf, 8)?.try_into().map_err(|_| "truncated")?);
+    if !(token >= 0.0 && token < 9_007_199_254_740_992.0 && token.fract() == 0.0) {
+      return Err("bad token");
+    }
+    let first = bytes(&mut buf)?;
+    let request = match kind {
+      OP_PUT => Request::Write(CommandOp::Put { key: first, value: bytes(&mut buf)? }),
+      OP_DELETE => Request::Write(CommandOp::Delete { key: first }),
+      OP_GET => Request::Get(first),
+      OP_RAW => Request::Write(CommandOp::Raw(first)),
+      _ => return Err("unknown request kind"),
+    };
+    requests.push((token as u64, request));
+  }
+  Ok(requests)
 }
 
 #[napi(object)]
@@ -148,32 +199,21 @@ impl NativeCluster {
     Ok(NativeCluster { inner, on_complete })
   }
 
-  fn submit(&self, node: u32, token: f64, op: Op) -> Result<(), String> {
+  /// Submits the requests packed in `ops` (see [`parse_requests`]) to `node`,
+  /// in order, in one call. Returns the requests refused up front; the others
+  /// answer through `onComplete`. A malformed buffer submits nothing.
+  #[napi(catch_unwind)]
+  pub fn submit_many(&self, node: u32, ops: Uint8Array) -> Result<Vec<SubmitFailure>, String> {
+    let requests = parse_requests(&ops).map_err(|what| js_error("ERR_INTERNAL", format!("malformed request buffer: {what}")))?;
     let node = self
       .inner
       .node(node as u64)
       .ok_or_else(|| js_error("ERR_CLOSED", format!("node {node} is not running")))?;
-    node.submit(token as u64, op).map_err(from_raft)
-  }
-
-  #[napi(catch_unwind)]
-  pub fn put(&self, node: u32, token: f64, key: Either<Uint8Array, String>, value: Either<Uint8Array, String>) -> Result<(), String> {
-    self.submit(node, token, Op::Put { key: into_bytes(key), value: into_bytes(value) })
-  }
-
-  #[napi(catch_unwind)]
-  pub fn get(&self, node: u32, token: f64, key: Either<Uint8Array, String>) -> Result<(), String> {
-    self.submit(node, token, Op::Get { key: into_bytes(key) })
-  }
-
-  #[napi(catch_unwind)]
-  pub fn delete(&self, node: u32, token: f64, key: Either<Uint8Array, String>) -> Result<(), String> {
-    self.submit(node, token, Op::Delete { key: into_bytes(key) })
-  }
-
-  #[napi(catch_unwind)]
-  pub fn propose(&self, node: u32, token: f64, data: Either<Uint8Array, String>) -> Result<(), String> {
-    self.submit(node, token, Op::Raw(into_bytes(data)))
+    let mut failures = Vec::new();
+    node.submit_many(requests, |token, err| {
+      failures.push(SubmitFailure { token: token as f64, code: err.code().to_string(), message: err.to_string() })
+    });
+    Ok(failures)
   }
 
   #[napi(catch_unwind)]

@@ -44,14 +44,24 @@ pub struct Command<'a> {
 
 /// Encodes a write op. Returns `None` for `Op::Get`, which is not logged.
 pub fn encode(id: RequestId, op: &Op) -> Option<Vec<u8>> {
+    let op = match op {
+        Op::Put { key, value } => CommandOp::Put { key, value },
+        Op::Delete { key } => CommandOp::Delete { key },
+        Op::Raw(data) => CommandOp::Raw(data),
+        Op::Get { .. } => return None,
+    };
+    Some(encode_command(id, op))
+}
+
+/// Encodes a command from borrowed parts, in one allocation of the exact size.
+pub fn encode_command(id: RequestId, op: CommandOp<'_>) -> Vec<u8> {
     let (tag, body_len) = match op {
-        Op::Put { key, value } => (
+        CommandOp::Put { key, value } => (
             TAG_PUT,
             varint::len(key.len() as u64) + key.len() + value.len(),
         ),
-        Op::Delete { key } => (TAG_DELETE, key.len()),
-        Op::Raw(data) => (TAG_RAW, data.len()),
-        Op::Get { .. } => return None,
+        CommandOp::Delete { key } => (TAG_DELETE, key.len()),
+        CommandOp::Raw(data) => (TAG_RAW, data.len()),
     };
     let mut buf =
         Vec::with_capacity(1 + varint::len(id.node) + 8 + varint::len(id.token) + body_len);
@@ -60,16 +70,15 @@ pub fn encode(id: RequestId, op: &Op) -> Option<Vec<u8>> {
     buf.extend_from_slice(&id.epoch.to_le_bytes());
     varint::put(&mut buf, id.token);
     match op {
-        Op::Put { key, value } => {
+        CommandOp::Put { key, value } => {
             varint::put(&mut buf, key.len() as u64);
             buf.extend_from_slice(key);
             buf.extend_from_slice(value);
         }
-        Op::Delete { key } => buf.extend_from_slice(key),
-        Op::Raw(data) => buf.extend_from_slice(data),
-        Op::Get { .. } => unreachable!("handled above"),
+        CommandOp::Delete { key } => buf.extend_from_slice(key),
+        CommandOp::Raw(data) => buf.extend_from_slice(data),
     }
-    Some(buf)
+    buf
 }
 
 fn corrupt(what: &str) -> Error {

@@ -19,7 +19,7 @@ use metastore_batch::{for_each_proposal, BatcherHandle, ProposalBatcher};
 use raft::eraftpb::{Entry, EntryType, MessageType};
 use raft::{RawNode, SnapshotStatus, StateRole, INVALID_ID};
 
-use crate::command::{self, RequestId};
+use crate::command::{self, CommandOp, RequestId};
 use crate::config::{EngineKind, NodeConfig};
 use crate::error::{Error, Result};
 use crate::kv;
@@ -27,6 +27,15 @@ use crate::proposals::{HeldBatch, Proposals, ReadRequest, Reads, Tokens};
 use crate::stats::{NodeStats, RaftStats, SharedStats};
 use crate::storage::{Engine, MemoryEngine, RocksEngine};
 use crate::transport::{Inbound, Transport};
+
+/// A request borrowed from the caller's buffer, for [`RaftNode::submit_many`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request<'a> {
+    /// A put, delete or raw command, proposed through the log.
+    Write(CommandOp<'a>),
+    /// A linearizable read of a key.
+    Get(&'a [u8]),
+}
 
 /// A client request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,24 +233,52 @@ impl RaftNode {
     /// unresolved requests. Blocks only while the batcher queue is full.
     /// Errors known up front (`TooLarge`, `Closed`) are returned here.
     pub fn submit(&self, token: u64, op: Op) -> Result<()> {
-        let closed = self.closed.read().unwrap_or_else(|p| p.into_inner());
-        if *closed {
-            return Err(Error::Closed);
-        }
-        let id = RequestId {
-            node: self.id,
-            epoch: self.epoch,
-            token,
+        let mut failed = None;
+        let request = match &op {
+            Op::Put { key, value } => Request::Write(CommandOp::Put { key, value }),
+            Op::Delete { key } => Request::Write(CommandOp::Delete { key }),
+            Op::Raw(data) => Request::Write(CommandOp::Raw(data)),
+            Op::Get { key } => Request::Get(key),
         };
-        match command::encode(id, &op) {
-            Some(data) => self.batcher.propose(data).map_err(Error::from),
-            None => {
-                let Op::Get { key } = op else {
-                    return Err(Error::Internal("unencodable op".into()));
-                };
-                self.control
-                    .send(Control::Get { token, key })
-                    .map_err(|_| Error::Closed)
+        self.submit_many([(token, request)], |_, e| failed = Some(e));
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Submits many requests in order, taking the node's locks once. A
+    /// request refused up front (`TooLarge`, `Closed`) is reported to
+    /// `rejected` with its token; the others answer through the sink.
+    pub fn submit_many<'a>(
+        &self,
+        requests: impl IntoIterator<Item = (u64, Request<'a>)>,
+        mut rejected: impl FnMut(u64, Error),
+    ) {
+        let closed = self.closed.read().unwrap_or_else(|p| p.into_inner());
+        for (token, request) in requests {
+            if *closed {
+                rejected(token, Error::Closed);
+                continue;
+            }
+            let sent = match request {
+                Request::Write(op) => {
+                    let id = RequestId {
+                        node: self.id,
+                        epoch: self.epoch,
+                        token,
+                    };
+                    self.batcher
+                        .propose(command::encode_command(id, op))
+                        .map_err(Error::from)
+                }
+                Request::Get(key) => self
+                    .control
+                    .send(Control::Get {
+                        token,
+                        key: key.to_vec(),
+                    })
+                    .map_err(|_| Error::Closed),
+            };
+            if let Err(e) = sent {
+                rejected(token, e);
             }
         }
     }

@@ -1,0 +1,113 @@
+import type { Bytes } from './bytes.js'
+import { isErrorCode, MetaStoreError, toMetaStoreError } from './errors.js'
+import type { Kind, Requests } from './requests.js'
+
+/** Request kinds in the buffer (crates/napi/src/cluster.rs reads them). */
+export const enum Op {
+  Put = 0,
+  Delete = 1,
+  Get = 2,
+  Raw = 3,
+}
+
+/** A request the addon refused before it reached the node. */
+export interface SubmitFailure {
+  token: number
+  code: string
+  message: string
+}
+
+/** Sends one packed buffer to the node; throws when the node is gone. */
+export type SendMany = (ops: Uint8Array) => SubmitFailure[]
+
+/** Flush at once above this many buffered bytes instead of waiting for the microtask. */
+const FLUSH_BYTES = 1 << 20
+const INITIAL_BYTES = 64 << 10
+
+/**
+ * Packs the requests of one node handle into a buffer and hands them to the
+ * addon in one call per microtask turn: a loop of `put`s, or every
+ * continuation woken by one apply round, crosses N-API once instead of once
+ * per request. Order is kept. Nothing waits on a timer: the flush runs as
+ * soon as the current synchronous code yields.
+ *
+ * Layout, little-endian: `kind u8 | token f64 | len u32 | bytes`, and for a
+ * put `| len u32 | value`.
+ */
+export class Submitter {
+  readonly #requests: Requests
+  readonly #send: SendMany
+  #buf = Buffer.allocUnsafe(INITIAL_BYTES)
+  #len = 0
+  /** Tokens in the buffer, to reject them if the whole call fails. */
+  #tokens: number[] = []
+  #scheduled = false
+
+  constructor(requests: Requests, send: SendMany) {
+    this.#requests = requests
+    this.#send = send
+  }
+
+  submit<T>(kind: Kind, op: Op, first: Bytes, value?: Bytes): Promise<T> {
+    return this.#requests.track<T>(kind, (token) => {
+      this.#append(op, token, first, value)
+      if (this.#len >= FLUSH_BYTES) this.flush()
+      else if (!this.#scheduled) {
+        this.#scheduled = true
+        queueMicrotask(this.flush)
+      }
+    })
+  }
+
+  /** Sends what is buffered now. */
+  readonly flush = (): void => {
+    this.#scheduled = false
+    if (this.#len === 0) return
+    const tokens = this.#tokens
+    const ops = this.#buf.subarray(0, this.#len)
+    this.#tokens = []
+    this.#len = 0
+    let failures: SubmitFailure[]
+    try {
+      failures = this.#send(ops)
+    } catch (err) {
+      const error = toMetaStoreError(err) as Error
+      for (const token of tokens) this.#requests.fail(token, error)
+      return
+    }
+    for (const f of failures) {
+      this.#requests.fail(f.token, new MetaStoreError(isErrorCode(f.code) ? f.code : 'ERR_INTERNAL', f.message))
+    }
+  }
+
+  #append(op: Op, token: number, first: Bytes, value: Bytes | undefined): void {
+    // Worst case: UTF-8 takes at most 3 bytes per UTF-16 unit.
+    const need = 1 + 8 + 4 + first.length * 3 + (value === undefined ? 0 : 4 + value.length * 3)
+    this.#reserve(need)
+    const buf = this.#buf
+    let at = this.#len
+    buf[at] = op
+    buf.writeDoubleLE(token, at + 1)
+    at = this.#bytes(first, at + 9)
+    if (value !== undefined) at = this.#bytes(value, at)
+    this.#len = at
+    this.#tokens.push(token)
+  }
+
+  /** Writes `len u32 | bytes` at `at`; returns the end. */
+  #bytes(b: Bytes, at: number): number {
+    const buf = this.#buf
+    const n = typeof b === 'string' ? buf.write(b, at + 4) : (buf.set(b, at + 4), b.length)
+    buf.writeUInt32LE(n, at)
+    return at + 4 + n
+  }
+
+  #reserve(need: number): void {
+    if (this.#len + need <= this.#buf.length) return
+    let size = this.#buf.length * 2
+    while (size < this.#len + need) size *= 2
+    const grown = Buffer.allocUnsafe(size)
+    this.#buf.copy(grown, 0, 0, this.#len)
+    this.#buf = grown
+  }
+}
