@@ -49,17 +49,25 @@ for (const engine of ['memory', 'rocksdb'] as const) {
     })
 
     it('batches concurrent writes and keeps sequential writes unbatched', async () => {
-      const store = await MetaStore.open({ engine, dataDir: join(dir, 'batch'), config: testConfig() })
+      const store = await MetaStore.open({ engine, dataDir: join(dir, 'batch'), config: testConfig(), sync: true })
       try {
         for (let i = 0; i < 50; i++) await store.put(`seq${i}`, 'x')
         const sequential = store.stats().batch
         expect(sequential.avgBatchSize).toBe(1)
         expect(sequential.flushesByIdle).toBe(sequential.totalBatches)
+        const seqRaft = store.stats().raft
+        // One put at a time: each needs its own log write (synced on rocksdb with sync on).
+        expect(seqRaft.logWrites).toBeGreaterThanOrEqual(50)
+        if (engine === 'rocksdb') expect(seqRaft.syncedWrites).toBeGreaterThanOrEqual(50)
+        else expect(seqRaft.syncedWrites).toBe(0) // nothing to sync in memory
 
         await Promise.all(Array.from({ length: 2000 }, (_, i) => store.put(`con${i}`, `v${i}`)))
         const after = store.stats().batch
         const concurrentAvg = (after.totalProposals - sequential.totalProposals) / (after.totalBatches - sequential.totalBatches)
         expect(concurrentAvg).toBeGreaterThan(4)
+        const writes = store.stats().raft.logWrites - seqRaft.logWrites
+        expect(writes).toBeGreaterThan(0)
+        expect(writes).toBeLessThan(2000 / 4) // many puts per log write
         expect(String(await store.get('con1999'))).toBe('v1999')
       } finally {
         await store.close()

@@ -41,6 +41,8 @@ export interface RunFigures {
   unfinished: number
   /** Proposals per Raft entry on the leader during the window (MetaStore only). */
   avgBatchSize?: number
+  /** Proposals per log write (one per Raft `Ready`, one fsync when synced) on the leader during the window (MetaStore only). */
+  proposalsPerLogWrite?: number
   /** The leader's cumulative `stats().batch.avgBatchSize` at the end (includes warm-up). */
   avgBatchSizeCumulative?: number
   /** CPU time per acknowledged put, microseconds: this process (client, and MetaStore's threads) plus etcd's processes. */
@@ -126,6 +128,11 @@ export async function measure(s: Scenario, o: MeasureOptions, live: LiveStatus):
       const batches = after.batch.batches - before.batch.batches
       avgBatchSize = batches > 0 ? (after.batch.proposals - before.batch.proposals) / batches : NaN
     }
+    let proposalsPerLogWrite: number | undefined
+    if (before.log && after.log && before.batch && after.batch) {
+      const writes = after.log.writes - before.log.writes
+      proposalsPerLogWrite = writes > 0 ? (after.batch.proposals - before.batch.proposals) / writes : NaN
+    }
     return {
       ok: true,
       figures: {
@@ -138,6 +145,7 @@ export async function measure(s: Scenario, o: MeasureOptions, live: LiveStatus):
         errorSamples: r.errorSamples,
         unfinished: r.unfinished,
         avgBatchSize,
+        proposalsPerLogWrite,
         avgBatchSizeCumulative: after.batch?.avgBatchSize,
         cpuUsPerOp: perOp(clientCpuUs + externalCpuUs),
         clientCpuUsPerOp: perOp(clientCpuUs),

@@ -10,6 +10,8 @@ export interface MedianFigures {
   p99Ms: number
   p999Ms: number
   avgBatchSize?: number
+  /** Proposals per leader log write (`Ready`), MetaStore only. */
+  proposalsPerLogWrite?: number
   cpuUsPerOp: number
   /** The part of `cpuUsPerOp` spent in this process; for etcd, the etcd3 client. */
   clientCpuUsPerOp: number
@@ -67,12 +69,14 @@ function medianOf(runs: RunOutcome[]): MedianFigures | undefined {
   const m = (f: (x: RunFigures) => number | undefined) => median(ok.map((x) => f(x) ?? NaN))
   const lat = (f: (l: LatencyFigures) => number) => m((x) => f(x.latency))
   const batch = m((x) => x.avgBatchSize)
+  const perWrite = m((x) => x.proposalsPerLogWrite)
   return {
     throughput: m((x) => x.throughput),
     p50Ms: lat((l) => l.p50Ms),
     p99Ms: lat((l) => l.p99Ms),
     p999Ms: lat((l) => l.p999Ms),
     ...(Number.isFinite(batch) && { avgBatchSize: batch }),
+    ...(Number.isFinite(perWrite) && { proposalsPerLogWrite: perWrite }),
     cpuUsPerOp: m((x) => x.cpuUsPerOp),
     clientCpuUsPerOp: m((x) => x.clientCpuUsPerOp),
     okRuns: ok.length,

@@ -51,6 +51,7 @@ export async function startMetaStore(spec: MetaStoreSpec, dataDir: string): Prom
       return {
         externalCpuUs: 0,
         batch: { proposals: b.totalProposals, batches: b.totalBatches, avgBatchSize: b.avgBatchSize },
+        log: { writes: stats.raft.logWrites, synced: stats.raft.syncedWrites },
         detail: stats,
       }
     },

@@ -118,6 +118,8 @@ pub struct RaftStatsView {
   pub commit_index: f64,
   pub applied_index: f64,
   pub last_index: f64,
+  pub log_writes: f64,
+  pub synced_writes: f64,
 }
 
 #[napi(object)]
@@ -155,6 +157,8 @@ impl From<NodeStats> for NodeStatsView {
         commit_index: s.raft.commit_index as f64,
         applied_index: s.raft.applied_index as f64,
         last_index: s.raft.last_index as f64,
+        log_writes: s.raft.log_writes as f64,
+        synced_writes: s.raft.synced_writes as f64,
       },
       batch: s.batch.into(),
       storage: StorageStatsView {

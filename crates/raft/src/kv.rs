@@ -17,11 +17,14 @@ pub(crate) struct Applied {
 
 /// Applies the commands of the entry at `index` in order. Every node applies
 /// the same bytes the same way, so a command that does not decode is skipped
-/// identically everywhere rather than stopping the node.
+/// identically everywhere rather than stopping the node. The commands for
+/// which `waited(id)` holds are reported to `applied`, in order; only those
+/// need to know whether their key existed.
 pub(crate) fn apply_entry<E: Engine>(
     engine: &mut E,
     data: &[u8],
-    mut on_applied: impl FnMut(Applied),
+    waited: impl Fn(&RequestId) -> bool,
+    applied: &mut Vec<Applied>,
 ) -> Result<()> {
     let mut result = Ok(());
     // A frame that does not decode is skipped as a whole (the same on every node).
@@ -32,16 +35,18 @@ pub(crate) fn apply_entry<E: Engine>(
         let Ok(cmd) = command::decode(raw) else {
             return;
         };
+        let want = waited(&cmd.id);
         let existed = match cmd.op {
-            CommandOp::Put { key, value } => engine.apply_put(key, value),
-            CommandOp::Delete { key } => engine.apply_delete(key),
-            CommandOp::Raw(_) => Ok(false),
+            CommandOp::Put { key, value } => engine.apply_put(key, value, want),
+            CommandOp::Delete { key } => engine.apply_delete(key, want),
+            CommandOp::Raw(_) => Ok(Some(false)),
         };
         match existed {
-            Ok(existed) => on_applied(Applied {
+            Ok(existed) if want => applied.push(Applied {
                 id: cmd.id,
-                existed,
+                existed: existed.unwrap_or(false),
             }),
+            Ok(_) => {}
             Err(e) => result = Err(e),
         }
     });

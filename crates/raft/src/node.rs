@@ -192,7 +192,8 @@ impl RaftNode {
             stats: Arc::clone(&stats),
             tick_interval: cfg.raft.tick_interval,
             timeout: cfg.raft.proposal_timeout,
-            sync: cfg.storage.sync,
+            // The memory engine has nothing to sync.
+            sync: cfg.storage.sync && kind == EngineKind::RocksDb,
             snapshot_count: cfg.raft.snapshot_count,
             reissue_ticks: (cfg.raft.heartbeat_tick as u64 * 2).max(2),
             props: Proposals::default(),
@@ -200,6 +201,8 @@ impl RaftNode {
             completions: Vec::new(),
             resolved_writes: 0,
             ticks: 0,
+            log_writes: 0,
+            synced_writes: 0,
             last_leader: INVALID_ID,
             read_term: 0,
             compacted_at: applied,
@@ -393,6 +396,9 @@ struct Worker<E: Engine> {
     /// Writes resolved this iteration, reported to the batcher in one call.
     resolved_writes: usize,
     ticks: u64,
+    /// For [`RaftStats`]: `Ready`s written to the log, and those synced.
+    log_writes: u64,
+    synced_writes: u64,
     last_leader: u64,
     /// The term in which this node, as leader, last re-asked waiting reads
     /// after committing its first entry of the term.
@@ -702,13 +708,21 @@ impl<E: Engine> Worker<E> {
             }
         }
         let snapshot = (!ready.snapshot().is_empty()).then(|| ready.snapshot().clone());
-        // With a snapshot there are no committed entries (raft-rs asserts it),
-        // so installing the snapshot in the persist write below keeps log order.
-        self.apply(ready.take_committed_entries())?;
+        // Persist first: the engine may sync in the background while the
+        // committed entries (already durable: raft-rs hands out only persisted
+        // ones) are applied. With a snapshot there are no committed entries
+        // (raft-rs asserts it), so the order of the two writes is free.
         let sync = self.sync && ready.must_sync();
+        if snapshot.is_some() || !ready.entries().is_empty() || ready.hs().is_some() {
+            self.log_writes += 1;
+            self.synced_writes += u64::from(sync);
+        }
         self.raw
             .mut_store()
             .persist(snapshot.as_ref(), ready.entries(), ready.hs(), sync)?;
+        let applied = self.apply(ready.take_committed_entries());
+        self.raw.mut_store().wait_durable()?;
+        applied?;
         if let Some(s) = &snapshot {
             self.props.forget_indexes_up_to(s.get_metadata().index);
         }
@@ -735,6 +749,7 @@ impl<E: Engine> Worker<E> {
         };
         let (id, epoch) = (self.id, self.epoch);
         self.applying_from = Some(self.completions.len());
+        let mut applied = Vec::new();
         for e in &entries {
             let index = e.index;
             let props = &mut self.props;
@@ -743,8 +758,10 @@ impl<E: Engine> Worker<E> {
             // Empty entries are leader no-ops; conf changes beyond the initial
             // voter set are not supported, so none is ever proposed.
             if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
-                kv::apply_entry(self.raw.mut_store(), &e.data, |a| {
-                    if a.id.node == id && a.id.epoch == epoch && props.resolve(a.id.token) {
+                let mine = |r: &RequestId| r.node == id && r.epoch == epoch && props.is_pending(r.token);
+                kv::apply_entry(self.raw.mut_store(), &e.data, mine, &mut applied)?;
+                for a in applied.drain(..) {
+                    if props.resolve(a.id.token) {
                         completions.push(Completion {
                             token: a.id.token,
                             result: Ok(Outcome::Written {
@@ -754,7 +771,7 @@ impl<E: Engine> Worker<E> {
                         });
                         *resolved += 1;
                     }
-                })?;
+                }
             }
             props.after_apply(index, |t| {
                 completions.push(Completion {
@@ -853,6 +870,8 @@ impl<E: Engine> Worker<E> {
             commit_index: raft.raft_log.committed,
             applied_index: self.raw.store().applied_index(),
             last_index: raft.raft_log.last_index(),
+            log_writes: self.log_writes,
+            synced_writes: self.synced_writes,
         });
         if self
             .storage_stats_at

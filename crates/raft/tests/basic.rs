@@ -78,6 +78,15 @@ fn three_nodes(engine: EngineKind) {
     // Proposals made on a follower are forwarded and resolve on the follower.
     let f = follower(&c);
     crud_on(&c, f);
+    // Followers apply the leader's writes without reading whether the key
+    // existed (nobody waits there); their own writes must still see them.
+    let shared = b"shared".to_vec();
+    assert!(!written(c.put(l, shared.clone(), "1").unwrap()).1);
+    assert!(written(c.put(f, shared.clone(), "2").unwrap()).1);
+    assert!(written(c.delete(l, shared.clone()).unwrap()).1);
+    assert!(!written(c.delete(f, shared.clone()).unwrap()).1);
+    assert!(!written(c.put(f, shared.clone(), "3").unwrap()).1);
+    assert!(written(c.put(l, shared, "4").unwrap()).1);
     for i in 0..20 {
         let node = c.ids()[i % 3];
         c.put(node, key(i), value(i, 0)).unwrap();

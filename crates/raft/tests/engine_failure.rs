@@ -67,11 +67,11 @@ impl Engine for Faulty {
     fn set_commit(&mut self, commit: u64) {
         self.inner.set_commit(commit)
     }
-    fn apply_put(&mut self, key: &[u8], value: &[u8]) -> Result<bool, Error> {
-        self.inner.apply_put(key, value)
+    fn apply_put(&mut self, key: &[u8], value: &[u8], want: bool) -> Result<Option<bool>, Error> {
+        self.inner.apply_put(key, value, want)
     }
-    fn apply_delete(&mut self, key: &[u8]) -> Result<bool, Error> {
-        self.inner.apply_delete(key)
+    fn apply_delete(&mut self, key: &[u8], want: bool) -> Result<Option<bool>, Error> {
+        self.inner.apply_delete(key, want)
     }
     fn finish_apply(&mut self, applied: u64) -> Result<(), Error> {
         match self.mode.load(Ordering::SeqCst) {

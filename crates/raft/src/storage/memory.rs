@@ -130,29 +130,29 @@ impl Engine for MemoryEngine {
         self.log.wl().mut_hard_state().commit = commit;
     }
 
-    fn apply_put(&mut self, key: &[u8], value: &[u8]) -> Result<bool> {
+    fn apply_put(&mut self, key: &[u8], value: &[u8], _want: bool) -> Result<Option<bool>> {
         self.kv_bytes += (key.len() + value.len()) as u64;
         match self.kv.get_mut(key) {
             Some(old) => {
                 self.kv_bytes -= (key.len() + old.len()) as u64;
                 old.clear();
                 old.extend_from_slice(value);
-                Ok(true)
+                Ok(Some(true))
             }
             None => {
                 self.kv.insert(key.to_vec(), value.to_vec());
-                Ok(false)
+                Ok(Some(false))
             }
         }
     }
 
-    fn apply_delete(&mut self, key: &[u8]) -> Result<bool> {
+    fn apply_delete(&mut self, key: &[u8], _want: bool) -> Result<Option<bool>> {
         match self.kv.remove(key) {
             Some(old) => {
                 self.kv_bytes -= (key.len() + old.len()) as u64;
-                Ok(true)
+                Ok(Some(true))
             }
-            None => Ok(false),
+            None => Ok(Some(false)),
         }
     }
 

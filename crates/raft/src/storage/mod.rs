@@ -28,7 +28,10 @@ pub trait Engine: raft::Storage + Send + 'static {
 
     /// Persists one `Ready` atomically: the snapshot (replacing the KV state
     /// and the whole log), then `entries` (dropping any conflicting tail of the
-    /// log), then the hard state. `sync` makes the write durable before return.
+    /// log), then the hard state. With `sync` the write is durable once
+    /// [`wait_durable`](Self::wait_durable) returns; an engine may make it
+    /// durable in the background meanwhile, so the node applies committed
+    /// entries while the disk syncs.
     fn persist(
         &mut self,
         snapshot: Option<&Snapshot>,
@@ -42,11 +45,18 @@ pub trait Engine: raft::Storage + Send + 'static {
     /// on disk, which `finish_apply` keeps).
     fn set_commit(&mut self, commit: u64);
 
-    /// Applies a put of the current apply round. Returns whether the key existed.
-    fn apply_put(&mut self, key: &[u8], value: &[u8]) -> Result<bool>;
+    /// Returns once everything `persist` wrote is durable.
+    fn wait_durable(&mut self) -> Result<()> {
+        Ok(())
+    }
 
-    /// Applies a delete of the current apply round. Returns whether the key existed.
-    fn apply_delete(&mut self, key: &[u8]) -> Result<bool>;
+    /// Applies a put of the current apply round. Returns whether the key
+    /// existed; an engine for which finding out costs a read may skip it
+    /// (`None`) unless `want_existed` (someone waits for the answer).
+    fn apply_put(&mut self, key: &[u8], value: &[u8], want_existed: bool) -> Result<Option<bool>>;
+
+    /// Applies a delete of the current apply round, like [`apply_put`](Self::apply_put).
+    fn apply_delete(&mut self, key: &[u8], want_existed: bool) -> Result<Option<bool>>;
 
     /// Ends an apply round: its writes and the new applied index land together,
     /// so applying again after a crash is idempotent.
