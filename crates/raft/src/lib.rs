@@ -23,9 +23,9 @@ pub mod transport;
 
 pub use client::SyncClient;
 pub use cluster::LocalCluster;
+pub use command::CommandOp;
 pub use config::{ClusterConfig, EngineKind, NodeConfig, RaftSettings, StorageConfig};
 pub use error::Error;
 pub use metastore_batch::{BatchConfig, BatchStats};
-pub use command::CommandOp;
 pub use node::{Completion, CompletionSink, Op, Outcome, RaftNode, Request};
 pub use stats::{NodeStats, RaftStats, Role, StorageStats};

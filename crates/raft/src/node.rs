@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::kv;
 use crate::proposals::{HeldBatch, Proposals, ReadRequest, Reads, Tokens};
 use crate::stats::{NodeStats, RaftStats, SharedStats};
-use crate::storage::{Engine, MemoryEngine, RocksEngine};
+use crate::storage::{Durability, Engine, MemoryEngine, RocksEngine};
 use crate::transport::{Inbound, Transport};
 
 /// A request borrowed from the caller's buffer, for [`RaftNode::submit_many`].
@@ -717,10 +717,24 @@ impl<E: Engine> Worker<E> {
             self.log_writes += 1;
             self.synced_writes += u64::from(sync);
         }
-        self.raw
-            .mut_store()
-            .persist(snapshot.as_ref(), ready.entries(), ready.hs(), sync)?;
-        let applied = self.apply(ready.take_committed_entries());
+        let committed = ready.take_committed_entries();
+        let durability = match (sync, committed.is_empty()) {
+            (false, _) => Durability::Unsynced,
+            // Nothing to do meanwhile: a hand-off to a sync thread only adds latency.
+            (true, true) => Durability::Synced,
+            (true, false) => Durability::SyncedByWait,
+        };
+        self.raw.mut_store().persist(
+            snapshot.as_ref(),
+            ready.entries(),
+            ready.hs(),
+            durability,
+        )?;
+        let applied = self.apply(committed);
+        if applied.is_ok() {
+            // Callers hear of the applied writes now, not after the sync.
+            self.flush();
+        }
         self.raw.mut_store().wait_durable()?;
         applied?;
         if let Some(s) = &snapshot {
@@ -738,6 +752,7 @@ impl<E: Engine> Worker<E> {
         }
         self.apply(light.take_committed_entries())?;
         self.raw.advance_apply();
+        self.flush();
         Ok(())
     }
 
@@ -758,7 +773,8 @@ impl<E: Engine> Worker<E> {
             // Empty entries are leader no-ops; conf changes beyond the initial
             // voter set are not supported, so none is ever proposed.
             if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
-                let mine = |r: &RequestId| r.node == id && r.epoch == epoch && props.is_pending(r.token);
+                let mine =
+                    |r: &RequestId| r.node == id && r.epoch == epoch && props.is_pending(r.token);
                 kv::apply_entry(self.raw.mut_store(), &e.data, mine, &mut applied)?;
                 for a in applied.drain(..) {
                     if props.resolve(a.id.token) {

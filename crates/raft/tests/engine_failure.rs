@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use metastore_raft::storage::{Engine, MemoryEngine};
+use metastore_raft::storage::{Durability, Engine, MemoryEngine};
 use metastore_raft::transport::LocalRouter;
 use metastore_raft::{EngineKind, Error, NodeConfig, Op, RaftNode, StorageStats};
 use raft::eraftpb::{Entry, HardState, Snapshot};
@@ -60,9 +60,12 @@ impl Engine for Faulty {
         s: Option<&Snapshot>,
         e: &[Entry],
         hs: Option<&HardState>,
-        sync: bool,
+        durability: Durability,
     ) -> Result<(), Error> {
-        self.inner.persist(s, e, hs, sync)
+        self.inner.persist(s, e, hs, durability)
+    }
+    fn wait_durable(&mut self) -> Result<(), Error> {
+        self.inner.wait_durable()
     }
     fn set_commit(&mut self, commit: u64) {
         self.inner.set_commit(commit)

@@ -8,7 +8,7 @@ use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::storage::MemStorage;
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 
-use super::Engine;
+use super::{Durability, Engine};
 use crate::config::EngineKind;
 use crate::error::{Error, Result};
 use crate::kv::{decode_snapshot, SnapshotWriter};
@@ -109,7 +109,7 @@ impl Engine for MemoryEngine {
         snapshot: Option<&Snapshot>,
         entries: &[Entry],
         hard_state: Option<&HardState>,
-        _sync: bool,
+        _durability: Durability,
     ) -> Result<()> {
         if let Some(snap) = snapshot {
             self.install_snapshot(snap)?;

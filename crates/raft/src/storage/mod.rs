@@ -19,6 +19,19 @@ pub mod rocksdb;
 pub use self::memory::MemoryEngine;
 pub use self::rocksdb::RocksEngine;
 
+/// How [`Engine::persist`] makes its write durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Not synced: the OS writes it back in its own time.
+    Unsynced,
+    /// Durable when `persist` returns.
+    Synced,
+    /// Durable when [`Engine::wait_durable`] returns. The engine may sync in
+    /// the background meanwhile, so the node applies committed entries while
+    /// the disk flushes.
+    SyncedByWait,
+}
+
 /// What the node thread needs from an engine besides [`raft::Storage`].
 ///
 /// Errors are returned, never panicked: the node turns them into rejected
@@ -28,16 +41,13 @@ pub trait Engine: raft::Storage + Send + 'static {
 
     /// Persists one `Ready` atomically: the snapshot (replacing the KV state
     /// and the whole log), then `entries` (dropping any conflicting tail of the
-    /// log), then the hard state. With `sync` the write is durable once
-    /// [`wait_durable`](Self::wait_durable) returns; an engine may make it
-    /// durable in the background meanwhile, so the node applies committed
-    /// entries while the disk syncs.
+    /// log), then the hard state, as durable as `durability` asks.
     fn persist(
         &mut self,
         snapshot: Option<&Snapshot>,
         entries: &[Entry],
         hard_state: Option<&HardState>,
-        sync: bool,
+        durability: Durability,
     ) -> Result<()>;
 
     /// Records the commit index of a `LightReady`. It reaches disk with the next
@@ -45,7 +55,8 @@ pub trait Engine: raft::Storage + Send + 'static {
     /// on disk, which `finish_apply` keeps).
     fn set_commit(&mut self, commit: u64);
 
-    /// Returns once everything `persist` wrote is durable.
+    /// Returns once everything `persist` wrote with
+    /// [`Durability::SyncedByWait`] is durable.
     fn wait_durable(&mut self) -> Result<()> {
         Ok(())
     }

@@ -21,9 +21,11 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
-use rocksdb::{BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{
+    BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB,
+};
 
-use super::{raft_err, Engine};
+use super::{raft_err, Durability, Engine};
 use crate::config::EngineKind;
 use crate::error::{Error, Result};
 use crate::kv::{decode_snapshot, SnapshotWriter};
@@ -110,7 +112,10 @@ impl WalSyncer {
                 }
             })
             .map_err(|e| {
-                Error::Storage(format!("cannot start the WAL sync thread for {}: {e}", path.display()))
+                Error::Storage(format!(
+                    "cannot start the WAL sync thread for {}: {e}",
+                    path.display()
+                ))
             })?;
         Ok(WalSyncer {
             requests: Some(requests),
@@ -567,7 +572,7 @@ impl Engine for RocksEngine {
         snapshot: Option<&Snapshot>,
         entries: &[Entry],
         hard_state: Option<&HardState>,
-        sync: bool,
+        durability: Durability,
     ) -> Result<()> {
         let mut wb = WriteBatch::default();
         let (mut truncated_index, mut truncated_term, mut last, mut applied) = (
@@ -610,8 +615,8 @@ impl Engine for RocksEngine {
         if hard_state.is_some() || snapshot.is_some() {
             self.put_hard_state(&mut wb, &hs)?;
         }
-        self.write(wb, false)?;
-        if sync {
+        self.write(wb, durability == Durability::Synced)?;
+        if durability == Durability::SyncedByWait {
             self.request_sync()?;
         }
 
