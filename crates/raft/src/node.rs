@@ -4,10 +4,11 @@
 //!
 //! Each loop iteration drains what is queued, then handles `Ready`s in the
 //! order raft-rs requires (see raft-rs `examples/five_mem_node`): send
-//! messages, apply committed entries, persist snapshot + entries + hard state
-//! in one write, send persisted messages, advance, then the light ready
-//! (commit index, messages, committed entries) and advance_apply. Completions
-//! of the iteration go to the sink in one call.
+//! messages, persist snapshot + entries + hard state in one write, apply the
+//! committed entries (already durable, so they may apply while that write
+//! syncs), hand their completions to the sink, wait for the sync, send
+//! persisted messages, advance, then the light ready (commit index, messages,
+//! committed entries) and advance_apply.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, RwLock};
