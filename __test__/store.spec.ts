@@ -58,8 +58,15 @@ for (const engine of ['memory', 'rocksdb'] as const) {
         const seqRaft = store.stats().raft
         // One put at a time: each needs its own log write (synced on rocksdb with sync on).
         expect(seqRaft.logWrites).toBeGreaterThanOrEqual(50)
-        if (engine === 'rocksdb') expect(seqRaft.syncedWrites).toBeGreaterThanOrEqual(50)
-        else expect(seqRaft.syncedWrites).toBe(0) // nothing to sync in memory
+        const storage = store.stats().storage
+        if (engine === 'rocksdb') {
+          expect(seqRaft.syncedWrites).toBeGreaterThanOrEqual(50)
+          expect(storage.syncs).toBeGreaterThanOrEqual(50) // the WAL fsyncs, timed
+          expect(storage.syncMicros).toBeGreaterThan(0)
+        } else {
+          expect(seqRaft.syncedWrites).toBe(0) // nothing to sync in memory
+          expect(storage.syncs).toBe(0)
+        }
 
         await Promise.all(Array.from({ length: 2000 }, (_, i) => store.put(`con${i}`, `v${i}`)))
         const after = store.stats().batch

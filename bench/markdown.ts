@@ -46,20 +46,20 @@ export function renderMarkdown(r: Report, chartFile: string): string {
   lines.push(`![throughput and p99 latency against offered load](${chartFile})`)
   lines.push('')
   lines.push(
-    '| scenario | load | puts/s | p50 ms | p99 ms | p99.9 ms | avg batch | puts per log write | CPU µs/put | puts/s vs etcd 3-node | p50 vs etcd 3-node | runs ok | failed puts |',
+    '| scenario | load | puts/s | p50 ms | p99 ms | p99.9 ms | avg batch | puts per log write | fsync ms | CPU µs/put | puts/s vs etcd 3-node | p50 vs etcd 3-node | runs ok | failed puts |',
   )
-  lines.push('|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|')
+  lines.push('|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|')
   const row = (cells: string[]) => lines.push(`| ${cells.join(' | ')} |`)
   for (const s of r.scenarios) {
     const head = [`\`${s.id}\``, describeLoad(s.load)]
     if (s.skipped !== undefined) {
-      row([...head, `skipped: ${escape(s.skipped)}`, ...Array(10).fill('')])
+      row([...head, `skipped: ${escape(s.skipped)}`, ...Array(11).fill('')])
       continue
     }
     const x = s.median
     if (!x) {
       const err = s.runs.find((run) => !run.ok)
-      row([...head, `error: ${err && !err.ok ? escape(err.error) : 'no run'}`, ...Array(8).fill(''), `0/${s.runs.length}`, ''])
+      row([...head, `error: ${err && !err.ok ? escape(err.error) : 'no run'}`, ...Array(9).fill(''), `0/${s.runs.length}`, ''])
       continue
     }
     const cpu = s.system.kind === 'etcd' ? `${fmt.rate(x.cpuUsPerOp)} (client ${fmt.rate(x.clientCpuUsPerOp)})` : fmt.rate(x.cpuUsPerOp)
@@ -73,6 +73,7 @@ export function renderMarkdown(r: Report, chartFile: string): string {
       fmt.ms(x.p999Ms),
       fmt.num(x.avgBatchSize),
       fmt.num(x.proposalsPerLogWrite),
+      x.syncMs === undefined ? '–' : fmt.ms(x.syncMs),
       cpu,
       fmt.ratio(s.vsEtcd3?.throughput),
       fmt.ratio(s.vsEtcd3?.p50),
@@ -85,7 +86,8 @@ export function renderMarkdown(r: Report, chartFile: string): string {
     'Open-loop latency is measured from each put\'s scheduled send time, so a stall is charged in full (no coordinated ' +
       'omission); closed-loop latency from the send. "avg batch" is proposals per Raft entry on the leader during the ' +
       'window; "puts per log write" is proposals per Raft `Ready` the leader wrote to its log (with sync on, one ' +
-      'fsync each): the pipeline groups many entries per write even with batching off. CPU counts this process (the ' +
+      'fsync each): the pipeline groups many entries per write even with batching off; "fsync ms" is the mean time ' +
+      'of the leader\'s WAL syncs in the window (`stats().storage.syncMicros / syncs`). CPU counts this process (the ' +
       'client, and MetaStore\'s Raft threads) plus etcd\'s processes; for etcd the share of its client (etcd3 on ' +
       'grpc-js, in this process) is shown apart. Ratios divide this row by etcd 3-node at the same load: above 1× is ' +
       'more puts/s, below 1× is lower latency.',

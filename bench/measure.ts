@@ -43,6 +43,8 @@ export interface RunFigures {
   avgBatchSize?: number
   /** Proposals per log write (one per Raft `Ready`, one fsync when synced) on the leader during the window (MetaStore only). */
   proposalsPerLogWrite?: number
+  /** Mean time of the leader's WAL syncs (fsync) during the window, ms (MetaStore on rocksdb with sync). */
+  syncMs?: number
   /** The leader's cumulative `stats().batch.avgBatchSize` at the end (includes warm-up). */
   avgBatchSizeCumulative?: number
   /** CPU time per acknowledged put, microseconds: this process (client, and MetaStore's threads) plus etcd's processes. */
@@ -129,9 +131,12 @@ export async function measure(s: Scenario, o: MeasureOptions, live: LiveStatus):
       avgBatchSize = batches > 0 ? (after.batch.proposals - before.batch.proposals) / batches : NaN
     }
     let proposalsPerLogWrite: number | undefined
+    let syncMs: number | undefined
     if (before.log && after.log && before.batch && after.batch) {
       const writes = after.log.writes - before.log.writes
       proposalsPerLogWrite = writes > 0 ? (after.batch.proposals - before.batch.proposals) / writes : NaN
+      const syncs = after.log.syncs - before.log.syncs
+      syncMs = syncs > 0 ? (after.log.syncMicros - before.log.syncMicros) / syncs / 1000 : undefined
     }
     return {
       ok: true,
@@ -146,6 +151,7 @@ export async function measure(s: Scenario, o: MeasureOptions, live: LiveStatus):
         unfinished: r.unfinished,
         avgBatchSize,
         proposalsPerLogWrite,
+        syncMs,
         avgBatchSizeCumulative: after.batch?.avgBatchSize,
         cpuUsPerOp: perOp(clientCpuUs + externalCpuUs),
         clientCpuUsPerOp: perOp(clientCpuUs),

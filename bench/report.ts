@@ -12,6 +12,8 @@ export interface MedianFigures {
   avgBatchSize?: number
   /** Proposals per leader log write (`Ready`), MetaStore only. */
   proposalsPerLogWrite?: number
+  /** Mean fsync time of the leader's WAL syncs, ms (rocksdb with sync). */
+  syncMs?: number
   cpuUsPerOp: number
   /** The part of `cpuUsPerOp` spent in this process; for etcd, the etcd3 client. */
   clientCpuUsPerOp: number
@@ -70,6 +72,7 @@ function medianOf(runs: RunOutcome[]): MedianFigures | undefined {
   const lat = (f: (l: LatencyFigures) => number) => m((x) => f(x.latency))
   const batch = m((x) => x.avgBatchSize)
   const perWrite = m((x) => x.proposalsPerLogWrite)
+  const sync = m((x) => x.syncMs)
   return {
     throughput: m((x) => x.throughput),
     p50Ms: lat((l) => l.p50Ms),
@@ -77,6 +80,7 @@ function medianOf(runs: RunOutcome[]): MedianFigures | undefined {
     p999Ms: lat((l) => l.p999Ms),
     ...(Number.isFinite(batch) && { avgBatchSize: batch }),
     ...(Number.isFinite(perWrite) && { proposalsPerLogWrite: perWrite }),
+    ...(Number.isFinite(sync) && { syncMs: sync }),
     cpuUsPerOp: m((x) => x.cpuUsPerOp),
     clientCpuUsPerOp: m((x) => x.clientCpuUsPerOp),
     okRuns: ok.length,

@@ -45,6 +45,10 @@ export interface StorageStats {
   engine: 'memory' | 'rocksdb'
   logEntries: number
   approximateBytes: number
+  /** Syncs of the write-ahead log since start (rocksdb with `sync: true`; 0 in memory). */
+  syncs: number
+  /** Wall time spent in those syncs, microseconds: `syncMicros / syncs` is the mean fsync latency. */
+  syncMicros: number
 }
 
 export interface NodeStats {

@@ -51,7 +51,12 @@ export async function startMetaStore(spec: MetaStoreSpec, dataDir: string): Prom
       return {
         externalCpuUs: 0,
         batch: { proposals: b.totalProposals, batches: b.totalBatches, avgBatchSize: b.avgBatchSize },
-        log: { writes: stats.raft.logWrites, synced: stats.raft.syncedWrites },
+        log: {
+          writes: stats.raft.logWrites,
+          synced: stats.raft.syncedWrites,
+          syncs: stats.storage.syncs,
+          syncMicros: stats.storage.syncMicros,
+        },
         detail: stats,
       }
     },

@@ -127,6 +127,8 @@ pub struct StorageStatsView {
   pub engine: String,
   pub log_entries: f64,
   pub approximate_bytes: f64,
+  pub syncs: f64,
+  pub sync_micros: f64,
 }
 
 #[napi(object)]
@@ -165,6 +167,8 @@ impl From<NodeStats> for NodeStatsView {
         engine: engine.into(),
         log_entries: s.storage.log_entries as f64,
         approximate_bytes: s.storage.approximate_bytes as f64,
+        syncs: s.storage.syncs as f64,
+        sync_micros: s.storage.sync_micros as f64,
       },
     }
   }

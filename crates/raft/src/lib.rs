@@ -28,4 +28,4 @@ pub use config::{ClusterConfig, EngineKind, NodeConfig, RaftSettings, StorageCon
 pub use error::Error;
 pub use metastore_batch::{BatchConfig, BatchStats};
 pub use node::{Completion, CompletionSink, Op, Outcome, RaftNode, Request};
-pub use stats::{NodeStats, RaftStats, Role, StorageStats};
+pub use stats::{NodeStats, RaftStats, Role, StorageStats, SyncClock};

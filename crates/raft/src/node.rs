@@ -162,6 +162,7 @@ impl RaftNode {
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         // raft-rs panics on storage it finds inconsistent; that is a storage
         // error here, not a reason to take the host process down.
+        let sync_clock = engine.sync_clock();
         let raw = catch_unwind(AssertUnwindSafe(|| {
             RawNode::new(&raft_cfg, engine, &logger)
         }))
@@ -181,7 +182,7 @@ impl RaftNode {
                 let _ = batch_tx.send(ProposedBatch { data, count });
             })?;
         let (control_tx, control_rx) = unbounded();
-        let stats = Arc::new(SharedStats::default());
+        let stats = Arc::new(SharedStats::new(sync_clock));
         let mut worker = Worker {
             id,
             epoch: new_epoch(),

@@ -2,6 +2,7 @@
 //! atomics after each loop iteration, so reading stats never waits on it.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::Arc;
 
 use metastore_batch::BatchStats;
 use raft::StateRole;
@@ -79,6 +80,26 @@ pub struct StorageStats {
     pub log_entries: u64,
     /// Approximate bytes of KV data plus log (engine estimate).
     pub approximate_bytes: u64,
+    /// Syncs of the write-ahead log since start (rocksdb with sync on).
+    pub syncs: u64,
+    /// Wall time spent in those syncs, in microseconds.
+    pub sync_micros: u64,
+}
+
+/// Counts an engine's syncs and the time they take; shared between the
+/// engine (and its sync thread) and the node's stats.
+#[derive(Debug, Default)]
+pub struct SyncClock {
+    count: AtomicU64,
+    micros: AtomicU64,
+}
+
+impl SyncClock {
+    pub fn record(&self, took: std::time::Duration) {
+        self.count.fetch_add(1, Relaxed);
+        self.micros
+            .fetch_add(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Relaxed);
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -101,9 +122,17 @@ pub(crate) struct SharedStats {
     synced_writes: AtomicU64,
     log_entries: AtomicU64,
     approximate_bytes: AtomicU64,
+    pub(crate) syncs: Arc<SyncClock>,
 }
 
 impl SharedStats {
+    pub(crate) fn new(syncs: Arc<SyncClock>) -> Self {
+        SharedStats {
+            syncs,
+            ..SharedStats::default()
+        }
+    }
+
     pub(crate) fn publish_raft(&self, s: &RaftStats) {
         self.role.store(s.role.to_u8(), Relaxed);
         self.leader_id.store(s.leader_id, Relaxed);
@@ -149,6 +178,8 @@ impl SharedStats {
             engine,
             log_entries: self.log_entries.load(Relaxed),
             approximate_bytes: self.approximate_bytes.load(Relaxed),
+            syncs: self.syncs.count.load(Relaxed),
+            sync_micros: self.syncs.micros.load(Relaxed),
         }
     }
 }

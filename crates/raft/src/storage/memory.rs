@@ -188,6 +188,8 @@ impl Engine for MemoryEngine {
             engine: EngineKind::Memory,
             log_entries: self.log_entries(),
             approximate_bytes: self.kv_bytes,
+            syncs: 0,
+            sync_micros: 0,
         }
     }
 }

@@ -7,11 +7,13 @@
 //! writer, and it never applies while raft runs), and log compaction only
 //! needs to keep the term of the last discarded entry.
 
+use std::sync::Arc;
+
 use raft::eraftpb::{Entry, HardState, Snapshot};
 
 use crate::config::EngineKind;
 use crate::error::Result;
-use crate::stats::StorageStats;
+use crate::stats::{StorageStats, SyncClock};
 
 pub mod memory;
 pub mod rocksdb;
@@ -54,6 +56,11 @@ pub trait Engine: raft::Storage + Send + 'static {
     /// write (raft can always recompute it; only `applied <= commit` must hold
     /// on disk, which `finish_apply` keeps).
     fn set_commit(&mut self, commit: u64);
+
+    /// Where the engine counts its syncs and their time (for stats).
+    fn sync_clock(&self) -> Arc<SyncClock> {
+        Arc::default()
+    }
 
     /// Returns once everything `persist` wrote with
     /// [`Durability::SyncedByWait`] is durable.

@@ -15,6 +15,7 @@ use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
@@ -29,7 +30,7 @@ use super::{raft_err, Durability, Engine};
 use crate::config::EngineKind;
 use crate::error::{Error, Result};
 use crate::kv::{decode_snapshot, SnapshotWriter};
-use crate::stats::StorageStats;
+use crate::stats::{StorageStats, SyncClock};
 
 pub const CF_LOG: &str = "log";
 pub const CF_META: &str = "meta";
@@ -85,6 +86,7 @@ pub struct RocksEngine {
     /// Declared after `db`: dropping it joins the thread holding the other
     /// reference, so the database is closed when the engine is dropped.
     syncer: WalSyncer,
+    sync_clock: Arc<SyncClock>,
 }
 
 /// Makes the WAL durable on its own thread: the node thread writes a
@@ -98,14 +100,16 @@ struct WalSyncer {
 }
 
 impl WalSyncer {
-    fn start(db: Arc<DB>, path: &Path) -> Result<Self> {
+    fn start(db: Arc<DB>, path: &Path, clock: Arc<SyncClock>) -> Result<Self> {
         let (requests, asked) = bounded::<()>(1);
         let (report, done) = bounded(1);
         let thread = std::thread::Builder::new()
             .name("metastore-wal-sync".into())
             .spawn(move || {
                 for () in asked {
+                    let started = Instant::now();
                     let synced = db.flush_wal(true).map_err(|e| e.to_string());
+                    clock.record(started.elapsed());
                     if report.send(synced).is_err() {
                         break;
                     }
@@ -179,7 +183,8 @@ impl RocksEngine {
             DB::open_cf_descriptors(&opts, &path, cfs)
                 .map_err(|e| storage_err("cannot open RocksDB at", &e))?,
         );
-        let syncer = WalSyncer::start(Arc::clone(&db), &path)?;
+        let sync_clock = Arc::new(SyncClock::default());
+        let syncer = WalSyncer::start(Arc::clone(&db), &path, Arc::clone(&sync_clock))?;
 
         let mut engine = RocksEngine {
             db,
@@ -195,6 +200,7 @@ impl RocksEngine {
             apply_batch: WriteBatch::default(),
             apply_overlay: HashMap::new(),
             syncer,
+            sync_clock,
         };
         engine.recover(peers)?;
         Ok(engine)
@@ -322,9 +328,15 @@ impl RocksEngine {
     fn write(&self, wb: WriteBatch, sync: bool) -> Result<()> {
         let mut wo = WriteOptions::default();
         wo.set_sync(sync);
-        self.db
+        let started = Instant::now();
+        let written = self
+            .db
             .write_opt(wb, &wo)
-            .map_err(|e| self.err("write failed", e))
+            .map_err(|e| self.err("write failed", e));
+        if sync {
+            self.sync_clock.record(started.elapsed());
+        }
+        written
     }
 
     fn read_entry(&self, index: u64) -> raft::Result<Entry> {
@@ -640,6 +652,10 @@ impl Engine for RocksEngine {
         self.hard_state.commit = commit;
     }
 
+    fn sync_clock(&self) -> Arc<SyncClock> {
+        Arc::clone(&self.sync_clock)
+    }
+
     fn wait_durable(&mut self) -> Result<()> {
         self.syncer
             .wait()
@@ -731,6 +747,8 @@ impl Engine for RocksEngine {
             engine: EngineKind::RocksDb,
             log_entries: self.log_entries(),
             approximate_bytes: bytes,
+            syncs: 0, // read from `sync_clock` by the node's stats
+            sync_micros: 0,
         }
     }
 
