@@ -73,7 +73,7 @@ export function renderMarkdown(r: Report, chartFile: string): string {
       fmt.ms(x.p999Ms),
       fmt.num(x.avgBatchSize),
       fmt.num(x.proposalsPerLogWrite),
-      x.syncMs === undefined ? '–' : fmt.ms(x.syncMs),
+      fmt.ms(x.syncMs ?? NaN),
       cpu,
       fmt.ratio(s.vsEtcd3?.throughput),
       fmt.ratio(s.vsEtcd3?.p50),

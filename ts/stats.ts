@@ -35,10 +35,8 @@ export interface RaftStats {
   commitIndex: number
   appliedIndex: number
   lastIndex: number
-  /** Raft `Ready`s written to the log since start (each one write of new entries and hard state). */
+  /** Raft `Ready`s written to the log since start (each one write of new entries and hard state); the synced ones are `storage.syncs`. */
   logWrites: number
-  /** Of those, the ones made durable with a sync (an fsync on rocksdb with `sync: true`). */
-  syncedWrites: number
 }
 
 export interface StorageStats {

@@ -53,7 +53,6 @@ export async function startMetaStore(spec: MetaStoreSpec, dataDir: string): Prom
         batch: { proposals: b.totalProposals, batches: b.totalBatches, avgBatchSize: b.avgBatchSize },
         log: {
           writes: stats.raft.logWrites,
-          synced: stats.raft.syncedWrites,
           syncs: stats.storage.syncs,
           syncMicros: stats.storage.syncMicros,
         },

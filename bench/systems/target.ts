@@ -14,7 +14,7 @@ export interface TargetSample {
   /** The leader's batch counters (MetaStore only). */
   batch?: { proposals: number; batches: number; avgBatchSize: number }
   /** The leader's Raft log writes (one per `Ready`) and how many were synced (MetaStore only). */
-  log?: { writes: number; synced: number; syncs: number; syncMicros: number }
+  log?: { writes: number; syncs: number; syncMicros: number }
   /** Everything the system reports about itself (MetaStore: the leader's `stats()`), kept in the JSON. */
   detail?: unknown
 }

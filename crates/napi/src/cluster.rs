@@ -119,7 +119,6 @@ pub struct RaftStatsView {
   pub applied_index: f64,
   pub last_index: f64,
   pub log_writes: f64,
-  pub synced_writes: f64,
 }
 
 #[napi(object)]
@@ -160,7 +159,6 @@ impl From<NodeStats> for NodeStatsView {
         applied_index: s.raft.applied_index as f64,
         last_index: s.raft.last_index as f64,
         log_writes: s.raft.log_writes as f64,
-        synced_writes: s.raft.synced_writes as f64,
       },
       batch: s.batch.into(),
       storage: StorageStatsView {

@@ -14,7 +14,6 @@
 //! bytes avoid `{` (legacy JSON batches) so a lone command is rarely wrapped.
 
 use crate::error::{Error, Result};
-use crate::node::Op;
 use metastore_batch::codec::varint;
 
 const TAG_PUT: u8 = 0xA1;
@@ -40,17 +39,6 @@ pub enum CommandOp<'a> {
 pub struct Command<'a> {
     pub id: RequestId,
     pub op: CommandOp<'a>,
-}
-
-/// Encodes a write op. Returns `None` for `Op::Get`, which is not logged.
-pub fn encode(id: RequestId, op: &Op) -> Option<Vec<u8>> {
-    let op = match op {
-        Op::Put { key, value } => CommandOp::Put { key, value },
-        Op::Delete { key } => CommandOp::Delete { key },
-        Op::Raw(data) => CommandOp::Raw(data),
-        Op::Get { .. } => return None,
-    };
-    Some(encode_command(id, op))
 }
 
 /// Encodes a command from borrowed parts, in one allocation of the exact size.
@@ -143,35 +131,26 @@ mod tests {
             epoch: 0xdead_beef_0123_4567,
             token: 1 << 40,
         };
+        let value = b"v\xff\x00".to_vec();
         let ops = [
-            Op::Put {
-                key: b"k".to_vec(),
-                value: b"v\xff\x00".to_vec(),
+            CommandOp::Put {
+                key: b"k",
+                value: &value,
             },
-            Op::Put {
-                key: vec![],
-                value: vec![],
+            CommandOp::Put {
+                key: b"",
+                value: b"",
             },
-            Op::Delete {
-                key: b"key".to_vec(),
-            },
-            Op::Raw(b"{\"is_batch\":true}".to_vec()),
+            CommandOp::Delete { key: b"key" },
+            CommandOp::Raw(b"{\"is_batch\":true}"),
         ];
-        for op in &ops {
-            let buf = encode(id, op).unwrap();
+        for op in ops {
+            let buf = encode_command(id, op);
             let cmd = decode(&buf).unwrap();
             assert_eq!(cmd.id, id);
             assert_eq!(request_id(&buf).unwrap(), id);
-            match (op, cmd.op) {
-                (Op::Put { key, value }, CommandOp::Put { key: k, value: v }) => {
-                    assert_eq!((key.as_slice(), value.as_slice()), (k, v))
-                }
-                (Op::Delete { key }, CommandOp::Delete { key: k }) => assert_eq!(key.as_slice(), k),
-                (Op::Raw(d), CommandOp::Raw(r)) => assert_eq!(d.as_slice(), r),
-                other => panic!("mismatch {other:?}"),
-            }
+            assert_eq!(cmd.op, op);
         }
-        assert!(encode(id, &Op::Get { key: vec![] }).is_none());
     }
 
     #[test]
@@ -191,7 +170,7 @@ mod tests {
         #[test]
         fn any_put_round_trips(node: u64, epoch: u64, token: u64, key: Vec<u8>, value: Vec<u8>) {
             let id = RequestId { node, epoch, token };
-            let buf = encode(id, &Op::Put { key: key.clone(), value: value.clone() }).unwrap();
+            let buf = encode_command(id, CommandOp::Put { key: &key, value: &value });
             let cmd = decode(&buf).unwrap();
             proptest::prop_assert_eq!(cmd.id, id);
             proptest::prop_assert_eq!(cmd.op, CommandOp::Put { key: &key, value: &value });

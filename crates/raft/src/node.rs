@@ -204,7 +204,6 @@ impl RaftNode {
             resolved_writes: 0,
             ticks: 0,
             log_writes: 0,
-            synced_writes: 0,
             last_leader: INVALID_ID,
             read_term: 0,
             compacted_at: applied,
@@ -398,9 +397,8 @@ struct Worker<E: Engine> {
     /// Writes resolved this iteration, reported to the batcher in one call.
     resolved_writes: usize,
     ticks: u64,
-    /// For [`RaftStats`]: `Ready`s written to the log, and those synced.
+    /// For [`RaftStats`]: `Ready`s written to the log.
     log_writes: u64,
-    synced_writes: u64,
     last_leader: u64,
     /// The term in which this node, as leader, last re-asked waiting reads
     /// after committing its first entry of the term.
@@ -717,7 +715,6 @@ impl<E: Engine> Worker<E> {
         let sync = self.sync && ready.must_sync();
         if snapshot.is_some() || !ready.entries().is_empty() || ready.hs().is_some() {
             self.log_writes += 1;
-            self.synced_writes += u64::from(sync);
         }
         let committed = ready.take_committed_entries();
         let durability = match (sync, committed.is_empty()) {
@@ -726,12 +723,9 @@ impl<E: Engine> Worker<E> {
             (true, true) => Durability::Synced,
             (true, false) => Durability::SyncedByWait,
         };
-        self.raw.mut_store().persist(
-            snapshot.as_ref(),
-            ready.entries(),
-            ready.hs(),
-            durability,
-        )?;
+        self.raw
+            .mut_store()
+            .persist(snapshot.as_ref(), ready.entries(), ready.hs(), durability)?;
         let applied = self.apply(committed);
         if applied.is_ok() {
             // Callers hear of the applied writes now, not after the sync.
@@ -889,7 +883,6 @@ impl<E: Engine> Worker<E> {
             applied_index: self.raw.store().applied_index(),
             last_index: raft.raft_log.last_index(),
             log_writes: self.log_writes,
-            synced_writes: self.synced_writes,
         });
         if self
             .storage_stats_at

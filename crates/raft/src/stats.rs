@@ -67,10 +67,9 @@ pub struct RaftStats {
     pub commit_index: u64,
     pub applied_index: u64,
     pub last_index: u64,
-    /// `Ready`s written to the log (entries, hard state or snapshot), since start.
+    /// `Ready`s written to the log (entries, hard state or snapshot), since
+    /// start. The syncs among them are `StorageStats::syncs`.
     pub log_writes: u64,
-    /// Of those, the ones made durable with a sync (an fsync on rocksdb).
-    pub synced_writes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,7 +118,6 @@ pub(crate) struct SharedStats {
     applied_index: AtomicU64,
     last_index: AtomicU64,
     log_writes: AtomicU64,
-    synced_writes: AtomicU64,
     log_entries: AtomicU64,
     approximate_bytes: AtomicU64,
     pub(crate) syncs: Arc<SyncClock>,
@@ -141,7 +139,6 @@ impl SharedStats {
         self.applied_index.store(s.applied_index, Relaxed);
         self.last_index.store(s.last_index, Relaxed);
         self.log_writes.store(s.log_writes, Relaxed);
-        self.synced_writes.store(s.synced_writes, Relaxed);
     }
 
     pub(crate) fn publish_log_entries(&self, n: u64) {
@@ -169,7 +166,6 @@ impl SharedStats {
             applied_index: self.applied_index.load(Relaxed),
             last_index: self.last_index.load(Relaxed),
             log_writes: self.log_writes.load(Relaxed),
-            synced_writes: self.synced_writes.load(Relaxed),
         }
     }
 
