@@ -3,13 +3,16 @@
 //! requests and the tick timer.
 //!
 //! Each loop iteration drains what is queued, then handles `Ready`s in the
-//! order raft-rs requires (see raft-rs `examples/five_mem_node`): send
-//! messages, persist snapshot + entries + hard state in one write, apply the
-//! committed entries (already durable, so they may apply while that write
-//! syncs), hand their completions to the sink, wait for the sync, send
-//! persisted messages, advance, then the light ready (commit index, messages,
-//! committed entries) and advance_apply.
+//! order raft-rs requires for asynchronous persistence (`advance_append_async`
+//! and `on_persist_ready`): send messages, write snapshot + entries + hard
+//! state in one write, apply the committed entries (raft-rs hands out only
+//! durable ones), hand their completions to the sink, then advance. The
+//! write is synced on the engine's sync thread while the node goes on; the
+//! messages that must wait for it (a follower's acknowledgements, votes) are
+//! held until it lands. An idle node syncs inline instead: there is nothing
+//! to overlap, and a hand-off would only add latency.
 
+use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
@@ -17,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{never, select, tick, unbounded, Receiver, Sender};
 use metastore_batch::{for_each_proposal, BatcherHandle, ProposalBatcher};
-use raft::eraftpb::{Entry, EntryType, MessageType};
+use raft::eraftpb::{Entry, EntryType, Message, MessageType};
 use raft::{RawNode, SnapshotStatus, StateRole, INVALID_ID};
 
 use crate::command::{self, CommandOp, RequestId};
@@ -26,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::kv;
 use crate::proposals::{HeldBatch, Proposals, ReadRequest, Reads, Tokens};
 use crate::stats::{NodeStats, RaftStats, SharedStats};
-use crate::storage::{Durability, Engine, MemoryEngine, RocksEngine};
+use crate::storage::{Durability, Engine, MemoryEngine, RocksEngine, SyncOutcome};
 use crate::transport::{Inbound, Transport};
 
 /// A request borrowed from the caller's buffer, for [`RaftNode::submit_many`].
@@ -88,6 +91,16 @@ enum Control {
 struct ProposedBatch {
     data: Vec<u8>,
     count: usize,
+}
+
+/// A written `Ready` not yet known durable, and the messages that must not
+/// leave before it is.
+struct Unsynced {
+    number: u64,
+    /// Whether raft requires this `Ready` on disk (entries, term or vote).
+    /// One that is not still waits for the ones before it.
+    must_sync: bool,
+    messages: Vec<Message>,
 }
 
 /// Items taken from one channel per loop iteration before handling `Ready`,
@@ -210,6 +223,8 @@ impl RaftNode {
             storage_stats_at: None,
             applying_from: None,
             failed: None,
+            unsynced: VecDeque::new(),
+            syncing: None,
         };
         let epoch = worker.epoch;
         worker.publish_stats(Instant::now());
@@ -411,6 +426,10 @@ struct Worker<E: Engine> {
     failed: Option<Error>,
     /// Where the completions of the apply round in progress start.
     applying_from: Option<usize>,
+    /// Written `Ready`s waiting for a sync, oldest first.
+    unsynced: VecDeque<Unsynced>,
+    /// The last `Ready` number the sync in flight covers.
+    syncing: Option<u64>,
 }
 
 impl<E: Engine> Worker<E> {
@@ -455,7 +474,11 @@ impl<E: Engine> Worker<E> {
         }
         loop {
             let (mut stop, mut inbox_gone, mut batches_gone) = (false, false, false);
+            let synced = self.raw.store().sync_in_flight().unwrap_or_else(never);
             select! {
+                recv(synced) -> r => self.on_synced(
+                    r.unwrap_or_else(|_| Err("the WAL sync thread is gone".into())),
+                ),
                 recv(inbox) -> m => match m {
                     Ok(m) => self.on_inbound(m),
                     Err(_) => inbox_gone = true,
@@ -493,7 +516,10 @@ impl<E: Engine> Worker<E> {
                     }
                 }
             }
-            self.step();
+            // Queued work means this node is under load: sync in the
+            // background rather than block it.
+            let busy = !inbox.is_empty() || !batches.is_empty();
+            self.step(busy);
             if stop {
                 return;
             }
@@ -639,16 +665,16 @@ impl<E: Engine> Worker<E> {
         self.resolved_writes += 1;
     }
 
-    fn step(&mut self) {
+    fn step(&mut self, busy: bool) {
         if self.failed.is_none() {
-            if let Err(e) = self.advance() {
+            if let Err(e) = self.advance(busy) {
                 self.fail(e);
             }
         }
         self.flush();
     }
 
-    fn advance(&mut self) -> Result<()> {
+    fn advance(&mut self, busy: bool) -> Result<()> {
         self.on_leader_change();
         if let Some(ctx) = self
             .reads
@@ -658,7 +684,7 @@ impl<E: Engine> Worker<E> {
         }
         let mut rounds = 0;
         while self.raw.has_ready() && rounds < 64 {
-            self.handle_ready()?;
+            self.handle_ready(busy)?;
             rounds += 1;
         }
         self.on_leader_change();
@@ -697,7 +723,7 @@ impl<E: Engine> Worker<E> {
         self.retry_held();
     }
 
-    fn handle_ready(&mut self) -> Result<()> {
+    fn handle_ready(&mut self, busy: bool) -> Result<()> {
         let mut ready = self.raw.ready();
         if !ready.messages().is_empty() {
             self.transport.send(ready.take_messages());
@@ -708,47 +734,114 @@ impl<E: Engine> Worker<E> {
             }
         }
         let snapshot = (!ready.snapshot().is_empty()).then(|| ready.snapshot().clone());
-        // Persist first: the engine may sync in the background while the
-        // committed entries (already durable: raft-rs hands out only persisted
-        // ones) are applied. With a snapshot there are no committed entries
-        // (raft-rs asserts it), so the order of the two writes is free.
-        let sync = self.sync && ready.must_sync();
         if snapshot.is_some() || !ready.entries().is_empty() || ready.hs().is_some() {
             self.log_writes += 1;
         }
+        let must_sync = self.sync && ready.must_sync();
         let committed = ready.take_committed_entries();
-        let durability = match (sync, committed.is_empty()) {
-            (false, _) => Durability::Unsynced,
-            // Nothing to do meanwhile: a hand-off to a sync thread only adds latency.
-            (true, true) => Durability::Synced,
-            (true, false) => Durability::SyncedByWait,
+        // Inline when nothing else would happen during the sync (and always
+        // for a snapshot, which is rare and replaces the whole state).
+        let inline = must_sync
+            && (snapshot.is_some()
+                || (!busy && self.unsynced.is_empty() && committed.is_empty()));
+        let durability = if inline {
+            Durability::Synced
+        } else {
+            Durability::Unsynced
         };
         self.raw
             .mut_store()
             .persist(snapshot.as_ref(), ready.entries(), ready.hs(), durability)?;
-        let applied = self.apply(committed);
-        if applied.is_ok() {
-            // Callers hear of the applied writes now, not after the sync.
-            self.flush();
-        }
-        self.raw.mut_store().wait_durable()?;
-        applied?;
         if let Some(s) = &snapshot {
             self.props.forget_indexes_up_to(s.get_metadata().index);
         }
-        if !ready.persisted_messages().is_empty() {
-            self.transport.send(ready.take_persisted_messages());
+        let number = ready.number();
+        self.unsynced.push_back(Unsynced {
+            number,
+            must_sync: must_sync && !inline,
+            messages: ready.take_persisted_messages(),
+        });
+        self.raw.advance_append_async(ready);
+        if inline {
+            // A synced write makes everything written before it durable too.
+            self.release(number);
+        } else {
+            self.release_unsynced_prefix();
+            self.maybe_start_sync()?;
         }
-        let mut light = self.raw.advance(ready);
-        if let Some(commit) = light.commit_index() {
-            self.raw.mut_store().set_commit(commit);
+        // The committed entries are durable already (raft-rs hands out only
+        // persisted ones), so they apply while this write syncs.
+        let applied = self.apply(committed);
+        if applied.is_ok() {
+            self.flush();
         }
-        if !light.messages().is_empty() {
-            self.transport.send(light.take_messages());
-        }
-        self.apply(light.take_committed_entries())?;
+        applied?;
         self.raw.advance_apply();
-        self.flush();
+        Ok(())
+    }
+
+    /// The sync in flight landed: the `Ready`s it covers are durable.
+    fn on_synced(&mut self, outcome: SyncOutcome) {
+        let Some(covered) = self.syncing.take() else {
+            return;
+        };
+        if let Err(e) = self.raw.mut_store().sync_finished(outcome) {
+            self.fail(e);
+            return;
+        }
+        if self.failed.is_some() {
+            return;
+        }
+        self.release(covered);
+        if let Err(e) = self.maybe_start_sync() {
+            self.fail(e);
+        }
+    }
+
+    /// Everything written up to `Ready` `covered` is durable: tell raft-rs,
+    /// and send the messages that waited for it.
+    fn release(&mut self, covered: u64) {
+        let mut last = None;
+        while self
+            .unsynced
+            .front()
+            .is_some_and(|u| u.number <= covered || !u.must_sync)
+        {
+            if let Some(u) = self.unsynced.pop_front() {
+                last = Some(u.number);
+                if !u.messages.is_empty() {
+                    self.transport.send(u.messages);
+                }
+            }
+        }
+        if let Some(n) = last {
+            self.raw.on_persist_ready(n);
+        }
+    }
+
+    /// `Ready`s that need no sync leave as soon as none before them waits.
+    fn release_unsynced_prefix(&mut self) {
+        if self.unsynced.front().is_some_and(|u| !u.must_sync) {
+            self.release(0);
+        }
+    }
+
+    /// Starts a sync covering every `Ready` written so far, unless one is in
+    /// flight (the next one starts when it lands) or nothing waits.
+    fn maybe_start_sync(&mut self) -> Result<()> {
+        if self.syncing.is_some() {
+            return Ok(());
+        }
+        let Some(last) = self.unsynced.back().map(|u| u.number) else {
+            return Ok(());
+        };
+        self.raw.mut_store().start_sync()?;
+        if self.raw.store().sync_in_flight().is_some() {
+            self.syncing = Some(last);
+        } else {
+            // Nothing to sync: durable already.
+            self.release(last);
+        }
         Ok(())
     }
 

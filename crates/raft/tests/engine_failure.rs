@@ -64,12 +64,6 @@ impl Engine for Faulty {
     ) -> Result<(), Error> {
         self.inner.persist(s, e, hs, durability)
     }
-    fn wait_durable(&mut self) -> Result<(), Error> {
-        self.inner.wait_durable()
-    }
-    fn set_commit(&mut self, commit: u64) {
-        self.inner.set_commit(commit)
-    }
     fn apply_put(&mut self, key: &[u8], value: &[u8], want: bool) -> Result<Option<bool>, Error> {
         self.inner.apply_put(key, value, want)
     }

@@ -126,10 +126,6 @@ impl Engine for MemoryEngine {
         Ok(())
     }
 
-    fn set_commit(&mut self, commit: u64) {
-        self.log.wl().mut_hard_state().commit = commit;
-    }
-
     fn apply_put(&mut self, key: &[u8], value: &[u8], _want: bool) -> Result<Option<bool>> {
         self.kv_bytes += (key.len() + value.len()) as u64;
         match self.kv.get_mut(key) {

@@ -9,6 +9,8 @@
 
 use std::sync::Arc;
 
+use crossbeam_channel::Receiver;
+
 use raft::eraftpb::{Entry, HardState, Snapshot};
 
 use crate::config::EngineKind;
@@ -21,17 +23,17 @@ pub mod rocksdb;
 pub use self::memory::MemoryEngine;
 pub use self::rocksdb::RocksEngine;
 
+/// What a background WAL sync reports: done, or why it failed.
+pub type SyncOutcome = std::result::Result<(), String>;
+
 /// How [`Engine::persist`] makes its write durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
-    /// Not synced: the OS writes it back in its own time.
+    /// Not synced by this call: the OS writes it back in its own time, or a
+    /// later [`Engine::start_sync`] makes it durable.
     Unsynced,
-    /// Durable when `persist` returns.
+    /// Durable when `persist` returns, with everything written before it.
     Synced,
-    /// Durable when [`Engine::wait_durable`] returns. The engine may sync in
-    /// the background meanwhile, so the node applies committed entries while
-    /// the disk flushes.
-    SyncedByWait,
 }
 
 /// What the node thread needs from an engine besides [`raft::Storage`].
@@ -52,19 +54,27 @@ pub trait Engine: raft::Storage + Send + 'static {
         durability: Durability,
     ) -> Result<()>;
 
-    /// Records the commit index of a `LightReady`. It reaches disk with the next
-    /// write (raft can always recompute it; only `applied <= commit` must hold
-    /// on disk, which `finish_apply` keeps).
-    fn set_commit(&mut self, commit: u64);
-
     /// Where the engine counts its syncs and their time (for stats).
     fn sync_clock(&self) -> Arc<SyncClock> {
         Arc::default()
     }
 
-    /// Returns once everything `persist` wrote with
-    /// [`Durability::SyncedByWait`] is durable.
-    fn wait_durable(&mut self) -> Result<()> {
+    /// Starts making everything written so far durable in the background;
+    /// its outcome arrives on [`sync_in_flight`](Self::sync_in_flight). An
+    /// engine with nothing to sync has no sync in flight afterwards, and what
+    /// it wrote counts as durable at once. Only one sync is in flight at a
+    /// time: the node asks for the next one when the last has finished.
+    fn start_sync(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Where the outcome of the sync in flight arrives, if one is.
+    fn sync_in_flight(&self) -> Option<Receiver<SyncOutcome>> {
+        None
+    }
+
+    /// Takes the outcome received from [`sync_in_flight`](Self::sync_in_flight).
+    fn sync_finished(&mut self, _outcome: SyncOutcome) -> Result<()> {
         Ok(())
     }
 

@@ -26,7 +26,7 @@ use rocksdb::{
     BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB,
 };
 
-use super::{raft_err, Durability, Engine};
+use super::{raft_err, Durability, Engine, SyncOutcome};
 use crate::config::EngineKind;
 use crate::error::{Error, Result};
 use crate::kv::{decode_snapshot, SnapshotWriter};
@@ -89,12 +89,13 @@ pub struct RocksEngine {
     sync_clock: Arc<SyncClock>,
 }
 
-/// Makes the WAL durable on its own thread: the node thread writes a
-/// `Ready` unsynced, asks for the sync, applies committed entries while the
-/// disk flushes, then waits. One sync is in flight at a time.
+/// Makes the WAL durable on its own thread: the node thread writes each
+/// `Ready` unsynced and goes on (applying, stepping messages, writing the
+/// next `Ready`) while the disk flushes; the outcome arrives on `done`. One
+/// sync is in flight at a time, and it covers every write made before it.
 struct WalSyncer {
     requests: Option<Sender<()>>,
-    done: Receiver<std::result::Result<(), String>>,
+    done: Receiver<SyncOutcome>,
     pending: bool,
     thread: Option<JoinHandle<()>>,
 }
@@ -130,7 +131,9 @@ impl WalSyncer {
     }
 
     fn request(&mut self) -> std::result::Result<(), String> {
-        debug_assert!(!self.pending, "one sync at a time");
+        if self.pending {
+            return Err("a WAL sync is already in flight".into());
+        }
         match &self.requests {
             Some(tx) if tx.send(()).is_ok() => {
                 self.pending = true;
@@ -138,15 +141,6 @@ impl WalSyncer {
             }
             _ => Err("the WAL sync thread is gone".into()),
         }
-    }
-
-    fn wait(&mut self) -> std::result::Result<(), String> {
-        if !std::mem::take(&mut self.pending) {
-            return Ok(());
-        }
-        self.done
-            .recv()
-            .unwrap_or_else(|_| Err("the WAL sync thread is gone".into()))
     }
 }
 
@@ -628,9 +622,6 @@ impl Engine for RocksEngine {
             self.put_hard_state(&mut wb, &hs)?;
         }
         self.write(wb, durability == Durability::Synced)?;
-        if durability == Durability::SyncedByWait {
-            self.request_sync()?;
-        }
 
         self.hard_state = hs;
         if let Some(cs) = cs {
@@ -648,18 +639,23 @@ impl Engine for RocksEngine {
         Ok(())
     }
 
-    fn set_commit(&mut self, commit: u64) {
-        self.hard_state.commit = commit;
-    }
-
     fn sync_clock(&self) -> Arc<SyncClock> {
         Arc::clone(&self.sync_clock)
     }
 
-    fn wait_durable(&mut self) -> Result<()> {
+    fn start_sync(&mut self) -> Result<()> {
         self.syncer
-            .wait()
+            .request()
             .map_err(|e| self.err("cannot sync the WAL", e))
+    }
+
+    fn sync_in_flight(&self) -> Option<Receiver<SyncOutcome>> {
+        self.syncer.pending.then(|| self.syncer.done.clone())
+    }
+
+    fn sync_finished(&mut self, outcome: SyncOutcome) -> Result<()> {
+        self.syncer.pending = false;
+        outcome.map_err(|e| self.err("cannot sync the WAL", e))
     }
 
     fn apply_put(&mut self, key: &[u8], value: &[u8], want: bool) -> Result<Option<bool>> {
@@ -758,17 +754,6 @@ impl Engine for RocksEngine {
 }
 
 impl RocksEngine {
-    /// Starts syncing everything written so far. A sync already in flight may
-    /// have started before the last write, so wait for it and ask again.
-    fn request_sync(&mut self) -> Result<()> {
-        if self.syncer.pending {
-            self.wait_durable()?;
-        }
-        self.syncer
-            .request()
-            .map_err(|e| self.err("cannot sync the WAL", e))
-    }
-
     /// Whether `key` has a value before the current command: known from the
     /// round's own writes, else read from the database only when wanted
     /// (followers apply without anyone waiting, and skip the read).
