@@ -742,8 +742,7 @@ impl<E: Engine> Worker<E> {
         // Inline when nothing else would happen during the sync (and always
         // for a snapshot, which is rare and replaces the whole state).
         let inline = must_sync
-            && (snapshot.is_some()
-                || (!busy && self.unsynced.is_empty() && committed.is_empty()));
+            && (snapshot.is_some() || (!busy && self.unsynced.is_empty() && committed.is_empty()));
         let durability = if inline {
             Durability::Synced
         } else {
