@@ -156,6 +156,7 @@ impl RaftNode {
         cfg.validate()?;
         let id = cfg.id;
         let kind = engine.kind();
+        let sync = cfg.storage.sync && engine.durable_by_sync();
         let applied = engine.applied_index();
         let raft_cfg = raft::Config {
             id,
@@ -207,8 +208,7 @@ impl RaftNode {
             stats: Arc::clone(&stats),
             tick_interval: cfg.raft.tick_interval,
             timeout: cfg.raft.proposal_timeout,
-            // The memory engine has nothing to sync.
-            sync: cfg.storage.sync && kind == EngineKind::RocksDb,
+            sync,
             snapshot_count: cfg.raft.snapshot_count,
             reissue_ticks: (cfg.raft.heartbeat_tick as u64 * 2).max(2),
             props: Proposals::default(),

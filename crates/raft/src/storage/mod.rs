@@ -59,6 +59,12 @@ pub trait Engine: raft::Storage + Send + 'static {
         Arc::default()
     }
 
+    /// Whether what `persist` writes needs a sync to survive a crash (the
+    /// memory engine keeps nothing across one, so it never syncs).
+    fn durable_by_sync(&self) -> bool {
+        false
+    }
+
     /// Starts making everything written so far durable in the background;
     /// its outcome arrives on [`sync_in_flight`](Self::sync_in_flight). An
     /// engine with nothing to sync has no sync in flight afterwards, and what

@@ -643,6 +643,10 @@ impl Engine for RocksEngine {
         Arc::clone(&self.sync_clock)
     }
 
+    fn durable_by_sync(&self) -> bool {
+        true
+    }
+
     fn start_sync(&mut self) -> Result<()> {
         self.syncer
             .request()

@@ -1,0 +1,367 @@
+//! A node syncs its writes in the background and goes on, but a write is
+//! acknowledged only once a majority, the leader among them, has it on disk.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use common::*;
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use metastore_raft::storage::{Durability, Engine, MemoryEngine, SyncOutcome};
+use metastore_raft::transport::LocalRouter;
+use metastore_raft::{
+    Completion, EngineKind, Error, NodeConfig, Op, Outcome, RaftNode, StorageStats,
+};
+use raft::eraftpb::{Entry, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, Storage};
+
+/// A disk that can be held, and that records how far each node's log is
+/// durable.
+#[derive(Default)]
+struct Disk {
+    /// Held entirely: inline syncs block, background syncs wait.
+    closed: Mutex<bool>,
+    opened: Condvar,
+    /// Only background syncs wait (inline ones complete).
+    slow: AtomicBool,
+    /// Background syncs waiting, with the log index each makes durable.
+    held: Mutex<Vec<(Sender<SyncOutcome>, u64)>>,
+    /// The last log index written, and the last known durable.
+    written: AtomicU64,
+    durable: AtomicU64,
+}
+
+impl Disk {
+    fn close(&self) {
+        *self.closed.lock().unwrap() = true;
+    }
+
+    fn open(&self) {
+        *self.closed.lock().unwrap() = false;
+        self.opened.notify_all();
+        self.release();
+    }
+
+    fn release(&self) {
+        for (tx, index) in self.held.lock().unwrap().drain(..) {
+            self.durable.fetch_max(index, Ordering::SeqCst);
+            let _ = tx.send(Ok(()));
+        }
+    }
+
+    /// An inline sync: blocks while the disk is closed.
+    fn sync_now(&self) {
+        let mut closed = self.closed.lock().unwrap();
+        while *closed {
+            closed = self.opened.wait(closed).unwrap();
+        }
+        self.durable
+            .fetch_max(self.written.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+
+    /// A background sync: answered at once, or when the disk is released.
+    fn sync_later(&self) -> Receiver<SyncOutcome> {
+        let (tx, rx) = bounded(1);
+        let index = self.written.load(Ordering::SeqCst);
+        let closed = self.closed.lock().unwrap();
+        if *closed || self.slow.load(Ordering::SeqCst) {
+            self.held.lock().unwrap().push((tx, index));
+        } else {
+            self.durable.fetch_max(index, Ordering::SeqCst);
+            let _ = tx.send(Ok(()));
+        }
+        drop(closed);
+        rx
+    }
+}
+
+/// The memory engine on a disk that syncs, and can be held.
+struct OnDisk {
+    inner: MemoryEngine,
+    disk: Arc<Disk>,
+    in_flight: Option<Receiver<SyncOutcome>>,
+}
+
+impl Storage for OnDisk {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        self.inner.initial_state()
+    }
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max: impl Into<Option<u64>>,
+        ctx: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        self.inner.entries(low, high, max, ctx)
+    }
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        self.inner.term(idx)
+    }
+    fn first_index(&self) -> raft::Result<u64> {
+        self.inner.first_index()
+    }
+    fn last_index(&self) -> raft::Result<u64> {
+        self.inner.last_index()
+    }
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        self.inner.snapshot(request_index, to)
+    }
+}
+
+impl Engine for OnDisk {
+    fn kind(&self) -> EngineKind {
+        EngineKind::Memory
+    }
+    fn persist(
+        &mut self,
+        s: Option<&Snapshot>,
+        e: &[Entry],
+        hs: Option<&HardState>,
+        durability: Durability,
+    ) -> Result<(), Error> {
+        self.inner.persist(s, e, hs, durability)?;
+        if let Some(last) = e.last() {
+            self.disk.written.store(last.index, Ordering::SeqCst);
+        }
+        if durability == Durability::Synced {
+            self.disk.sync_now();
+        }
+        Ok(())
+    }
+    fn durable_by_sync(&self) -> bool {
+        true
+    }
+    fn start_sync(&mut self) -> Result<(), Error> {
+        self.in_flight = Some(self.disk.sync_later());
+        Ok(())
+    }
+    fn sync_in_flight(&self) -> Option<Receiver<SyncOutcome>> {
+        self.in_flight.clone()
+    }
+    fn sync_finished(&mut self, outcome: SyncOutcome) -> Result<(), Error> {
+        self.in_flight = None;
+        outcome.map_err(Error::Storage)
+    }
+    fn apply_put(&mut self, key: &[u8], value: &[u8], want: bool) -> Result<Option<bool>, Error> {
+        self.inner.apply_put(key, value, want)
+    }
+    fn apply_delete(&mut self, key: &[u8], want: bool) -> Result<Option<bool>, Error> {
+        self.inner.apply_delete(key, want)
+    }
+    fn finish_apply(&mut self, applied: u64) -> Result<(), Error> {
+        self.inner.finish_apply(applied)
+    }
+    fn applied_index(&self) -> u64 {
+        self.inner.applied_index()
+    }
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        self.inner.get(key)
+    }
+    fn compact(&mut self, index: u64) -> Result<(), Error> {
+        self.inner.compact(index)
+    }
+    fn log_entries(&self) -> u64 {
+        self.inner.log_entries()
+    }
+    fn stats(&self) -> StorageStats {
+        self.inner.stats()
+    }
+}
+
+struct Node {
+    node: RaftNode,
+    disk: Arc<Disk>,
+    /// Completions, each with how far every node's log was durable when
+    /// the completion was handed out.
+    done: Receiver<(Completion, Vec<u64>)>,
+}
+
+fn start_three() -> Vec<Node> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = config(3, EngineKind::Memory, dir.path());
+    cluster.storage.sync = true;
+    // A node waiting on a held disk sends no heartbeats: keep the leader
+    // through the holds (2 s election timeout).
+    cluster.raft.election_tick = 200;
+    let peers = vec![1, 2, 3];
+    let router = LocalRouter::new();
+    let disks: Vec<Arc<Disk>> = peers.iter().map(|_| Arc::default()).collect();
+    let nodes: Vec<Node> = peers
+        .iter()
+        .map(|&id| {
+            let inbox = router.register(id);
+            let cfg = NodeConfig {
+                id,
+                peers: peers.clone(),
+                raft: cluster.raft.clone(),
+                batch: cluster.batch.clone(),
+                storage: cluster.storage.clone(),
+            };
+            let disk = Arc::clone(&disks[(id - 1) as usize]);
+            let engine = OnDisk {
+                inner: MemoryEngine::new(&peers),
+                disk: Arc::clone(&disk),
+                in_flight: None,
+            };
+            let (tx, done) = crossbeam_channel::unbounded();
+            let all = disks.clone();
+            let sink: metastore_raft::CompletionSink = Arc::new(move |cs| {
+                for c in cs {
+                    let durable = all
+                        .iter()
+                        .map(|d| d.durable.load(Ordering::SeqCst))
+                        .collect();
+                    let _ = tx.send((c, durable));
+                }
+            });
+            let node = RaftNode::start_with_engine(cfg, engine, router.transport(id), inbox, sink)
+                .unwrap();
+            Node { node, disk, done }
+        })
+        .collect();
+    wait_until(Duration::from_secs(10), "all agree on a leader", || {
+        let id = nodes[0].node.stats().raft.leader_id;
+        id != 0 && nodes.iter().all(|n| n.node.stats().raft.leader_id == id)
+    });
+    nodes
+}
+
+fn leader_of(nodes: &[Node]) -> (&Node, Vec<&Node>) {
+    let id = nodes[0].node.stats().raft.leader_id;
+    let leader = &nodes[(id - 1) as usize];
+    let followers = nodes.iter().filter(|n| n.node.id() != id).collect();
+    (leader, followers)
+}
+
+fn put(n: &Node, token: u64, value: &[u8]) {
+    n.node
+        .submit(
+            token,
+            Op::Put {
+                key: b"k".to_vec(),
+                value: value.to_vec(),
+            },
+        )
+        .unwrap();
+}
+
+fn expect_written(n: &Node, token: u64) {
+    let (c, _) = n
+        .done
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the write completes once the disks sync");
+    assert_eq!(c.token, token);
+    assert!(
+        matches!(c.result, Ok(Outcome::Written { .. })),
+        "{:?}",
+        c.result
+    );
+}
+
+fn expect_pending(n: &Node) {
+    match n.done.recv_timeout(Duration::from_millis(500)) {
+        Err(RecvTimeoutError::Timeout) => {}
+        other => panic!("a write completed before a majority had it on disk: {other:?}"),
+    }
+}
+
+#[test]
+fn a_write_completes_only_once_a_majority_synced_it() {
+    let nodes = start_three();
+    let (leader, followers) = leader_of(&nodes);
+    let lead_id = leader.node.id();
+
+    put(leader, 1, b"a");
+    expect_written(leader, 1);
+
+    // Only the leader's disk syncs: one copy is not a majority.
+    for f in &followers {
+        f.disk.close();
+    }
+    put(leader, 2, b"b");
+    expect_pending(leader);
+    for f in &followers {
+        f.disk.open();
+    }
+    expect_written(leader, 2);
+
+    // Both followers sync but the leader's disk does not: committed, yet the
+    // leader applies (and answers) only what it has on disk itself.
+    leader.disk.close();
+    put(leader, 3, b"c");
+    expect_pending(leader);
+    leader.disk.open();
+    expect_written(leader, 3);
+    assert_eq!(leader.node.stats().raft.leader_id, lead_id);
+
+    for n in &nodes {
+        n.node.close();
+    }
+}
+
+/// Under load, with the followers' background syncs held back now and then:
+/// every write the leader acknowledges was, at that moment, on the leader's
+/// disk and on at least one follower's.
+#[test]
+fn every_acknowledged_write_was_durable_on_a_majority() {
+    let nodes = start_three();
+    let (leader, followers) = leader_of(&nodes);
+    let stop = Arc::new(AtomicBool::new(false));
+    let jitter = {
+        let disks: Vec<Arc<Disk>> = followers.iter().map(|f| Arc::clone(&f.disk)).collect();
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                for d in &disks {
+                    d.slow.store(true, Ordering::SeqCst);
+                }
+                std::thread::sleep(Duration::from_millis(4));
+                for d in &disks {
+                    d.slow.store(false, Ordering::SeqCst);
+                    d.release();
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    let (waves, per_wave) = (40u64, 100u64);
+    let mut token = 0;
+    let mut checked = 0;
+    for _ in 0..waves {
+        for _ in 0..per_wave {
+            token += 1;
+            put(leader, token, &token.to_be_bytes());
+        }
+        for _ in 0..per_wave {
+            let (c, durable) = leader
+                .done
+                .recv_timeout(Duration::from_secs(10))
+                .expect("every write completes");
+            let Ok(Outcome::Written { index, .. }) = c.result else {
+                panic!("write {} failed: {:?}", c.token, c.result);
+            };
+            let on_disk: Vec<u64> = nodes
+                .iter()
+                .filter(|n| durable[(n.node.id() - 1) as usize] >= index)
+                .map(|n| n.node.id())
+                .collect();
+            assert!(
+                on_disk.contains(&leader.node.id()) && on_disk.len() >= 2,
+                "write {} at index {index} acknowledged while durable only on {on_disk:?} \
+                 (durable: {durable:?})",
+                c.token
+            );
+            checked += 1;
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    jitter.join().unwrap();
+    assert_eq!(checked, waves * per_wave);
+    for n in &nodes {
+        n.disk.open();
+        n.node.close();
+    }
+}
