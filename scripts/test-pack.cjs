@@ -13,6 +13,8 @@ const root = path.resolve(__dirname, '..')
 const pkg = require(path.join(root, 'package.json'))
 const platform = 'linux-x64-gnu'
 const binary = path.join(root, 'native', `${pkg.napi.binaryName}.${platform}.node`)
+/** What every `npm install` downloads; a build that ships its debug info is ~30x this. */
+const MAX_PLATFORM_TARBALL_MB = 25
 
 function run(cmd, args, opts = {}) {
   console.error(`$ ${[cmd, ...args].join(' ')}`)
@@ -37,11 +39,23 @@ try {
   const npmDir = path.join(root, 'npm')
   run(path.join(root, 'node_modules', '.bin', 'napi'), ['create-npm-dirs', '--npm-dir', npmDir, '--package-json-path', path.join(root, 'package.json')], { cwd: root })
   const platformDir = path.join(npmDir, platform)
-  fs.copyFileSync(binary, path.join(platformDir, path.basename(binary)))
+  // Shipped without debug info: the release profile keeps line tables for
+  // profiling, and RocksDB's C++ is compiled with -g under it, which makes
+  // the built addon some 400 MB. Symbols stay, so native stack traces still
+  // name functions.
+  const shipped = path.join(platformDir, path.basename(binary))
+  run('strip', ['--strip-debug', '-o', shipped, binary])
   const tarballs = path.join(work, 'tarballs')
   fs.mkdirSync(tarballs)
   const platformTgz = run('npm', ['pack', '--silent', '--pack-destination', tarballs], { cwd: platformDir }).split('\n').pop()
   const mainTgz = run('npm', ['pack', '--silent', '--pack-destination', tarballs], { cwd: root }).split('\n').pop()
+  const mb = (file) => fs.statSync(file).size / (1 << 20)
+  const sizes = { binary: mb(shipped), tarball: mb(path.join(tarballs, platformTgz)) }
+  console.log(`platform package: binary ${sizes.binary.toFixed(1)} MB, tarball ${sizes.tarball.toFixed(1)} MB`)
+  if (sizes.tarball > MAX_PLATFORM_TARBALL_MB) {
+    console.error(`test:pack failed: the platform package is ${sizes.tarball.toFixed(1)} MB, above ${MAX_PLATFORM_TARBALL_MB} MB`)
+    process.exit(1)
+  }
 
   // An empty project; PATH keeps node and npm but no cargo or rustc.
   const app = path.join(work, 'app')
