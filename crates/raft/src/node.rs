@@ -9,8 +9,9 @@
 //! durable ones), hand their completions to the sink, then advance. The
 //! write is synced on the engine's sync thread while the node goes on; the
 //! messages that must wait for it (a follower's acknowledgements, votes) are
-//! held until it lands. An idle node syncs inline instead: there is nothing
-//! to overlap, and a hand-off would only add latency.
+//! held until it lands. A node with nothing else to do (one request in
+//! flight, say) syncs inline instead: there is nothing to overlap, and a
+//! hand-off would only add latency.
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -739,10 +740,17 @@ impl<E: Engine> Worker<E> {
         }
         let must_sync = self.sync && ready.must_sync();
         let committed = ready.take_committed_entries();
-        // Inline when nothing else would happen during the sync (and always
-        // for a snapshot, which is rare and replaces the whole state).
-        let inline = must_sync
-            && (snapshot.is_some() || (!busy && self.unsynced.is_empty() && committed.is_empty()));
+        // Inline when nothing else would happen during the sync: nothing
+        // queued, nothing waiting for a sync or to apply, and at most one
+        // request of this node's own in flight (a leader with more expects
+        // acknowledgements and proposals meanwhile; measured at 256 in
+        // flight: about 15% more puts/s than syncing inline whenever idle).
+        // A snapshot, rare and replacing the whole state, is always inline.
+        let quiet = !busy
+            && self.unsynced.is_empty()
+            && committed.is_empty()
+            && self.props.pending_len() <= 1;
+        let inline = must_sync && (snapshot.is_some() || quiet);
         let durability = if inline {
             Durability::Synced
         } else {

@@ -69,7 +69,7 @@ impl Proposals {
         self.pending.contains(&token)
     }
 
-    #[cfg(test)]
+    /// Requests of this node still waiting for their outcome.
     pub fn pending_len(&self) -> usize {
         self.pending.len()
     }
