@@ -1,6 +1,7 @@
 //! A node syncs its writes in the background and goes on, but a write is
 //! acknowledged only once a majority, the leader among them, has it on disk.
 
+#[macro_use]
 mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -11,11 +12,8 @@ use common::*;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use metastore_raft::storage::{Durability, Engine, MemoryEngine, SyncOutcome};
 use metastore_raft::transport::LocalRouter;
-use metastore_raft::{
-    Completion, EngineKind, Error, NodeConfig, Op, Outcome, RaftNode, StorageStats,
-};
+use metastore_raft::{Completion, EngineKind, Error, NodeConfig, Op, Outcome, RaftNode};
 use raft::eraftpb::{Entry, HardState, Snapshot};
-use raft::{GetEntriesContext, RaftState, Storage};
 
 /// A disk that can be held, and that records how far each node's log is
 /// durable.
@@ -84,32 +82,7 @@ struct OnDisk {
     in_flight: Option<Receiver<SyncOutcome>>,
 }
 
-impl Storage for OnDisk {
-    fn initial_state(&self) -> raft::Result<RaftState> {
-        self.inner.initial_state()
-    }
-    fn entries(
-        &self,
-        low: u64,
-        high: u64,
-        max: impl Into<Option<u64>>,
-        ctx: GetEntriesContext,
-    ) -> raft::Result<Vec<Entry>> {
-        self.inner.entries(low, high, max, ctx)
-    }
-    fn term(&self, idx: u64) -> raft::Result<u64> {
-        self.inner.term(idx)
-    }
-    fn first_index(&self) -> raft::Result<u64> {
-        self.inner.first_index()
-    }
-    fn last_index(&self) -> raft::Result<u64> {
-        self.inner.last_index()
-    }
-    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
-        self.inner.snapshot(request_index, to)
-    }
-}
+storage_of_inner!(OnDisk);
 
 impl Engine for OnDisk {
     fn kind(&self) -> EngineKind {
@@ -145,30 +118,10 @@ impl Engine for OnDisk {
         self.in_flight = None;
         outcome.map_err(Error::Storage)
     }
-    fn apply_put(&mut self, key: &[u8], value: &[u8], want: bool) -> Result<Option<bool>, Error> {
-        self.inner.apply_put(key, value, want)
-    }
-    fn apply_delete(&mut self, key: &[u8], want: bool) -> Result<Option<bool>, Error> {
-        self.inner.apply_delete(key, want)
-    }
     fn finish_apply(&mut self, applied: u64) -> Result<(), Error> {
         self.inner.finish_apply(applied)
     }
-    fn applied_index(&self) -> u64 {
-        self.inner.applied_index()
-    }
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
-        self.inner.get(key)
-    }
-    fn compact(&mut self, index: u64) -> Result<(), Error> {
-        self.inner.compact(index)
-    }
-    fn log_entries(&self) -> u64 {
-        self.inner.log_entries()
-    }
-    fn stats(&self) -> StorageStats {
-        self.inner.stats()
-    }
+    engine_methods_of_inner!();
 }
 
 struct Node {

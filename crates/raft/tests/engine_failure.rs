@@ -1,6 +1,7 @@
 //! A storage error or a panic on the node thread rejects what is pending and
 //! stops the node; nothing panics into the caller and nothing hangs.
 
+#[macro_use]
 mod common;
 
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -10,9 +11,8 @@ use std::time::Duration;
 use common::*;
 use metastore_raft::storage::{Durability, Engine, MemoryEngine};
 use metastore_raft::transport::LocalRouter;
-use metastore_raft::{EngineKind, Error, NodeConfig, Op, RaftNode, StorageStats};
+use metastore_raft::{EngineKind, Error, NodeConfig, Op, RaftNode};
 use raft::eraftpb::{Entry, HardState, Snapshot};
-use raft::{GetEntriesContext, RaftState, Storage};
 
 const OK: u8 = 0;
 const FAIL: u8 = 1;
@@ -24,32 +24,7 @@ struct Faulty {
     mode: Arc<AtomicU8>,
 }
 
-impl Storage for Faulty {
-    fn initial_state(&self) -> raft::Result<RaftState> {
-        self.inner.initial_state()
-    }
-    fn entries(
-        &self,
-        low: u64,
-        high: u64,
-        max: impl Into<Option<u64>>,
-        ctx: GetEntriesContext,
-    ) -> raft::Result<Vec<Entry>> {
-        self.inner.entries(low, high, max, ctx)
-    }
-    fn term(&self, idx: u64) -> raft::Result<u64> {
-        self.inner.term(idx)
-    }
-    fn first_index(&self) -> raft::Result<u64> {
-        self.inner.first_index()
-    }
-    fn last_index(&self) -> raft::Result<u64> {
-        self.inner.last_index()
-    }
-    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
-        self.inner.snapshot(request_index, to)
-    }
-}
+storage_of_inner!(Faulty);
 
 impl Engine for Faulty {
     fn kind(&self) -> EngineKind {
@@ -64,12 +39,6 @@ impl Engine for Faulty {
     ) -> Result<(), Error> {
         self.inner.persist(s, e, hs, durability)
     }
-    fn apply_put(&mut self, key: &[u8], value: &[u8], want: bool) -> Result<Option<bool>, Error> {
-        self.inner.apply_put(key, value, want)
-    }
-    fn apply_delete(&mut self, key: &[u8], want: bool) -> Result<Option<bool>, Error> {
-        self.inner.apply_delete(key, want)
-    }
     fn finish_apply(&mut self, applied: u64) -> Result<(), Error> {
         match self.mode.load(Ordering::SeqCst) {
             FAIL => Err(Error::Storage("injected: disk full in /nowhere".into())),
@@ -77,21 +46,7 @@ impl Engine for Faulty {
             _ => self.inner.finish_apply(applied),
         }
     }
-    fn applied_index(&self) -> u64 {
-        self.inner.applied_index()
-    }
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
-        self.inner.get(key)
-    }
-    fn compact(&mut self, index: u64) -> Result<(), Error> {
-        self.inner.compact(index)
-    }
-    fn log_entries(&self) -> u64 {
-        self.inner.log_entries()
-    }
-    fn stats(&self) -> StorageStats {
-        self.inner.stats()
-    }
+    engine_methods_of_inner!();
 }
 
 fn faulty_node(mode: u8, expected_code: &str) {

@@ -1,5 +1,80 @@
-//! Shared helpers: fast-ticking configs and bounded polling.
-#![allow(dead_code)]
+//! Shared helpers: fast-ticking configs, bounded polling, and the plumbing
+//! of test engines that wrap another engine.
+#![allow(dead_code, unused_macros)]
+
+/// `raft::Storage` for a test engine that wraps another engine in
+/// `self.inner` and reads its log from it unchanged.
+macro_rules! storage_of_inner {
+    ($t:ty) => {
+        impl raft::Storage for $t {
+            fn initial_state(&self) -> raft::Result<raft::RaftState> {
+                self.inner.initial_state()
+            }
+            fn entries(
+                &self,
+                low: u64,
+                high: u64,
+                max: impl Into<Option<u64>>,
+                ctx: raft::GetEntriesContext,
+            ) -> raft::Result<Vec<raft::eraftpb::Entry>> {
+                self.inner.entries(low, high, max, ctx)
+            }
+            fn term(&self, idx: u64) -> raft::Result<u64> {
+                self.inner.term(idx)
+            }
+            fn first_index(&self) -> raft::Result<u64> {
+                self.inner.first_index()
+            }
+            fn last_index(&self) -> raft::Result<u64> {
+                self.inner.last_index()
+            }
+            fn snapshot(
+                &self,
+                request_index: u64,
+                to: u64,
+            ) -> raft::Result<raft::eraftpb::Snapshot> {
+                self.inner.snapshot(request_index, to)
+            }
+        }
+    };
+}
+
+/// Inside `impl Engine` of such a wrapper: the methods it passes to
+/// `self.inner` unchanged.
+macro_rules! engine_methods_of_inner {
+    () => {
+        fn apply_put(
+            &mut self,
+            key: &[u8],
+            value: &[u8],
+            want: bool,
+        ) -> Result<Option<bool>, metastore_raft::Error> {
+            self.inner.apply_put(key, value, want)
+        }
+        fn apply_delete(
+            &mut self,
+            key: &[u8],
+            want: bool,
+        ) -> Result<Option<bool>, metastore_raft::Error> {
+            self.inner.apply_delete(key, want)
+        }
+        fn applied_index(&self) -> u64 {
+            self.inner.applied_index()
+        }
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, metastore_raft::Error> {
+            self.inner.get(key)
+        }
+        fn compact(&mut self, index: u64) -> Result<(), metastore_raft::Error> {
+            self.inner.compact(index)
+        }
+        fn log_entries(&self) -> u64 {
+            self.inner.log_entries()
+        }
+        fn stats(&self) -> metastore_raft::StorageStats {
+            self.inner.stats()
+        }
+    };
+}
 
 use std::path::Path;
 use std::time::{Duration, Instant};
