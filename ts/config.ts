@@ -44,7 +44,7 @@ export interface RaftConfig {
   maxInflightMsgs: number
   preVote: boolean
   checkQuorum: boolean
-  /** Applied entries between snapshots. Default 10000. */
+  /** Applied entries between log compactions (the log is also compacted at 16 MiB). Default 10000. */
   snapshotCount: number
   /** A proposal not applied within this time fails with ERR_TIMEOUT. YAML `proposal_timeout`, default 5s. */
   proposalTimeoutMs: number

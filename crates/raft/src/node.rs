@@ -107,6 +107,10 @@ struct Unsynced {
 /// Items taken from one channel per loop iteration before handling `Ready`,
 /// so one busy source cannot starve the others.
 const DRAIN_LIMIT: usize = 4096;
+/// Applied log that triggers a compaction, whatever `snapshot_count` says,
+/// and the most of it a compaction keeps (see `Worker::maybe_compact`).
+const LOG_COMPACT_BYTES: usize = 16 << 20;
+const LOG_KEEP_BYTES: usize = 4 << 20;
 /// How often the engine's size estimate (a RocksDB property query) is refreshed.
 const STORAGE_STATS_EVERY: Duration = Duration::from_millis(200);
 
@@ -220,7 +224,8 @@ impl RaftNode {
             log_writes: 0,
             last_leader: INVALID_ID,
             read_term: 0,
-            compacted_at: applied,
+            applied_log: VecDeque::new(),
+            applied_log_bytes: 0,
             storage_stats_at: None,
             applying_from: None,
             failed: None,
@@ -419,8 +424,10 @@ struct Worker<E: Engine> {
     /// The term in which this node, as leader, last re-asked waiting reads
     /// after committing its first entry of the term.
     read_term: u64,
-    /// Applied index at the last log compaction.
-    compacted_at: u64,
+    /// The applied log not yet discarded, as (index, payload bytes) per
+    /// entry, and its total size.
+    applied_log: VecDeque<(u64, usize)>,
+    applied_log_bytes: usize,
     storage_stats_at: Option<Instant>,
     /// Set once the node hit a storage error or a panic: from then on it only
     /// rejects requests, until it is stopped.
@@ -761,6 +768,9 @@ impl<E: Engine> Worker<E> {
             .persist(snapshot.as_ref(), ready.entries(), ready.hs(), durability)?;
         if let Some(s) = &snapshot {
             self.props.forget_indexes_up_to(s.get_metadata().index);
+            // The snapshot replaced the log.
+            self.applied_log.clear();
+            self.applied_log_bytes = 0;
         }
         let number = ready.number();
         self.unsynced.push_back(Unsynced {
@@ -897,7 +907,13 @@ impl<E: Engine> Worker<E> {
         }
         let result = self.raw.mut_store().finish_apply(last);
         match &result {
-            Ok(()) => self.applying_from = None,
+            Ok(()) => {
+                self.applying_from = None;
+                for e in &entries {
+                    self.applied_log.push_back((e.index, e.data.len()));
+                    self.applied_log_bytes += e.data.len();
+                }
+            }
             Err(e) => self.void_apply_round(e),
         }
         result
@@ -959,15 +975,36 @@ impl<E: Engine> Worker<E> {
         }
     }
 
-    /// Every `snapshot_count` applied entries, discard the applied log but a
-    /// short tail (a tenth of `snapshot_count`), so a follower that lags a
-    /// little catches up by log rather than by a full snapshot.
+    /// Once the applied log holds `snapshot_count` entries or
+    /// [`LOG_COMPACT_BYTES`], discard it but a short tail (a tenth of
+    /// `snapshot_count` entries, at most [`LOG_KEEP_BYTES`]), so a follower
+    /// that lags a little catches up by log rather than by a full snapshot.
+    /// The byte bound matters with batching: an entry carries a whole batch,
+    /// and 10,000 of them would keep hundreds of megabytes of log, which
+    /// RocksDB then flushes and compacts (stalling the WAL's fsyncs) only to
+    /// delete it.
     fn maybe_compact(&mut self) -> Result<()> {
-        let applied = self.raw.store().applied_index();
-        if applied >= self.compacted_at + self.snapshot_count {
-            let keep = self.snapshot_count / 10;
-            self.raw.mut_store().compact(applied.saturating_sub(keep))?;
-            self.compacted_at = applied;
+        if (self.applied_log.len() as u64) < self.snapshot_count
+            && self.applied_log_bytes < LOG_COMPACT_BYTES
+        {
+            return Ok(());
+        }
+        let max_keep = (self.snapshot_count / 10) as usize;
+        let (mut keep, mut keep_bytes) = (0, 0);
+        for &(_, bytes) in self.applied_log.iter().rev() {
+            if keep == max_keep || keep_bytes + bytes > LOG_KEEP_BYTES {
+                break;
+            }
+            keep += 1;
+            keep_bytes += bytes;
+        }
+        let discard = self.applied_log.len() - keep;
+        let Some(&(to, _)) = discard.checked_sub(1).and_then(|i| self.applied_log.get(i)) else {
+            return Ok(());
+        };
+        self.raw.mut_store().compact(to)?;
+        for (_, bytes) in self.applied_log.drain(..discard) {
+            self.applied_log_bytes -= bytes;
         }
         Ok(())
     }

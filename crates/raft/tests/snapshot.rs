@@ -123,3 +123,39 @@ fn stopped_memory_node_catches_up_by_log() {
 fn isolated_rocksdb_node_catches_up_by_log() {
     by_log(EngineKind::RocksDb, Down::Isolated);
 }
+
+/// Batched entries are large: the log is discarded once it holds 16 MiB,
+/// whatever `snapshot_count` says, keeping at most 4 MiB of it.
+fn compacts_by_size(engine: EngineKind) {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(engine, dir.path(), 10_000);
+    let big = vec![7u8; 256 << 10];
+    for i in 0..128 {
+        put_retry(&c, &key(i), &big);
+    }
+    wait_converged(&c);
+    // 32 MiB written: without the size bound all 128 entries would stay.
+    // With it the log holds at most 16 MiB (64 entries) plus the odd
+    // leader no-op.
+    for id in c.ids() {
+        let s = c.node(id).unwrap().stats();
+        assert!(
+            s.storage.log_entries <= 66,
+            "node {id} keeps {} entries of 256 KiB",
+            s.storage.log_entries
+        );
+    }
+    assert!(leader_first_index(&c) > 1, "the leader compacted");
+    assert_eq!(get(&c, leader(&c), &key(0)), Some(big));
+    c.close().unwrap();
+}
+
+#[test]
+fn memory_log_compacts_by_size() {
+    compacts_by_size(EngineKind::Memory);
+}
+
+#[test]
+fn rocksdb_log_compacts_by_size() {
+    compacts_by_size(EngineKind::RocksDb);
+}
