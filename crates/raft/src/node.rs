@@ -799,17 +799,18 @@ impl<E: Engine> Worker<E> {
 
     /// The sync in flight landed: the `Ready`s it covers are durable.
     fn on_synced(&mut self, outcome: SyncOutcome) {
-        let Some(covered) = self.syncing.take() else {
-            return;
-        };
-        if let Err(e) = self.raw.mut_store().sync_finished(outcome) {
+        let finished = self.raw.mut_store().sync_finished(outcome);
+        let covered = self.syncing.take();
+        if let Err(e) = finished {
             self.fail(e);
             return;
         }
         if self.failed.is_some() {
             return;
         }
-        self.release(covered);
+        if let Some(covered) = covered {
+            self.release(covered);
+        }
         if let Err(e) = self.maybe_start_sync() {
             self.fail(e);
         }
