@@ -80,6 +80,22 @@ for (const engine of ['memory', 'rocksdb'] as const) {
       }
     })
 
+    it('keeps the log within max_log_size, however few entries it holds', async () => {
+      const config = testConfig((c) => (c.server.raft.maxLogSize = 1024 * 1024))
+      const cluster = await LocalCluster.start({ nodes: 3, engine, dataDir: join(dir, 'log-size'), config })
+      try {
+        const leader = await cluster.leader()
+        const big = Buffer.alloc(128 * 1024, 7)
+        // 40 puts one after another: 40 entries of 128 KiB, 5 MiB of log.
+        for (let i = 0; i < 40; i++) await leader.put(`big${i}`, big)
+        // At most 1 MiB of them (8 entries), plus the odd leader no-op.
+        expect(leader.stats().storage.logEntries).toBeLessThanOrEqual(10)
+        expect(await leader.get('big0')).toEqual(big)
+      } finally {
+        await cluster.close()
+      }
+    })
+
     it('a node that was down catches up, by snapshot after compaction', async () => {
       const config = testConfig((c) => (c.server.raft.snapshotCount = 50))
       const cluster = await LocalCluster.start({ nodes: 3, engine, dataDir: join(dir, 'catchup'), config })

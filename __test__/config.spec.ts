@@ -33,6 +33,7 @@ const DEFAULTS: MetaStoreConfig = {
       preVote: true,
       checkQuorum: true,
       snapshotCount: 10000,
+      maxLogSize: 16777216,
       proposalTimeoutMs: 5000,
       batch: {
         enable: true,
@@ -376,6 +377,12 @@ describe('invalid configuration files', () => {
       rule: 'is not a size',
       line: 3,
     })
+  })
+
+  it('max_log_size is a size, and zero bytes is refused', async () => {
+    expect(parseConfig('server:\n  raft:\n    max_log_size: 8MB\n').server.raft.maxLogSize).toBe(8 * 1048576)
+    const zero = await configError(() => parseConfig('server:\n  raft:\n    max_log_size: 0\n'))
+    expect(zero.message).toContain('<inline>: server.raft.max_log_size (0) must be a positive number of bytes')
   })
 
   it('bad size: a fraction of a byte', async () => {

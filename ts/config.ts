@@ -44,8 +44,10 @@ export interface RaftConfig {
   maxInflightMsgs: number
   preVote: boolean
   checkQuorum: boolean
-  /** Applied entries between log compactions (the log is also compacted at 16 MiB). Default 10000. */
+  /** Applied entries between log compactions. Default 10000. */
   snapshotCount: number
+  /** Bytes of applied log that also trigger a compaction, which keeps at most a quarter of it. Default 16MiB. */
+  maxLogSize: number
   /** A proposal not applied within this time fails with ERR_TIMEOUT. YAML `proposal_timeout`, default 5s. */
   proposalTimeoutMs: number
   batch: BatchConfig
@@ -233,6 +235,7 @@ const SPEC: SectionSpec<MetaStoreConfig> = {
             preVote: leaf('pre_vote', flag(), true),
             checkQuorum: leaf('check_quorum', flag(), true),
             snapshotCount: leaf('snapshot_count', count(), 10000),
+            maxLogSize: leaf('max_log_size', size(), 16 * MiB),
             proposalTimeoutMs: leaf('proposal_timeout', duration(), 5000),
             batch: {
               kind: 'section',

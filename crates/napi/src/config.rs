@@ -37,6 +37,7 @@ pub struct RaftOptions {
   pub pre_vote: bool,
   pub check_quorum: bool,
   pub snapshot_count: f64,
+  pub max_log_size: f64,
   pub proposal_timeout_ms: f64,
   pub batch: BatchOptions,
 }
@@ -126,6 +127,7 @@ fn raft_settings(o: &RaftOptions) -> std::result::Result<RaftSettings, ConfigVio
     pre_vote: o.pre_vote,
     check_quorum: o.check_quorum,
     snapshot_count: count("snapshot_count", o.snapshot_count)? as u64,
+    max_log_size: count("max_log_size", o.max_log_size)? as u64,
     proposal_timeout: millis("proposal_timeout", o.proposal_timeout_ms)?,
   })
 }

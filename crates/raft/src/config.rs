@@ -27,6 +27,9 @@ pub struct RaftSettings {
     pub check_quorum: bool,
     /// Applied entries between two log compactions (the KV state is the snapshot).
     pub snapshot_count: u64,
+    /// Bytes of applied log that also trigger a compaction; it keeps a tail
+    /// of at most a quarter of this (and a tenth of `snapshot_count` entries).
+    pub max_log_size: u64,
     /// Deadline of every request; past it the request rejects with ERR_TIMEOUT.
     pub proposal_timeout: Duration,
 }
@@ -42,6 +45,7 @@ impl Default for RaftSettings {
             pre_vote: true,
             check_quorum: true,
             snapshot_count: 10_000,
+            max_log_size: 16 << 20,
             proposal_timeout: Duration::from_secs(5),
         }
     }
@@ -69,6 +73,9 @@ impl RaftSettings {
         }
         if self.snapshot_count == 0 {
             return Err(Error::invalid("raft.snapshot_count", "must be >= 1"));
+        }
+        if self.max_log_size == 0 {
+            return Err(Error::invalid("raft.max_log_size", "must be >= 1"));
         }
         if self.proposal_timeout.is_zero() {
             return Err(Error::invalid("raft.proposal_timeout", "must be > 0"));

@@ -107,10 +107,6 @@ struct Unsynced {
 /// Items taken from one channel per loop iteration before handling `Ready`,
 /// so one busy source cannot starve the others.
 const DRAIN_LIMIT: usize = 4096;
-/// Applied log that triggers a compaction, whatever `snapshot_count` says,
-/// and the most of it a compaction keeps (see `Worker::maybe_compact`).
-const LOG_COMPACT_BYTES: usize = 16 << 20;
-const LOG_KEEP_BYTES: usize = 4 << 20;
 /// How often the engine's size estimate (a RocksDB property query) is refreshed.
 const STORAGE_STATS_EVERY: Duration = Duration::from_millis(200);
 
@@ -215,6 +211,7 @@ impl RaftNode {
             timeout: cfg.raft.proposal_timeout,
             sync,
             snapshot_count: cfg.raft.snapshot_count,
+            max_log_size: usize::try_from(cfg.raft.max_log_size).unwrap_or(usize::MAX),
             reissue_ticks: (cfg.raft.heartbeat_tick as u64 * 2).max(2),
             props: Proposals::default(),
             reads: Reads::default(),
@@ -410,6 +407,7 @@ struct Worker<E: Engine> {
     timeout: Duration,
     sync: bool,
     snapshot_count: u64,
+    max_log_size: usize,
     reissue_ticks: u64,
     props: Proposals,
     reads: Reads,
@@ -976,24 +974,25 @@ impl<E: Engine> Worker<E> {
         }
     }
 
-    /// Once the applied log holds `snapshot_count` entries or
-    /// [`LOG_COMPACT_BYTES`], discard it but a short tail (a tenth of
-    /// `snapshot_count` entries, at most [`LOG_KEEP_BYTES`]), so a follower
-    /// that lags a little catches up by log rather than by a full snapshot.
+    /// Once the applied log holds `snapshot_count` entries or `max_log_size`
+    /// bytes, discard it but a short tail (a tenth of `snapshot_count`
+    /// entries, at most a quarter of `max_log_size`), so a follower that lags
+    /// a little catches up by log rather than by a full snapshot.
     /// The byte bound matters with batching: an entry carries a whole batch,
     /// and 10,000 of them would keep hundreds of megabytes of log, which
     /// RocksDB then flushes and compacts (stalling the WAL's fsyncs) only to
     /// delete it.
     fn maybe_compact(&mut self) -> Result<()> {
         if (self.applied_log.len() as u64) < self.snapshot_count
-            && self.applied_log_bytes < LOG_COMPACT_BYTES
+            && self.applied_log_bytes < self.max_log_size
         {
             return Ok(());
         }
         let max_keep = (self.snapshot_count / 10) as usize;
+        let max_keep_bytes = self.max_log_size / 4;
         let (mut keep, mut keep_bytes) = (0, 0);
         for &(_, bytes) in self.applied_log.iter().rev() {
-            if keep == max_keep || keep_bytes + bytes > LOG_KEEP_BYTES {
+            if keep == max_keep || keep_bytes + bytes > max_keep_bytes {
                 break;
             }
             keep += 1;

@@ -124,24 +124,30 @@ fn isolated_rocksdb_node_catches_up_by_log() {
     by_log(EngineKind::RocksDb, Down::Isolated);
 }
 
-/// Batched entries are large: the log is discarded once it holds 16 MiB,
-/// whatever `snapshot_count` says, keeping at most 4 MiB of it.
-fn compacts_by_size(engine: EngineKind) {
+/// Batched entries are large: the log is discarded once it holds
+/// `max_log_size` bytes, whatever `snapshot_count` says.
+fn compacts_by_size(engine: EngineKind, max_log_size: Option<u64>) {
     let dir = tempfile::tempdir().unwrap();
-    let c = cluster(engine, dir.path(), 10_000);
+    let mut cfg = config(3, engine, dir.path());
+    if let Some(bytes) = max_log_size {
+        cfg.raft.max_log_size = bytes;
+    }
+    let limit = cfg.raft.max_log_size;
+    let c = start(cfg);
     let big = vec![7u8; 256 << 10];
     for i in 0..128 {
         put_retry(&c, &key(i), &big);
     }
     wait_converged(&c);
     // 32 MiB written: without the size bound all 128 entries would stay.
-    // With it the log holds at most 16 MiB (64 entries) plus the odd
-    // leader no-op.
+    // With it the log holds at most `limit` bytes of them, plus the odd
+    // leader no-op or barrier.
+    let most = limit / big.len() as u64 + 2;
     for id in c.ids() {
         let s = c.node(id).unwrap().stats();
         assert!(
-            s.storage.log_entries <= 66,
-            "node {id} keeps {} entries of 256 KiB",
+            s.storage.log_entries <= most,
+            "node {id} keeps {} entries of 256 KiB (at most {most} expected)",
             s.storage.log_entries
         );
     }
@@ -152,10 +158,15 @@ fn compacts_by_size(engine: EngineKind) {
 
 #[test]
 fn memory_log_compacts_by_size() {
-    compacts_by_size(EngineKind::Memory);
+    compacts_by_size(EngineKind::Memory, None);
 }
 
 #[test]
 fn rocksdb_log_compacts_by_size() {
-    compacts_by_size(EngineKind::RocksDb);
+    compacts_by_size(EngineKind::RocksDb, None);
+}
+
+#[test]
+fn rocksdb_log_compacts_by_a_configured_size() {
+    compacts_by_size(EngineKind::RocksDb, Some(4 << 20));
 }
