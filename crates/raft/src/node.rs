@@ -478,9 +478,9 @@ impl<E: Engine> Worker<E> {
             // A one-node group need not wait for an election timeout.
             let _ = self.raw.campaign();
         }
+        let synced = self.raw.store().sync_outcomes().unwrap_or_else(never);
         loop {
             let (mut stop, mut inbox_gone, mut batches_gone) = (false, false, false);
-            let synced = self.raw.store().sync_in_flight().unwrap_or_else(never);
             select! {
                 recv(synced) -> r => self.on_synced(
                     r.unwrap_or_else(|_| Err("the WAL sync thread is gone".into())),
@@ -851,8 +851,7 @@ impl<E: Engine> Worker<E> {
         let Some(last) = self.unsynced.back().map(|u| u.number) else {
             return Ok(());
         };
-        self.raw.mut_store().start_sync()?;
-        if self.raw.store().sync_in_flight().is_some() {
+        if self.raw.mut_store().start_sync()? {
             self.syncing = Some(last);
         } else {
             // Nothing to sync: durable already.

@@ -9,7 +9,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use common::*;
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use metastore_raft::storage::{Durability, Engine, MemoryEngine, SyncOutcome};
 use metastore_raft::transport::LocalRouter;
 use metastore_raft::{Completion, EngineKind, Error, NodeConfig, Op, Outcome, RaftNode};
@@ -59,9 +59,9 @@ impl Disk {
             .fetch_max(self.written.load(Ordering::SeqCst), Ordering::SeqCst);
     }
 
-    /// A background sync: answered at once, or when the disk is released.
-    fn sync_later(&self) -> Receiver<SyncOutcome> {
-        let (tx, rx) = bounded(1);
+    /// A background sync, answered on `tx` at once or when the disk is
+    /// released.
+    fn sync_later(&self, tx: Sender<SyncOutcome>) {
         let index = self.written.load(Ordering::SeqCst);
         let closed = self.closed.lock().unwrap();
         if *closed || self.slow.load(Ordering::SeqCst) {
@@ -71,7 +71,6 @@ impl Disk {
             let _ = tx.send(Ok(()));
         }
         drop(closed);
-        rx
     }
 }
 
@@ -79,7 +78,7 @@ impl Disk {
 struct OnDisk {
     inner: MemoryEngine,
     disk: Arc<Disk>,
-    in_flight: Option<Receiver<SyncOutcome>>,
+    outcomes: (Sender<SyncOutcome>, Receiver<SyncOutcome>),
 }
 
 storage_of_inner!(OnDisk);
@@ -107,15 +106,14 @@ impl Engine for OnDisk {
     fn durable_by_sync(&self) -> bool {
         true
     }
-    fn start_sync(&mut self) -> Result<(), Error> {
-        self.in_flight = Some(self.disk.sync_later());
-        Ok(())
+    fn start_sync(&mut self) -> Result<bool, Error> {
+        self.disk.sync_later(self.outcomes.0.clone());
+        Ok(true)
     }
-    fn sync_in_flight(&self) -> Option<Receiver<SyncOutcome>> {
-        self.in_flight.clone()
+    fn sync_outcomes(&self) -> Option<Receiver<SyncOutcome>> {
+        Some(self.outcomes.1.clone())
     }
     fn sync_finished(&mut self, outcome: SyncOutcome) -> Result<(), Error> {
-        self.in_flight = None;
         outcome.map_err(Error::Storage)
     }
     fn finish_apply(&mut self, applied: u64) -> Result<(), Error> {
@@ -157,7 +155,7 @@ fn start_three() -> Vec<Node> {
             let engine = OnDisk {
                 inner: MemoryEngine::new(&peers),
                 disk: Arc::clone(&disk),
-                in_flight: None,
+                outcomes: crossbeam_channel::unbounded(),
             };
             let (tx, done) = crossbeam_channel::unbounded();
             let all = disks.clone();

@@ -65,21 +65,21 @@ pub trait Engine: raft::Storage + Send + 'static {
         false
     }
 
-    /// Starts making everything written so far durable in the background;
-    /// its outcome arrives on [`sync_in_flight`](Self::sync_in_flight). An
-    /// engine with nothing to sync has no sync in flight afterwards, and what
-    /// it wrote counts as durable at once. Only one sync is in flight at a
-    /// time: the node asks for the next one when the last has finished.
-    fn start_sync(&mut self) -> Result<()> {
-        Ok(())
+    /// Starts making everything written so far durable in the background.
+    /// `true`: its outcome will arrive on [`sync_outcomes`](Self::sync_outcomes);
+    /// `false`: there was nothing to sync, and what was written counts as
+    /// durable at once. The node keeps one sync in flight at a time.
+    fn start_sync(&mut self) -> Result<bool> {
+        Ok(false)
     }
 
-    /// Where the outcome of the sync in flight arrives, if one is.
-    fn sync_in_flight(&self) -> Option<Receiver<SyncOutcome>> {
+    /// Where the outcomes of background syncs arrive, one per started sync;
+    /// the same channel for the engine's life.
+    fn sync_outcomes(&self) -> Option<Receiver<SyncOutcome>> {
         None
     }
 
-    /// Takes the outcome received from [`sync_in_flight`](Self::sync_in_flight).
+    /// Takes an outcome received from [`sync_outcomes`](Self::sync_outcomes).
     fn sync_finished(&mut self, _outcome: SyncOutcome) -> Result<()> {
         Ok(())
     }

@@ -91,12 +91,12 @@ pub struct RocksEngine {
 
 /// Makes the WAL durable on its own thread: the node thread writes each
 /// `Ready` unsynced and goes on (applying, stepping messages, writing the
-/// next `Ready`) while the disk flushes; the outcome arrives on `done`. One
-/// sync is in flight at a time, and it covers every write made before it.
+/// next `Ready`) while the disk flushes; the outcome arrives on `done`. Each
+/// sync covers every write made before it was asked for; the node keeps one
+/// in flight at a time.
 struct WalSyncer {
     requests: Option<Sender<()>>,
     done: Receiver<SyncOutcome>,
-    pending: bool,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -125,20 +125,13 @@ impl WalSyncer {
         Ok(WalSyncer {
             requests: Some(requests),
             done,
-            pending: false,
             thread: Some(thread),
         })
     }
 
-    fn request(&mut self) -> std::result::Result<(), String> {
-        if self.pending {
-            return Err("a WAL sync is already in flight".into());
-        }
+    fn request(&self) -> std::result::Result<(), String> {
         match &self.requests {
-            Some(tx) if tx.send(()).is_ok() => {
-                self.pending = true;
-                Ok(())
-            }
+            Some(tx) if tx.send(()).is_ok() => Ok(()),
             _ => Err("the WAL sync thread is gone".into()),
         }
     }
@@ -647,18 +640,18 @@ impl Engine for RocksEngine {
         true
     }
 
-    fn start_sync(&mut self) -> Result<()> {
+    fn start_sync(&mut self) -> Result<bool> {
         self.syncer
             .request()
+            .map(|()| true)
             .map_err(|e| self.err("cannot sync the WAL", e))
     }
 
-    fn sync_in_flight(&self) -> Option<Receiver<SyncOutcome>> {
-        self.syncer.pending.then(|| self.syncer.done.clone())
+    fn sync_outcomes(&self) -> Option<Receiver<SyncOutcome>> {
+        Some(self.syncer.done.clone())
     }
 
     fn sync_finished(&mut self, outcome: SyncOutcome) -> Result<()> {
-        self.syncer.pending = false;
         outcome.map_err(|e| self.err("cannot sync the WAL", e))
     }
 
