@@ -168,6 +168,19 @@ impl RocksEngine {
         // Measured, RocksDB at 1024 in flight, 3 runs each: 196-265k ->
         // 245-250k puts/s, p99 9.6-12.3 -> 7.9-9.1 ms.
         opts.set_bytes_per_sync(1 << 20);
+        // Write-ahead log files are reused once their data is flushed:
+        // rewriting blocks a file already has needs no file-system journal
+        // commit, appending does (on this machine's disk, 4 KiB +
+        // fdatasync: 0.20 against 0.31 ms p50 with three writers).
+        // Recovery tells the new records from the old file's leftovers.
+        // The WAL is kept under 128 MiB (flushing the column families that
+        // hold on to the oldest file), which bounds replay at restart and
+        // brings files back for reuse. Measured after 20 s of load, 3 runs
+        // each: 256 in flight 86-93k -> 108-126k puts/s (the 128 MiB bound
+        // alone: 103-107k), 1024 in flight 115-144k -> 163-193k; the
+        // leader's syncs 0.53-0.55 -> 0.36-0.45 ms.
+        opts.set_recycle_log_file_num(4);
+        opts.set_max_total_wal_size(128 << 20);
         let cfs = [
             ColumnFamilyDescriptor::new(CF_LOG, Options::default()),
             ColumnFamilyDescriptor::new(CF_META, Options::default()),
@@ -772,5 +785,111 @@ impl RocksEngine {
             .get_pinned_cf(self.cf(CF_KV)?, key)
             .map(|v| Some(v.is_some()))
             .map_err(|e| self.err("cannot read kv", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Set in the child process of `a_crash_over_a_reused_wal_file_loses_nothing`.
+    const CRASH_DIR: &str = "METASTORE_TEST_REUSED_WAL_DIR";
+    /// The child's exit status once its writes are synced.
+    const CRASHED: i32 = 86;
+    const TEST: &str = "storage::rocksdb::tests::a_crash_over_a_reused_wal_file_loses_nothing";
+
+    fn entries(range: std::ops::RangeInclusive<u64>, fill: u8) -> Vec<Entry> {
+        range
+            .map(|index| {
+                let mut e = Entry::default();
+                e.index = index;
+                e.term = 1;
+                e.data = vec![fill; 1024].into();
+                e
+            })
+            .collect()
+    }
+
+    /// The size of the largest write-ahead log file in `dir`.
+    fn largest_wal(dir: &Path) -> u64 {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|f| f.unwrap())
+            .filter(|f| f.file_name().to_string_lossy().ends_with(".log"))
+            .map(|f| f.metadata().unwrap().len())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// In a child process: writes into a reused WAL file, syncs, and exits
+    /// without closing the database (as a crash would, nothing trims the
+    /// file to what was written into it).
+    fn write_into_a_reused_wal_and_crash(dir: &Path) -> ! {
+        let mut e = RocksEngine::open(dir, &[1]).unwrap();
+        let switch_wal = |e: &RocksEngine| {
+            for cf in [CF_LOG, CF_META, CF_KV] {
+                e.db.flush_cf(e.cf(cf).unwrap()).unwrap();
+            }
+        };
+        // About 2 MB into this session's first WAL file, which flushing
+        // every column family then retires into the reuse list.
+        e.persist(None, &entries(1..=2000, 1), None, Durability::Synced)
+            .unwrap();
+        switch_wal(&e);
+        e.persist(None, &entries(2001..=2005, 2), None, Durability::Synced)
+            .unwrap();
+        // The next switch takes that file back.
+        switch_wal(&e);
+        // A conflicting tail rewritten, and new entries: about 120 KB.
+        e.persist(None, &entries(1990..=2100, 3), None, Durability::Synced)
+            .unwrap();
+        std::process::exit(CRASHED);
+    }
+
+    /// A reused WAL file holds its previous records past the new ones. A
+    /// crash there must lose nothing written before it, and the leftovers
+    /// must neither come back nor stop the database from opening.
+    #[test]
+    fn a_crash_over_a_reused_wal_file_loses_nothing() {
+        if let Some(dir) = std::env::var_os(CRASH_DIR) {
+            write_into_a_reused_wal_and_crash(Path::new(&dir));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([TEST, "--exact", "--test-threads=1"])
+            .env(CRASH_DIR, dir.path())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(CRASHED), "the writer process: {status}");
+        // The last write went into a file as large as the first one (2 MB
+        // of entries), not into a new file of its 120 KB: the file was
+        // reused, and the old records are still in it.
+        let largest = largest_wal(dir.path());
+        for f in std::fs::read_dir(dir.path()).unwrap() {
+            let f = f.unwrap();
+        }
+        assert!(
+            largest > 2_000_000,
+            "no WAL file was reused (the largest has {largest} bytes)"
+        );
+
+        let e = RocksEngine::open(dir.path(), &[1]).unwrap();
+        assert_eq!(e.last_index().unwrap(), 2100);
+        let got = e
+            .entries(1, 2101, None, GetEntriesContext::empty(false))
+            .unwrap();
+        assert_eq!(got.len(), 2100);
+        for (e, want) in got
+            .iter()
+            .zip(entries(1..=1989, 1).iter().chain(&entries(1990..=2100, 3)))
+        {
+            assert_eq!(
+                (e.index, &e.data),
+                (want.index, &want.data),
+                "entry {}",
+                want.index
+            );
+        }
     }
 }
