@@ -14,8 +14,21 @@ export interface MachineInfo {
   commit: string
   /** Files changed but not committed when the run started. */
   dirty: boolean
-  /** Where data dirs live, its file system, and how long a 4 KiB write + fdatasync takes there. */
-  dataDir: { path: string; fileSystem: string; fsyncP50Ms: number; fsyncP99Ms: number }
+  /**
+   * Where data dirs live, its file system, and how long a 4 KiB write +
+   * fdatasync takes there: rewriting blocks the file already has
+   * (`fsync*`), and appending (`appendFsync*`, what a write-ahead log does;
+   * growing the file makes the file system commit its journal too). Reports
+   * written before the append probe existed lack it.
+   */
+  dataDir: {
+    path: string
+    fileSystem: string
+    fsyncP50Ms: number
+    fsyncP99Ms: number
+    appendFsyncP50Ms?: number
+    appendFsyncP99Ms?: number
+  }
   /**
    * How busy the CPUs were (0..1, all CPUs) in the second before the first
    * scenario, and the 1-minute load average then: other work on the machine
@@ -48,16 +61,18 @@ function fileSystemOf(path: string): string {
 /**
  * The floor under any synced write on this disk: each fsync-per-Ready
  * system (RocksDB with sync on, etcd) pays at least this per round.
+ * `append` grows the file with every write, as a write-ahead log does;
+ * otherwise the probe rewrites the same 16 blocks.
  */
-export function probeFsync(dir: string, rounds = 200): { p50Ms: number; p99Ms: number } {
-  const file = join(dir, 'fsync-probe')
+export function probeFsync(dir: string, mode: 'rewrite' | 'append', rounds = 200): { p50Ms: number; p99Ms: number } {
+  const file = join(dir, `fsync-probe-${mode}`)
   const fd = openSync(file, 'w')
   const block = Buffer.alloc(4096, 7)
   const times: number[] = []
   try {
     for (let i = 0; i < rounds; i++) {
       const t = performance.now()
-      writeSync(fd, block, 0, block.length, (i % 16) * block.length)
+      writeSync(fd, block, 0, block.length, (mode === 'append' ? i : i % 16) * block.length)
       fdatasyncSync(fd)
       times.push(performance.now() - t)
     }
@@ -72,7 +87,8 @@ export function probeFsync(dir: string, rounds = 200): { p50Ms: number; p99Ms: n
 
 export function machineInfo(dataDir: string): MachineInfo {
   const cpus = os.cpus()
-  const fsync = probeFsync(dataDir)
+  const fsync = probeFsync(dataDir, 'rewrite')
+  const append = probeFsync(dataDir, 'append')
   return {
     cpus: cpus.length,
     cpuModel: cpus[0]?.model ?? 'unknown',
@@ -83,7 +99,14 @@ export function machineInfo(dataDir: string): MachineInfo {
     v8: process.versions.v8,
     commit: git(['rev-parse', 'HEAD']) || 'unknown',
     dirty: git(['status', '--porcelain', '--untracked-files=no']) !== '',
-    dataDir: { path: dataDir, fileSystem: fileSystemOf(dataDir), fsyncP50Ms: fsync.p50Ms, fsyncP99Ms: fsync.p99Ms },
+    dataDir: {
+      path: dataDir,
+      fileSystem: fileSystemOf(dataDir),
+      fsyncP50Ms: fsync.p50Ms,
+      fsyncP99Ms: fsync.p99Ms,
+      appendFsyncP50Ms: append.p50Ms,
+      appendFsyncP99Ms: append.p99Ms,
+    },
     busyBefore: { cpuShare: NaN, loadAverage: os.loadavg()[0] },
   }
 }

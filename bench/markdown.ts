@@ -20,7 +20,11 @@ export function renderMarkdown(r: Report, chartFile: string): string {
   )
   lines.push(
     `Data dirs on ${m.dataDir.fileSystem}; a 4 KiB write + fdatasync there takes ` +
-      `${fmt.ms(m.dataDir.fsyncP50Ms)} ms (p50), ${fmt.ms(m.dataDir.fsyncP99Ms)} ms (p99). ` +
+      `${fmt.ms(m.dataDir.fsyncP50Ms)} ms (p50), ${fmt.ms(m.dataDir.fsyncP99Ms)} ms (p99) rewriting a block` +
+      (m.dataDir.appendFsyncP50Ms === undefined || m.dataDir.appendFsyncP99Ms === undefined
+        ? '. '
+        : `, ${fmt.ms(m.dataDir.appendFsyncP50Ms)} ms (p50), ${fmt.ms(m.dataDir.appendFsyncP99Ms)} ms (p99) ` +
+          'appending one (as a write-ahead log does). ') +
       `Before the run ${fmt.num(m.busyBefore.cpuShare * 100, 0)}% of the CPUs were busy with other work.`,
   )
   lines.push(
