@@ -12,7 +12,7 @@ export interface MachineInfo {
   node: string
   v8: string
   commit: string
-  /** Files changed but not committed when the run started. */
+  /** Files changed but not committed when the run started (earlier reports in bench/results aside). */
   dirty: boolean
   /**
    * Where data dirs live, its file system, and how long a 4 KiB write +
@@ -98,7 +98,8 @@ export function machineInfo(dataDir: string): MachineInfo {
     node: process.version,
     v8: process.versions.v8,
     commit: git(['rev-parse', 'HEAD']) || 'unknown',
-    dirty: git(['status', '--porcelain', '--untracked-files=no']) !== '',
+    // Reports written by earlier runs are not changes to what is measured.
+    dirty: git(['status', '--porcelain', '--untracked-files=no', '--', '.', ':(exclude)bench/results']) !== '',
     dataDir: {
       path: dataDir,
       fileSystem: fileSystemOf(dataDir),
