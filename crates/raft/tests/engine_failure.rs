@@ -1,26 +1,31 @@
 //! A storage error or a panic on the node thread rejects what is pending and
-//! stops the node; nothing panics into the caller and nothing hangs.
+//! stops the node; nothing panics into the caller and nothing hangs. A write
+//! whose entry was committed is acknowledged even when the state write of its
+//! apply round fails, and a restart applies it again from the log.
 
 #[macro_use]
 mod common;
 
+use std::path::Path;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use metastore_raft::storage::{Durability, Engine, MemoryEngine};
+use crossbeam_channel::Receiver;
+use metastore_raft::storage::{Durability, Engine, RocksEngine, SyncOutcome};
 use metastore_raft::transport::LocalRouter;
-use metastore_raft::{EngineKind, Error, NodeConfig, Op, RaftNode};
+use metastore_raft::{Completion, EngineKind, Error, NodeConfig, Op, Outcome, RaftNode, SyncClock};
 use raft::eraftpb::{Entry, HardState, Snapshot};
 
 const OK: u8 = 0;
 const FAIL: u8 = 1;
 const PANIC: u8 = 2;
 
-/// The memory engine, with apply rounds that fail or panic on demand.
+/// RocksDB, with apply rounds whose state write fails or panics on demand
+/// (it is then never written).
 struct Faulty {
-    inner: MemoryEngine,
+    inner: RocksEngine,
     mode: Arc<AtomicU8>,
 }
 
@@ -28,7 +33,7 @@ storage_of_inner!(Faulty);
 
 impl Engine for Faulty {
     fn kind(&self) -> EngineKind {
-        EngineKind::Memory
+        self.inner.kind()
     }
     fn persist(
         &mut self,
@@ -38,6 +43,21 @@ impl Engine for Faulty {
         durability: Durability,
     ) -> Result<(), Error> {
         self.inner.persist(s, e, hs, durability)
+    }
+    fn sync_clock(&self) -> Arc<SyncClock> {
+        self.inner.sync_clock()
+    }
+    fn durable_by_sync(&self) -> bool {
+        self.inner.durable_by_sync()
+    }
+    fn start_sync(&mut self) -> Result<bool, Error> {
+        self.inner.start_sync()
+    }
+    fn sync_outcomes(&self) -> Option<Receiver<SyncOutcome>> {
+        self.inner.sync_outcomes()
+    }
+    fn sync_finished(&mut self, outcome: SyncOutcome) -> Result<(), Error> {
+        self.inner.sync_finished(outcome)
     }
     fn finish_apply(&mut self, applied: u64) -> Result<(), Error> {
         match self.mode.load(Ordering::SeqCst) {
@@ -49,9 +69,10 @@ impl Engine for Faulty {
     engine_methods_of_inner!();
 }
 
-fn faulty_node(mode: u8, expected_code: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let cluster = config(1, EngineKind::Memory, dir.path());
+/// A one-node group on `engine` in `dir`, and the receiving end of its sink.
+fn start_node<E: Engine>(dir: &Path, engine: E) -> (RaftNode, Receiver<Completion>) {
+    let mut cluster = config(1, EngineKind::RocksDb, dir);
+    cluster.storage.sync = true;
     let cfg = NodeConfig {
         id: 1,
         peers: vec![1],
@@ -61,11 +82,6 @@ fn faulty_node(mode: u8, expected_code: &str) {
     };
     let router = LocalRouter::new();
     let inbox = router.register(1);
-    let switch = Arc::new(AtomicU8::new(OK));
-    let engine = Faulty {
-        inner: MemoryEngine::new(&[1]),
-        mode: Arc::clone(&switch),
-    };
     let (tx, rx) = crossbeam_channel::unbounded();
     let sink: metastore_raft::CompletionSink = Arc::new(move |cs| {
         for c in cs {
@@ -76,47 +92,73 @@ fn faulty_node(mode: u8, expected_code: &str) {
     wait_until(Duration::from_secs(10), "the node leads", || {
         node.stats().raft.leader_id == 1
     });
-    node.submit(
-        1,
-        Op::Put {
-            key: b"k".to_vec(),
-            value: b"v".to_vec(),
-        },
-    )
-    .unwrap();
-    let c = rx.recv_timeout(Duration::from_secs(10)).unwrap();
-    assert_eq!(c.token, 1);
-    assert!(c.result.is_ok(), "{:?}", c.result);
+    (node, rx)
+}
 
-    switch.store(mode, Ordering::SeqCst);
+fn put(node: &RaftNode, rx: &Receiver<Completion>, token: u64, value: &[u8]) -> Completion {
     node.submit(
-        2,
+        token,
         Op::Put {
             key: b"k".to_vec(),
-            value: b"w".to_vec(),
+            value: value.to_vec(),
         },
     )
     .unwrap();
     let c = rx
         .recv_timeout(Duration::from_secs(10))
-        .expect("the failing write resolves");
-    assert_eq!(c.token, 2);
-    let e = c.result.expect_err("the failing write is rejected");
-    assert_eq!(e.code(), expected_code, "{e}");
+        .expect("the write resolves");
+    assert_eq!(c.token, token);
+    c
+}
+
+fn faulty_node(mode: u8, expected_code: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let node_dir = config(1, EngineKind::RocksDb, dir.path())
+        .storage
+        .node_dir(1);
+    let switch = Arc::new(AtomicU8::new(OK));
+    let engine = Faulty {
+        inner: RocksEngine::open(&node_dir, &[1]).unwrap(),
+        mode: Arc::clone(&switch),
+    };
+    let (node, rx) = start_node(dir.path(), engine);
+    let c = put(&node, &rx, 1, b"v");
+    assert!(c.result.is_ok(), "{:?}", c.result);
+
+    switch.store(mode, Ordering::SeqCst);
+    // Committed and durable in the log before its round's state write
+    // fails: acknowledged, and the node stops.
+    let c = put(&node, &rx, 2, b"w");
+    assert!(
+        matches!(c.result, Ok(Outcome::Written { existed: true, .. })),
+        "{:?}",
+        c.result
+    );
     // The node stays down: later requests reject at once instead of hanging.
     node.submit(3, Op::Get { key: b"k".to_vec() }).unwrap();
     let c = rx.recv_timeout(Duration::from_secs(10)).unwrap();
     assert_eq!(c.result.expect_err("node is failed").code(), expected_code);
+    let c = put(&node, &rx, 4, b"x");
+    assert_eq!(c.result.expect_err("node is failed").code(), expected_code);
     node.close();
-    assert_code(node.submit(4, Op::Get { key: b"k".to_vec() }), "ERR_CLOSED");
+    assert_code(node.submit(5, Op::Get { key: b"k".to_vec() }), "ERR_CLOSED");
+    drop(node);
+
+    // The acknowledged write is applied again from the log on restart; the
+    // rejected one is not there.
+    let (node, rx) = start_node(dir.path(), RocksEngine::open(&node_dir, &[1]).unwrap());
+    node.submit(6, Op::Get { key: b"k".to_vec() }).unwrap();
+    let c = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(c.result.unwrap(), Outcome::Value(Some(b"w".to_vec())));
+    node.close();
 }
 
 #[test]
-fn storage_error_rejects_and_stops_the_node() {
+fn storage_error_stops_the_node_and_keeps_what_it_acknowledged() {
     faulty_node(FAIL, "ERR_STORAGE");
 }
 
 #[test]
-fn panic_on_the_node_thread_rejects_and_stops_the_node() {
+fn panic_on_the_node_thread_stops_the_node_and_keeps_what_it_acknowledged() {
     faulty_node(PANIC, "ERR_INTERNAL");
 }
