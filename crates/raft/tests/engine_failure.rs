@@ -123,7 +123,15 @@ fn faulty_node(mode: u8, expected_code: &str) {
     };
     let (node, rx) = start_node(dir.path(), engine);
     let c = put(&node, &rx, 1, b"v");
-    assert!(c.result.is_ok(), "{:?}", c.result);
+    let Ok(Outcome::Written { index, .. }) = c.result else {
+        panic!("{:?}", c.result);
+    };
+    // Answered before its round's state write: let that write land first.
+    wait_until(
+        Duration::from_secs(10),
+        "the first write is applied",
+        || node.stats().raft.applied_index >= index,
+    );
 
     switch.store(mode, Ordering::SeqCst);
     // Committed and durable in the log before its round's state write
