@@ -7,10 +7,9 @@
 //! and `on_persist_ready`): send messages, write snapshot + entries + hard
 //! state in one write, apply the committed entries (raft-rs hands out only
 //! durable ones), hand their completions to the sink, write the applied
-//! state, then advance. The
-//! write is synced on the engine's sync thread while the node goes on; the
-//! messages that must wait for it (a follower's acknowledgements, votes) are
-//! held until it lands. A node with nothing else to do (one request in
+//! state, then advance. The write is synced on the engine's sync thread while
+//! the node goes on; the messages that must wait for it (a follower's
+//! acknowledgements, votes) are held until it lands. A node with nothing else to do (one request in
 //! flight, say) syncs inline instead: there is nothing to overlap, and a
 //! hand-off would only add latency.
 

@@ -69,10 +69,15 @@ impl Engine for Faulty {
     engine_methods_of_inner!();
 }
 
-/// A one-node group on `engine` in `dir`, and the receiving end of its sink.
-fn start_node<E: Engine>(dir: &Path, engine: E) -> (RaftNode, Receiver<Completion>) {
+/// A one-node group in `dir` on the engine `open` makes of its node
+/// directory, and the receiving end of its sink.
+fn start_node<E: Engine>(
+    dir: &Path,
+    open: impl FnOnce(&Path) -> E,
+) -> (RaftNode, Receiver<Completion>) {
     let mut cluster = config(1, EngineKind::RocksDb, dir);
     cluster.storage.sync = true;
+    let engine = open(&cluster.storage.node_dir(1));
     let cfg = NodeConfig {
         id: 1,
         peers: vec![1],
@@ -113,15 +118,11 @@ fn put(node: &RaftNode, rx: &Receiver<Completion>, token: u64, value: &[u8]) -> 
 
 fn faulty_node(mode: u8, expected_code: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let node_dir = config(1, EngineKind::RocksDb, dir.path())
-        .storage
-        .node_dir(1);
     let switch = Arc::new(AtomicU8::new(OK));
-    let engine = Faulty {
-        inner: RocksEngine::open(&node_dir, &[1]).unwrap(),
+    let (node, rx) = start_node(dir.path(), |node_dir| Faulty {
+        inner: RocksEngine::open(node_dir, &[1]).unwrap(),
         mode: Arc::clone(&switch),
-    };
-    let (node, rx) = start_node(dir.path(), engine);
+    });
     let c = put(&node, &rx, 1, b"v");
     let Ok(Outcome::Written { index, .. }) = c.result else {
         panic!("{:?}", c.result);
@@ -154,7 +155,9 @@ fn faulty_node(mode: u8, expected_code: &str) {
 
     // The acknowledged write is applied again from the log on restart; the
     // rejected one is not there.
-    let (node, rx) = start_node(dir.path(), RocksEngine::open(&node_dir, &[1]).unwrap());
+    let (node, rx) = start_node(dir.path(), |node_dir| {
+        RocksEngine::open(node_dir, &[1]).unwrap()
+    });
     node.submit(6, Op::Get { key: b"k".to_vec() }).unwrap();
     let c = rx.recv_timeout(Duration::from_secs(10)).unwrap();
     assert_eq!(c.result.unwrap(), Outcome::Value(Some(b"w".to_vec())));
