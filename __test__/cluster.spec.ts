@@ -165,6 +165,9 @@ describe('LocalCluster on rocksdb, restarts', () => {
       const values = await snapshot(leader, acked)
       const lost = acked.filter((k, i) => values[i] !== `value-${k}`)
       expect(lost).toEqual([])
+      // The writer had compacted its log before it was killed.
+      const { raft, storage } = leader.stats()
+      expect(raft.lastIndex - storage.logEntries).toBeGreaterThan(1)
     } finally {
       await cluster.close()
     }
