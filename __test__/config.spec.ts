@@ -1,9 +1,8 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 
 import fc from 'fast-check'
-import { afterAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 
 import {
   defaultConfig,
@@ -15,6 +14,7 @@ import {
 } from '../ts/config.js'
 import { ConfigError, isRetryable, MetaStoreError, toMetaStoreError } from '../ts/errors.js'
 import { parseDuration, parseSize } from '../ts/units.js'
+import { tempDir } from './helpers.js'
 
 // Paths relative to the repository root (vitest's working directory), as a user would pass them;
 // error messages must name the file exactly as given.
@@ -464,8 +464,7 @@ describe('invalid configuration files', () => {
 })
 
 describe('resolveConfig', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'metastore-config-'))
-  afterAll(() => rmSync(dir, { recursive: true, force: true }))
+  const dir = tempDir('metastore-config-')
 
   it('gives the defaults without input', () => {
     expect(resolveConfig()).toEqual(DEFAULTS)

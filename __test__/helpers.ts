@@ -1,15 +1,19 @@
-import { mkdtempSync, rmSync } from 'node:fs'
+import { randomUUID } from 'node:crypto'
+import { mkdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 
-import { afterAll } from 'vitest'
+import { afterAll, beforeAll } from 'vitest'
 
 import { defaultConfig, type MetaStoreConfig } from '../ts/index.js'
 
 /** A temporary data dir, removed after the file's tests. */
 export function tempDir(prefix = 'metastore-test-'): string {
-  const dir = mkdtempSync(join(tmpdir(), prefix))
+  // Made in beforeAll, not now: a suite that `-t` filters out runs neither
+  // hook, and would leave the directory behind.
+  const dir = join(tmpdir(), `${prefix}${randomUUID()}`)
+  beforeAll(() => mkdirSync(dir, { mode: 0o700 }))
   afterAll(() => rmSync(dir, { recursive: true, force: true }))
   return dir
 }
