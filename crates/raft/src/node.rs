@@ -9,9 +9,9 @@
 //! durable ones), hand their completions to the sink, write the applied
 //! state, then advance. The write is synced on the engine's sync thread while
 //! the node goes on; the messages that must wait for it (a follower's
-//! acknowledgements, votes) are held until it lands. A node with nothing else to do (one request in
-//! flight, say) syncs inline instead: there is nothing to overlap, and a
-//! hand-off would only add latency.
+//! acknowledgements, votes) are held until it lands. A node with nothing
+//! else to do (one request in flight, say) syncs inline instead: there is
+//! nothing to overlap, and a hand-off would only add latency.
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
