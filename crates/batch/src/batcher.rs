@@ -40,7 +40,8 @@ impl AsRef<[u8]> for Queued {
     }
 }
 
-enum Control {
+/// What the batcher's handles tell its loop, besides new proposals.
+enum LoopSignal {
     /// That many flushed proposals are no longer in flight.
     Complete(usize),
     /// Re-read `closing`.
@@ -63,7 +64,7 @@ struct Shared {
     wake_at: AtomicUsize,
     stats: Mutex<StatsRecorder>,
     /// Kept here so the control channel outlives every handle.
-    control: Sender<Control>,
+    control: Sender<LoopSignal>,
 }
 
 impl Shared {
@@ -77,7 +78,7 @@ impl Shared {
                 .compare_exchange(at, 0, Ordering::SeqCst, Ordering::SeqCst)
                 .is_ok()
         {
-            let _ = self.control.send(Control::Wake);
+            let _ = self.control.send(LoopSignal::Wake);
         }
     }
 }
@@ -102,7 +103,7 @@ pub struct ProposalBatcher {
 /// Lets the consumer of batches report completions from any thread.
 #[derive(Clone)]
 pub struct BatcherHandle {
-    control: Sender<Control>,
+    control: Sender<LoopSignal>,
 }
 
 impl BatcherHandle {
@@ -111,7 +112,7 @@ impl BatcherHandle {
     /// proposal is flushed at once (`FlushReason::Idle`). Reporting more than
     /// was flushed saturates at zero; after stop this does nothing.
     pub fn complete(&self, proposals: usize) {
-        let _ = self.control.send(Control::Complete(proposals));
+        let _ = self.control.send(LoopSignal::Complete(proposals));
     }
 }
 
@@ -237,7 +238,7 @@ impl ProposalBatcher {
     /// for its own thread: the drain then finishes after the sink returns.
     pub fn stop(&self) {
         self.shared.closing.store(true, Ordering::Release);
-        let _ = self.shared.control.send(Control::Wake);
+        let _ = self.shared.control.send(LoopSignal::Wake);
         if thread::current().id() == self.thread_id {
             return;
         }
@@ -258,7 +259,7 @@ impl Drop for ProposalBatcher {
 struct BatchLoop<S> {
     shared: Arc<Shared>,
     input: Receiver<Queued>,
-    control: Receiver<Control>,
+    control: Receiver<LoopSignal>,
     sink: S,
     clock: Arc<dyn Clock>,
     policy: BatchPolicy,
@@ -274,7 +275,7 @@ impl<S: BatchSink> BatchLoop<S> {
         let mut input_open = true;
         loop {
             while let Ok(c) = self.control.try_recv() {
-                self.apply(c);
+                self.on_signal(c);
             }
             if input_open {
                 input_open = self.pull();
@@ -320,8 +321,8 @@ impl<S: BatchSink> BatchLoop<S> {
             .store(self.buffer.len(), Ordering::Relaxed);
     }
 
-    fn apply(&mut self, c: Control) {
-        if let Control::Complete(n) = c {
+    fn on_signal(&mut self, c: LoopSignal) {
+        if let LoopSignal::Complete(n) = c {
             self.in_flight = self.in_flight.saturating_sub(n);
         }
     }
@@ -386,7 +387,7 @@ impl<S: BatchSink> BatchLoop<S> {
                     None => self.control.recv().ok(),
                 };
                 if let Some(c) = woken {
-                    self.apply(c);
+                    self.on_signal(c);
                 }
             }
             self.shared.wake_at.store(0, Ordering::SeqCst);
@@ -408,7 +409,7 @@ impl<S: BatchSink> BatchLoop<S> {
                 self.enqueue(q);
             }
         } else if let Ok(c) = op.recv(&self.control) {
-            self.apply(c);
+            self.on_signal(c);
         }
     }
 }

@@ -16,7 +16,6 @@ pub mod config;
 pub mod error;
 pub mod kv;
 pub mod node;
-mod proposals;
 pub mod stats;
 pub mod storage;
 pub mod transport;

@@ -1,19 +1,28 @@
-//! Bookkeeping of the requests a node is waiting on: writes it proposed
-//! (pending until applied, dropped, timed out or closed) and linearizable
-//! reads (waiting for a read index, then for the applied index to reach it).
+//! This node's writes, from the batch that carries them to their outcome:
+//! registered when the batch arrives from the batcher, proposed (or held
+//! while no leader is known), and pending until applied, dropped, timed out
+//! or closed.
 //!
 //! Invariant: a token leaves `pending` exactly once, and whoever removes it
 //! produces exactly one completion for it.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
 
+use metastore_batch::for_each_proposal;
+use raft::{StateRole, INVALID_ID};
+
+use super::worker::{ProposedBatch, Worker};
+use crate::command;
+use crate::error::Error;
+use crate::storage::Engine;
+
 /// Tokens are mostly counters; a multiply-shift mix spreads them well and is
 /// much cheaper than SipHash on the hot path.
 #[derive(Default)]
-pub(crate) struct TokenHasher(u64);
+pub(super) struct TokenHasher(u64);
 
 impl Hasher for TokenHasher {
     fn finish(&self) -> u64 {
@@ -30,17 +39,17 @@ impl Hasher for TokenHasher {
     }
 }
 
-pub(crate) type TokenSet = HashSet<u64, BuildHasherDefault<TokenHasher>>;
-pub(crate) type Tokens = Arc<[u64]>;
+pub(super) type TokenSet = HashSet<u64, BuildHasherDefault<TokenHasher>>;
+pub(super) type Tokens = Arc<[u64]>;
 
 /// A batch the node could not propose yet (no leader known).
-pub(crate) struct HeldBatch {
+pub(super) struct HeldBatch {
     pub data: Vec<u8>,
     pub tokens: Tokens,
 }
 
 #[derive(Default)]
-pub(crate) struct Proposals {
+pub(super) struct Proposals {
     pending: TokenSet,
     /// Batches in arrival order; deadlines are monotonic because every batch
     /// gets the same timeout.
@@ -133,123 +142,86 @@ impl Proposals {
     }
 }
 
-/// A get waiting for its linearizable read.
-pub(crate) struct ReadRequest {
-    pub token: u64,
-    pub key: Vec<u8>,
-}
-
-struct ReadGroup {
-    reqs: Vec<ReadRequest>,
-    deadline: Instant,
-    /// Tick at which the read index request was last sent.
-    issued_at: u64,
-}
-
-/// ReadIndex bookkeeping. All gets that arrive in one loop iteration share one
-/// read index request, identified by a context counter.
-#[derive(Default)]
-pub(crate) struct Reads {
-    next_ctx: u64,
-    /// Gets not yet asked for a read index.
-    pub incoming: Vec<ReadRequest>,
-    waiting: HashMap<u64, ReadGroup>,
-    /// Read index known; served once `applied >= index`.
-    ready: Vec<(u64, ReadGroup)>,
-}
-
-impl Reads {
-    /// Groups the incoming gets under a new context; returns it, or `None`
-    /// when there is nothing to ask.
-    pub fn start_group(&mut self, deadline: Instant, tick: u64) -> Option<u64> {
-        if self.incoming.is_empty() {
-            return None;
-        }
-        self.next_ctx += 1;
-        let reqs = std::mem::take(&mut self.incoming);
-        self.waiting.insert(
-            self.next_ctx,
-            ReadGroup {
-                reqs,
-                deadline,
-                issued_at: tick,
-            },
-        );
-        Some(self.next_ctx)
-    }
-
-    /// Contexts to ask again: raft-rs silently drops a read index request when
-    /// no leader is known or the leader has not committed in its term yet.
-    pub fn take_reissue(&mut self, tick: u64, every: u64, all: bool) -> Vec<u64> {
-        let mut out = Vec::new();
-        for (ctx, g) in self.waiting.iter_mut() {
-            if all || tick >= g.issued_at + every {
-                g.issued_at = tick;
-                out.push(*ctx);
+impl<E: Engine> Worker<E> {
+    pub(super) fn on_batch(&mut self, b: ProposedBatch) {
+        let mut tokens = Vec::with_capacity(b.count);
+        let _ = for_each_proposal(&b.data, |c| {
+            if let Ok(id) = command::request_id(c) {
+                tokens.push(id.token);
             }
-        }
-        out
-    }
-
-    pub fn on_read_state(&mut self, ctx: u64, index: u64) {
-        if let Some(g) = self.waiting.remove(&ctx) {
-            self.ready.push((index, g));
-        }
-    }
-
-    /// Takes the requests whose read index is applied.
-    pub fn take_servable(&mut self, applied: u64, mut serve: impl FnMut(ReadRequest)) {
-        if self.ready.iter().all(|(i, _)| *i > applied) {
+        });
+        // Commands that cannot be tracked (never expected: this node encoded
+        // them) are released from the batcher's in-flight count at once.
+        self.outbox
+            .untracked_writes(b.count.saturating_sub(tokens.len()));
+        if let Some(e) = &self.failed {
+            for token in tokens {
+                self.outbox.write(token, Err(e.clone()));
+            }
             return;
         }
-        let mut keep = Vec::new();
-        for (index, g) in self.ready.drain(..) {
-            if index <= applied {
-                g.reqs.into_iter().for_each(&mut serve);
-            } else {
-                keep.push((index, g));
+        let tokens: Tokens = tokens.into();
+        let deadline = Instant::now() + self.settings.proposal_timeout;
+        let reused = self.writes.register(&tokens, deadline);
+        self.outbox.untracked_writes(reused);
+        self.propose(b.data, tokens);
+    }
+
+    /// Proposes a batch, or holds it while no leader is known.
+    fn propose(&mut self, data: Vec<u8>, tokens: Tokens) {
+        let raft = &self.raft_group.raft;
+        if raft.leader_id == INVALID_ID || raft.lead_transferee.is_some() {
+            self.writes.held.push_back(HeldBatch { data, tokens });
+            return;
+        }
+        let leader = raft.state == StateRole::Leader;
+        let before = raft.raft_log.last_index();
+        match self.raft_group.propose(Vec::new(), data) {
+            Ok(()) => {
+                // A follower forwards to the leader and learns nothing of the
+                // index; its proposals resolve on apply or time out.
+                let after = self.raft_group.raft.raft_log.last_index();
+                if leader && after > before {
+                    self.writes.track_index(after, &tokens);
+                }
+            }
+            Err(e) => {
+                let msg = format!("node {} could not propose: {e}", self.id);
+                for &t in tokens.iter() {
+                    if self.writes.resolve(t) {
+                        self.outbox
+                            .write(t, Err(Error::ProposalDropped(msg.clone())));
+                    }
+                }
             }
         }
-        self.ready = keep;
     }
 
-    pub fn expire(&mut self, now: Instant, mut timed_out: impl FnMut(u64)) {
-        self.waiting.retain(|_, g| {
-            if g.deadline <= now {
-                g.reqs.iter().for_each(|r| timed_out(r.token));
-                false
-            } else {
-                true
+    /// Proposes the batches held for lack of a leader, once one is known.
+    pub(super) fn propose_held(&mut self) {
+        let raft = &self.raft_group.raft;
+        if self.writes.held.is_empty()
+            || raft.leader_id == INVALID_ID
+            || raft.lead_transferee.is_some()
+        {
+            return;
+        }
+        let held = std::mem::take(&mut self.writes.held);
+        for b in held {
+            if b.tokens.iter().any(|t| self.writes.is_pending(*t)) {
+                self.propose(b.data, b.tokens);
             }
-        });
-        self.ready.retain(|(_, g)| {
-            if g.deadline <= now {
-                g.reqs.iter().for_each(|r| timed_out(r.token));
-                false
-            } else {
-                true
-            }
-        });
-    }
-
-    pub fn drain(&mut self, mut rejected: impl FnMut(u64)) {
-        for r in self.incoming.drain(..) {
-            rejected(r.token);
-        }
-        for (_, g) in self.waiting.drain() {
-            g.reqs.iter().for_each(|r| rejected(r.token));
-        }
-        for (_, g) in self.ready.drain(..) {
-            g.reqs.iter().for_each(|r| rejected(r.token));
         }
     }
 
-    pub fn has_waiting(&self) -> bool {
-        !self.waiting.is_empty()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.incoming.is_empty() && self.waiting.is_empty() && self.ready.is_empty()
+    /// Times out the writes whose deadline passed.
+    pub(super) fn expire_writes(&mut self, now: Instant) {
+        if self.writes.next_deadline().is_some_and(|d| d <= now) || !self.writes.held.is_empty() {
+            let timeout = self.settings.proposal_timeout;
+            let outbox = &mut self.outbox;
+            self.writes
+                .expire(now, |t| outbox.write(t, Err(Error::Timeout(timeout))));
+        }
     }
 }
 

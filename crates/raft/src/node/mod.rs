@@ -1,0 +1,367 @@
+//! A Raft node: a handle ([`RaftNode`]) in front of one thread that owns the
+//! raft-rs `RawNode`, its storage engine and the bookkeeping of the requests
+//! waiting on it.
+//!
+//! # The life of a request
+//!
+//! 1. **Submit** (this file). [`RaftNode::submit_many`] encodes each write as
+//!    a [`command`](crate::command) carrying its request id and hands it to
+//!    the proposal batcher (`metastore-batch`); a get goes straight to the
+//!    node thread.
+//! 2. **Propose** (`proposals.rs`). The batcher flushes a batch as one log
+//!    entry; the node thread registers its tokens and proposes it, or holds it
+//!    while no leader is known.
+//! 3. **Ready** (`ready.rs`). Once per loop iteration the thread takes the
+//!    `Ready`s raft-rs has, in the order raft-rs requires for asynchronous
+//!    persistence: send the messages that need no durability, then persist.
+//! 4. **Persist** (`persist.rs`). Snapshot, entries and hard state go to the
+//!    engine in one write. A busy node syncs it on the engine's sync thread
+//!    and goes on; the messages that must wait for durability (a follower's
+//!    acknowledgements, votes) are held in the [`persist::AsyncWriter`] until
+//!    the sync lands and released in `Ready` order. An idle node syncs inline.
+//! 5. **Apply** (`apply.rs`). Committed entries (raft-rs hands out only
+//!    durable ones) are decoded and applied in log order; the applied log is
+//!    compacted once it is large.
+//! 6. **Answer** (`outbox.rs`). Completions of this node's own requests are
+//!    collected in the [`outbox::Outbox`] and delivered to the
+//!    [`CompletionSink`] in one call per loop iteration, which also tells the
+//!    batcher how many writes left the pipeline.
+//!
+//! Linearizable reads take their own path (`read.rs`): gets arriving in one
+//! iteration share a ReadIndex request and are served once the applied index
+//! reaches the read index. The loop itself, inbound messages, ticks, failure
+//! and shutdown are in `worker.rs`.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{unbounded, Receiver, Sender};
+use metastore_batch::ProposalBatcher;
+use raft::RawNode;
+
+use crate::command::{self, CommandOp, RequestId};
+use crate::config::{EngineKind, NodeConfig};
+use crate::error::{Error, Result};
+use crate::stats::{NodeStats, RaftStats, SharedStats};
+use crate::storage::{Engine, MemoryEngine, RocksEngine};
+use crate::transport::{Inbound, Transport};
+
+mod apply;
+mod outbox;
+mod persist;
+mod proposals;
+mod read;
+mod ready;
+mod worker;
+
+use self::outbox::Outbox;
+use self::worker::{NodeMsg, ProposedBatch, Worker};
+
+/// A request borrowed from the caller's buffer, for [`RaftNode::submit_many`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request<'a> {
+    /// A put, delete or raw command, proposed through the log.
+    Write(CommandOp<'a>),
+    /// A linearizable read of a key.
+    Get(&'a [u8]),
+}
+
+/// A client request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        key: Vec<u8>,
+    },
+    /// A linearizable read (ReadIndex); served by followers too.
+    Get {
+        key: Vec<u8>,
+    },
+    /// Opaque bytes replicated through the log without touching the KV map.
+    Raw(Vec<u8>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A put, delete or raw command was applied at log `index`. `existed`:
+    /// whether the key was present before (always false for raw commands).
+    Written {
+        index: u64,
+        existed: bool,
+    },
+    Value(Option<Vec<u8>>),
+}
+
+/// The answer to the request submitted with `token`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub token: u64,
+    pub result: Result<Outcome, Error>,
+}
+
+/// Receives completions, many at once (one call per loop iteration of the
+/// node thread), on the node thread. It must not block for long.
+pub type CompletionSink = Arc<dyn Fn(Vec<Completion>) + Send + Sync>;
+
+/// A running node. Cheap to share (`Arc`); every method is thread-safe.
+pub struct RaftNode {
+    id: u64,
+    epoch: u64,
+    engine: EngineKind,
+    /// `true` once closing started. Submitters hold the read side while they
+    /// hand a request over, so `close` knows none is left half-way.
+    closed: RwLock<bool>,
+    batcher: ProposalBatcher,
+    mailbox: Sender<NodeMsg>,
+    stats: Arc<SharedStats>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl RaftNode {
+    /// Opens the engine named by `cfg.storage` and starts the node thread.
+    /// Messages for this node arrive on `inbox`; completions go to `sink`.
+    pub fn start(
+        cfg: NodeConfig,
+        transport: Arc<dyn Transport>,
+        inbox: Receiver<Inbound>,
+        sink: CompletionSink,
+    ) -> Result<RaftNode> {
+        cfg.validate()?;
+        match cfg.storage.engine {
+            EngineKind::Memory => {
+                let engine = MemoryEngine::new(&cfg.peers);
+                Self::start_with_engine(cfg, engine, transport, inbox, sink)
+            }
+            EngineKind::RocksDb => {
+                let engine = RocksEngine::open(&cfg.storage.node_dir(cfg.id), &cfg.peers)?;
+                Self::start_with_engine(cfg, engine, transport, inbox, sink)
+            }
+        }
+    }
+
+    /// Starts the node on an engine opened by the caller.
+    pub fn start_with_engine<E: Engine>(
+        cfg: NodeConfig,
+        engine: E,
+        transport: Arc<dyn Transport>,
+        inbox: Receiver<Inbound>,
+        sink: CompletionSink,
+    ) -> Result<RaftNode> {
+        cfg.validate()?;
+        let id = cfg.id;
+        let kind = engine.kind();
+        let raft_cfg = raft::Config {
+            id,
+            election_tick: cfg.raft.election_tick,
+            heartbeat_tick: cfg.raft.heartbeat_tick,
+            applied: engine.applied_index(),
+            max_size_per_msg: cfg.raft.max_size_per_msg,
+            max_inflight_msgs: cfg.raft.max_inflight_msgs,
+            check_quorum: cfg.raft.check_quorum,
+            pre_vote: cfg.raft.pre_vote,
+            batch_append: true,
+            ..Default::default()
+        };
+        raft_cfg
+            .validate()
+            .map_err(|e| Error::invalid("raft", e.to_string()))?;
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let stats = Arc::new(SharedStats::new(engine.sync_clock()));
+        let sync = cfg.storage.sync && engine.durable_by_sync();
+        // raft-rs panics on storage it finds inconsistent; that is a storage
+        // error here, not a reason to take the host process down.
+        let raft_group = catch_unwind(AssertUnwindSafe(|| {
+            RawNode::new(&raft_cfg, engine, &logger)
+        }))
+        .map_err(|p| {
+            Error::Storage(format!(
+                "node {id}: raft rejected the stored state: {}",
+                panic_message(&*p)
+            ))
+        })?
+        .map_err(|e| Error::Storage(format!("node {id}: cannot start raft: {e}")))?;
+
+        let (batch_tx, batch_rx) = unbounded::<ProposedBatch>();
+        let batcher =
+            ProposalBatcher::start(cfg.batch.clone(), move |data: Vec<u8>, count: usize| {
+                // Fails only once the node thread is gone, after every request
+                // was already rejected.
+                let _ = batch_tx.send(ProposedBatch { data, count });
+            })?;
+        let (mailbox_tx, mailbox_rx) = unbounded();
+        let epoch = new_epoch();
+        let outbox = Outbox::new(sink, batcher.handle());
+        let worker = Worker::new(
+            &cfg,
+            epoch,
+            sync,
+            raft_group,
+            transport,
+            outbox,
+            Arc::clone(&stats),
+        );
+        let thread = std::thread::Builder::new()
+            .name(format!("metastore-raft-{id}"))
+            .spawn(move || worker.run(inbox, batch_rx, mailbox_rx))
+            .map_err(|e| {
+                batcher.stop();
+                Error::Internal(format!("cannot spawn the thread of node {id}: {e}"))
+            })?;
+        Ok(RaftNode {
+            id,
+            epoch,
+            engine: kind,
+            closed: RwLock::new(false),
+            batcher,
+            mailbox: mailbox_tx,
+            stats,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Submits a request; its result arrives later through the completion
+    /// sink with the same `token`. Tokens must be unique among this node's
+    /// unresolved requests. Blocks only while the batcher queue is full.
+    /// Errors known up front (`TooLarge`, `Closed`) are returned here.
+    pub fn submit(&self, token: u64, op: Op) -> Result<()> {
+        let mut failed = None;
+        let request = match &op {
+            Op::Put { key, value } => Request::Write(CommandOp::Put { key, value }),
+            Op::Delete { key } => Request::Write(CommandOp::Delete { key }),
+            Op::Raw(data) => Request::Write(CommandOp::Raw(data)),
+            Op::Get { key } => Request::Get(key),
+        };
+        self.submit_many([(token, request)], |_, e| failed = Some(e));
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Submits many requests in order, taking the node's locks once. A
+    /// request refused up front (`TooLarge`, `Closed`) is reported to
+    /// `rejected` with its token; the others answer through the sink.
+    pub fn submit_many<'a>(
+        &self,
+        requests: impl IntoIterator<Item = (u64, Request<'a>)>,
+        mut rejected: impl FnMut(u64, Error),
+    ) {
+        let closed = self.closed.read().unwrap_or_else(|p| p.into_inner());
+        for (token, request) in requests {
+            if *closed {
+                rejected(token, Error::Closed);
+                continue;
+            }
+            let sent = match request {
+                Request::Write(op) => {
+                    let id = RequestId {
+                        node: self.id,
+                        epoch: self.epoch,
+                        token,
+                    };
+                    self.batcher
+                        .propose(command::encode_command(id, op))
+                        .map_err(Error::from)
+                }
+                Request::Get(key) => self
+                    .mailbox
+                    .send(NodeMsg::Get {
+                        token,
+                        key: key.to_vec(),
+                    })
+                    .map_err(|_| Error::Closed),
+            };
+            if let Err(e) = sent {
+                rejected(token, e);
+            }
+        }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn stats(&self) -> NodeStats {
+        NodeStats {
+            raft: self.stats.raft(self.id),
+            batch: self.batcher.stats(),
+            storage: self.stats.storage(self.engine),
+        }
+    }
+
+    /// The raft figures alone (no batcher lock, no engine query).
+    pub fn raft_stats(&self) -> RaftStats {
+        self.stats.raft(self.id)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        *self.closed.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stops the node: new requests fail with ERR_CLOSED, and everything
+    /// pending (including what is still in the batcher) rejects with
+    /// ERR_CLOSED. Returns when the node thread has exited and the engine is
+    /// closed. Idempotent.
+    pub fn close(&self) {
+        {
+            let mut closed = self.closed.write().unwrap_or_else(|p| p.into_inner());
+            if *closed {
+                return;
+            }
+            *closed = true;
+        }
+        // Flushes whatever is queued into the node thread's channel, before Stop.
+        self.batcher.stop();
+        let _ = self.mailbox.send(NodeMsg::Stop);
+        let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = handle {
+            // A sink that closes its own node must not join itself.
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
+        }
+        self.stats.mark_stopped();
+    }
+}
+
+impl Drop for RaftNode {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl std::fmt::Debug for RaftNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftNode")
+            .field("id", &self.id)
+            .field("engine", &self.engine)
+            .finish()
+    }
+}
+
+/// A per-start random epoch for request ids (see [`command`]).
+fn new_epoch() -> u64 {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static STARTS: AtomicU64 = AtomicU64::new(0);
+    let mut h = RandomState::new().build_hasher();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    h.write_u128(now.as_nanos());
+    h.write_u64(STARTS.fetch_add(1, Ordering::Relaxed));
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_string()
+    }
+}

@@ -1,0 +1,351 @@
+//! The node thread: its state, the event loop, inbound messages, ticks,
+//! failure and shutdown. Each loop iteration drains what is queued, then runs
+//! [`Worker::end_iteration`]: the `Ready` rounds (`ready.rs`), reads, timeouts,
+//! log compaction, stats, and the delivery of the iteration's answers.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{never, select, tick, Receiver};
+use raft::eraftpb::MessageType;
+use raft::{RawNode, SnapshotStatus, StateRole, INVALID_ID};
+
+use super::apply::AppliedLog;
+use super::outbox::Outbox;
+use super::panic_message;
+use super::persist::AsyncWriter;
+use super::proposals::Proposals;
+use super::read::Reads;
+use crate::config::NodeConfig;
+use crate::error::Error;
+use crate::stats::{RaftStats, SharedStats};
+use crate::storage::Engine;
+use crate::transport::{Inbound, Transport};
+
+/// What the handle sends to its node thread besides batches.
+pub(super) enum NodeMsg {
+    Get { token: u64, key: Vec<u8> },
+    Stop,
+}
+
+/// What the batcher hands to the node thread: one encoded batch of `count`
+/// commands.
+pub(super) struct ProposedBatch {
+    pub data: Vec<u8>,
+    pub count: usize,
+}
+
+/// Items taken from one channel per loop iteration before handling `Ready`,
+/// so one busy source cannot starve the others.
+const DRAIN_LIMIT: usize = 4096;
+/// How often the engine's size estimate (a RocksDB property query) is refreshed.
+const STORAGE_STATS_EVERY: Duration = Duration::from_millis(200);
+
+/// The node's settings, fixed for its life.
+pub(super) struct Settings {
+    pub tick_interval: Duration,
+    /// How long a request may wait for its outcome.
+    pub proposal_timeout: Duration,
+    /// Whether a `Ready` that raft requires on disk is synced.
+    pub sync: bool,
+    /// Ticks after which a read index request with no answer is asked again.
+    pub reissue_ticks: u64,
+    /// A one-voter group campaigns at once instead of waiting for an
+    /// election timeout.
+    pub single_voter: bool,
+}
+
+/// The figures the node thread publishes for [`RaftNode::stats`](super::RaftNode::stats).
+struct StatsPublisher {
+    shared: Arc<SharedStats>,
+    /// `Ready`s written to the log.
+    log_writes: u64,
+    storage_published_at: Option<Instant>,
+}
+
+/// The state owned by the node thread.
+pub(super) struct Worker<E: Engine> {
+    pub id: u64,
+    /// This start's request-id epoch (see [`crate::command`]).
+    pub epoch: u64,
+    pub settings: Settings,
+    pub raft_group: RawNode<E>,
+    pub transport: Arc<dyn Transport>,
+    /// This node's writes, from proposal to outcome.
+    pub writes: Proposals,
+    pub reads: Reads,
+    pub writer: AsyncWriter,
+    pub applied_log: AppliedLog,
+    pub outbox: Outbox,
+    stats: StatsPublisher,
+    pub ticks: u64,
+    /// The leader as of the last check, to notice a change.
+    pub last_leader: u64,
+    /// Set once the node hit a storage error or a panic: from then on it only
+    /// rejects requests, until it is stopped.
+    pub failed: Option<Error>,
+}
+
+impl<E: Engine> Worker<E> {
+    pub fn new(
+        cfg: &NodeConfig,
+        epoch: u64,
+        sync: bool,
+        raft_group: RawNode<E>,
+        transport: Arc<dyn Transport>,
+        outbox: Outbox,
+        stats: Arc<SharedStats>,
+    ) -> Self {
+        let mut worker = Worker {
+            id: cfg.id,
+            epoch,
+            settings: Settings {
+                tick_interval: cfg.raft.tick_interval,
+                proposal_timeout: cfg.raft.proposal_timeout,
+                sync,
+                reissue_ticks: (cfg.raft.heartbeat_tick as u64 * 2).max(2),
+                single_voter: cfg.peers.len() == 1,
+            },
+            raft_group,
+            transport,
+            writes: Proposals::default(),
+            reads: Reads::default(),
+            writer: AsyncWriter::default(),
+            applied_log: AppliedLog::new(cfg.raft.snapshot_count, cfg.raft.max_log_size),
+            outbox,
+            stats: StatsPublisher {
+                shared: stats,
+                log_writes: 0,
+                storage_published_at: None,
+            },
+            ticks: 0,
+            last_leader: INVALID_ID,
+            failed: None,
+        };
+        worker.publish_stats(Instant::now());
+        worker
+    }
+
+    pub fn run(
+        mut self,
+        inbox: Receiver<Inbound>,
+        batches: Receiver<ProposedBatch>,
+        mailbox: Receiver<NodeMsg>,
+    ) {
+        let ticker = tick(self.settings.tick_interval);
+        let (mut inbox, mut batches) = (inbox, batches);
+        loop {
+            let r = catch_unwind(AssertUnwindSafe(|| {
+                self.serve(&mut inbox, &mut batches, &mailbox, &ticker)
+            }));
+            match r {
+                Ok(()) => break,
+                Err(p) => {
+                    let msg = panic_message(&*p);
+                    let err =
+                        Error::Internal(format!("node {} stopped after a panic: {msg}", self.id));
+                    self.fail(err);
+                    // Keep rejecting until stopped.
+                }
+            }
+        }
+        self.shutdown(&batches, &mailbox);
+    }
+
+    /// The event loop; returns when told to stop.
+    fn serve(
+        &mut self,
+        inbox: &mut Receiver<Inbound>,
+        batches: &mut Receiver<ProposedBatch>,
+        mailbox: &Receiver<NodeMsg>,
+        ticker: &Receiver<Instant>,
+    ) {
+        if self.settings.single_voter
+            && self.failed.is_none()
+            && self.raft_group.raft.state != StateRole::Leader
+        {
+            // A one-node group need not wait for an election timeout.
+            let _ = self.raft_group.campaign();
+        }
+        let synced = self
+            .raft_group
+            .store()
+            .sync_outcomes()
+            .unwrap_or_else(never);
+        loop {
+            let (mut stop, mut inbox_gone, mut batches_gone) = (false, false, false);
+            select! {
+                recv(synced) -> r => self.on_synced(
+                    r.unwrap_or_else(|_| Err("the WAL sync thread is gone".into())),
+                ),
+                recv(inbox) -> m => match m {
+                    Ok(m) => self.on_inbound(m),
+                    Err(_) => inbox_gone = true,
+                },
+                recv(batches) -> b => match b {
+                    Ok(b) => self.on_batch(b),
+                    Err(_) => batches_gone = true,
+                },
+                recv(mailbox) -> c => match c {
+                    Ok(NodeMsg::Get { token, key }) => self.on_get(token, key),
+                    Ok(NodeMsg::Stop) | Err(_) => stop = true,
+                },
+                recv(ticker) -> _ => self.on_tick(),
+            }
+            if inbox_gone {
+                *inbox = never();
+            }
+            if batches_gone {
+                *batches = never();
+            }
+            for m in inbox.try_iter().take(DRAIN_LIMIT) {
+                self.on_inbound(m);
+            }
+            for b in batches.try_iter().take(DRAIN_LIMIT) {
+                self.on_batch(b);
+            }
+            if !stop {
+                for c in mailbox.try_iter().take(DRAIN_LIMIT) {
+                    match c {
+                        NodeMsg::Get { token, key } => self.on_get(token, key),
+                        NodeMsg::Stop => {
+                            stop = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            // Queued work means this node is under load: sync in the
+            // background rather than block it.
+            let busy = !inbox.is_empty() || !batches.is_empty();
+            self.end_iteration(busy);
+            if stop {
+                return;
+            }
+        }
+    }
+
+    fn on_inbound(&mut self, m: Inbound) {
+        if self.failed.is_some() {
+            return;
+        }
+        match m {
+            Inbound::Raft(msgs) => {
+                for mut m in msgs {
+                    // A leader that has not yet heard that this node restarted
+                    // empty (memory engine) sends a commit index beyond our
+                    // log, on which raft-rs panics. Committing less is safe.
+                    if m.get_msg_type() == MessageType::MsgHeartbeat {
+                        m.commit = m.commit.min(self.raft_group.raft.raft_log.last_index());
+                    }
+                    // Errors are stale or foreign messages; raft-rs ignores them.
+                    let _ = self.raft_group.step(m);
+                }
+            }
+            Inbound::PeerLostState(peer) => {
+                // Forget what the peer was known to hold, so replication
+                // probes it from index 1 (or sends a snapshot) instead of
+                // treating its rejections as stale.
+                if let Some(pr) = self.raft_group.raft.mut_prs().get_mut(peer) {
+                    pr.matched = 0;
+                    pr.pending_snapshot = 0;
+                    pr.become_probe();
+                }
+            }
+            Inbound::Unreachable(peer) => self.raft_group.report_unreachable(peer),
+            Inbound::SnapshotStatus { peer, ok } => {
+                let status = if ok {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                };
+                self.raft_group.report_snapshot(peer, status)
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        if self.failed.is_some() {
+            return;
+        }
+        self.raft_group.tick();
+        self.ticks += 1;
+        self.reissue_overdue_reads();
+    }
+
+    /// After the events of one loop iteration: the `Ready` rounds, then the
+    /// answers they produced go out.
+    fn end_iteration(&mut self, busy: bool) {
+        if self.failed.is_none() {
+            if let Err(e) = self.handle_readies(busy) {
+                self.fail(e);
+            }
+        }
+        self.outbox.deliver();
+    }
+
+    /// A `Ready` that writes to the log (for the `log_writes` figure).
+    pub fn count_log_write(&mut self) {
+        self.stats.log_writes += 1;
+    }
+
+    pub fn publish_stats(&mut self, now: Instant) {
+        let raft = &self.raft_group.raft;
+        let store = self.raft_group.store();
+        let stats = &mut self.stats;
+        stats.shared.publish_raft(&RaftStats {
+            id: self.id,
+            role: raft.state.into(),
+            leader_id: raft.leader_id,
+            term: raft.term,
+            commit_index: raft.raft_log.committed,
+            applied_index: store.applied_index(),
+            last_index: raft.raft_log.last_index(),
+            log_writes: stats.log_writes,
+        });
+        if stats
+            .storage_published_at
+            .is_none_or(|t| now.duration_since(t) >= STORAGE_STATS_EVERY)
+        {
+            stats.shared.publish_storage(&store.stats());
+            stats.storage_published_at = Some(now);
+        } else {
+            stats.shared.publish_log_entries(store.log_entries());
+        }
+    }
+
+    /// Stops serving after a storage error or a panic: everything pending
+    /// rejects with `err`, and so does everything that arrives until stop.
+    pub fn fail(&mut self, err: Error) {
+        if self.failed.is_some() {
+            return;
+        }
+        self.reject_all(&err);
+        self.failed = Some(err);
+        self.stats.shared.mark_stopped();
+    }
+
+    fn reject_all(&mut self, err: &Error) {
+        let outbox = &mut self.outbox;
+        self.writes.drain(|t| outbox.write(t, Err(err.clone())));
+        self.reads.drain(|t| outbox.read(t, Err(err.clone())));
+    }
+
+    fn shutdown(&mut self, batches: &Receiver<ProposedBatch>, mailbox: &Receiver<NodeMsg>) {
+        // `close` stopped the batcher before sending Stop, so every batch it
+        // flushed is already in the channel.
+        self.failed = Some(Error::Closed);
+        for b in batches.try_iter() {
+            self.on_batch(b);
+        }
+        for c in mailbox.try_iter() {
+            if let NodeMsg::Get { token, key } = c {
+                self.on_get(token, key);
+            }
+        }
+        self.reject_all(&Error::Closed);
+        self.outbox.deliver();
+        self.stats.shared.mark_stopped();
+    }
+}
