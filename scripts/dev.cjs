@@ -86,7 +86,7 @@ const tasks = {
   },
   start(args) {
     build()
-    run(process.execPath, [path.join(root, 'dist', 'cli.js'), ...(args.length ? args : ['demo'])])
+    run(bin('tsx'), [path.join('scripts', 'demo.ts'), ...args])
   },
   bench(args) {
     build()

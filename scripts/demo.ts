@@ -1,6 +1,6 @@
-#!/usr/bin/env node
-// `npm start`: the main job on its embedded default — a 3-node LocalCluster
-// under a mixed load, with a progress bar and a summary.
+// `npm start` in a clone: a LocalCluster under a mixed load, with a progress
+// bar and a summary. Run by tsx from the sources; it is not part of the
+// published package, so its progress bar and histogram stay dev dependencies.
 import { randomBytes } from 'node:crypto'
 import { performance } from 'node:perf_hooks'
 
@@ -8,9 +8,7 @@ import { SingleBar, Presets } from 'cli-progress'
 import { Command, InvalidArgumentError } from 'commander'
 import * as hdr from 'hdr-histogram-js'
 
-import { LocalCluster } from './cluster.js'
-import type { Engine } from './group.js'
-import type { MetaStore } from './store.js'
+import { LocalCluster, type Engine, type MetaStore } from '../ts/index.js'
 
 function positiveInt(value: string): number {
   const n = Number(value)
@@ -103,12 +101,8 @@ async function demo(opts: DemoOptions): Promise<void> {
 }
 
 const program = new Command()
-  .name('metastore')
-  .description('MetaStore: an embedded Raft key-value store with adaptive batch proposals')
-
-program
-  .command('demo', { isDefault: true })
-  .description('run a local cluster under a mixed load and print a summary')
+  .name('npm start --')
+  .description('run a local MetaStore cluster under a mixed load and print a summary')
   .option('-c, --config <path>', 'YAML config file', 'configs/config.yaml')
   .option('-s, --seconds <n>', 'load duration in seconds', positiveInt, 5)
   .option('-n, --nodes <n>', 'number of nodes', positiveInt, 3)
