@@ -73,6 +73,8 @@ function build() {
     '--package-json-path', 'package.json',
     '--output-dir', 'native', '--js', 'index.js', '--dts', 'index.d.ts',
   ])
+  // dist/ is published whole: clear it so the output of a removed source does not ship.
+  fs.rmSync(path.join(root, 'dist'), { recursive: true, force: true })
   run(bin('tsc'), ['-p', 'tsconfig.json'])
 }
 

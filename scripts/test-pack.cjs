@@ -1,8 +1,10 @@
 #!/usr/bin/env node
-// `npm run test:pack`: packs `metastore` and its linux-x64-gnu platform package
-// (the prebuilt binary, as npm users get it), installs both tarballs into an
-// empty project with no Rust toolchain on PATH, and checks that `import`,
-// `require` and the TypeScript types work and a batch round-trips.
+// `npm run test:pack`: packs the package and its linux-x64-gnu platform
+// package (the prebuilt binary, as npm users get it), installs both tarballs
+// into an empty project with no Rust toolchain on PATH, and checks, under the
+// package's name, that `import`, `require` and the TypeScript types work, a
+// batch round-trips, the published files are what a user needs and the
+// dev tools' dependencies stay out of the user's tree.
 'use strict'
 const { spawnSync } = require('node:child_process')
 const fs = require('node:fs')
@@ -12,9 +14,27 @@ const path = require('node:path')
 const root = path.resolve(__dirname, '..')
 const pkg = require(path.join(root, 'package.json'))
 const platform = 'linux-x64-gnu'
+/** napi-rs names platform packages `<name>-<platform>` and binaries `<binaryName>.<platform>.node`. */
+const platformName = `${pkg.name}-${platform}`
 const binary = path.join(root, 'native', `${pkg.napi.binaryName}.${platform}.node`)
 /** What every `npm install` downloads; a build that ships its debug info is ~30x this. */
 const MAX_PLATFORM_TARBALL_MB = 25
+/** Everything the main tarball may hold: the compiled ts/ sources (a stale output of a removed source is not), the loader, the configs. */
+const sources = fs.readdirSync(path.join(root, 'ts')).filter((f) => f.endsWith('.ts')).map((f) => f.slice(0, -3))
+const PUBLISHED = [
+  /^package\.json$/,
+  /^README\.md$/,
+  new RegExp(`^dist/(${sources.join('|')})\\.(js|js\\.map|d\\.ts)$`),
+  /^native\/index\.(js|d\.ts)$/,
+  /^configs\/[a-z-]+\.yaml$/,
+]
+/** Dependencies of the repository's dev tools (demo, bench) that must not reach a user. */
+const DEV_ONLY = ['cli-progress', 'commander', 'hdr-histogram-js']
+
+function fail(message) {
+  console.error(`test:pack failed: ${message}`)
+  process.exit(1)
+}
 
 function run(cmd, args, opts = {}) {
   console.error(`$ ${[cmd, ...args].join(' ')}`)
@@ -22,14 +42,18 @@ function run(cmd, args, opts = {}) {
   if (r.error) throw r.error
   if (r.status !== 0) {
     process.stdout.write(r.stdout ?? '')
-    console.error(`test:pack failed: ${cmd} exited with ${r.status}`)
-    process.exit(1)
+    fail(`${cmd} exited with ${r.status}`)
   }
-  return r.stdout.trim()
+  return (r.stdout ?? '').trim()
 }
 
 if (!fs.existsSync(binary) || !fs.existsSync(path.join(root, 'dist', 'index.js'))) {
   run('node', [path.join(root, 'scripts', 'dev.cjs'), 'build'], { cwd: root, stdio: 'inherit' })
+}
+// The generated loader looks for the platform package by name: a loader left
+// from a build under another name would install fine and never find it.
+if (!fs.readFileSync(path.join(root, 'native', 'index.js'), 'utf8').includes(`require('${platformName}')`)) {
+  fail(`native/index.js does not load ${platformName}; rebuild with \`npm run build\``)
 }
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'metastore-pack-'))
@@ -39,6 +63,8 @@ try {
   const npmDir = path.join(root, 'npm')
   run(path.join(root, 'node_modules', '.bin', 'napi'), ['create-npm-dirs', '--npm-dir', npmDir, '--package-json-path', path.join(root, 'package.json')], { cwd: root })
   const platformDir = path.join(npmDir, platform)
+  const platformPkg = JSON.parse(fs.readFileSync(path.join(platformDir, 'package.json'), 'utf8'))
+  if (platformPkg.name !== platformName) fail(`the platform package is named ${platformPkg.name}, expected ${platformName}`)
   // Shipped without debug info: the release profile keeps line tables for
   // profiling, and RocksDB's C++ is compiled with -g under it, which makes
   // the built addon some 400 MB. Symbols stay, so native stack traces still
@@ -48,7 +74,15 @@ try {
   const tarballs = path.join(work, 'tarballs')
   fs.mkdirSync(tarballs)
   const platformTgz = run('npm', ['pack', '--silent', '--pack-destination', tarballs], { cwd: platformDir }).split('\n').pop()
-  const mainTgz = run('npm', ['pack', '--silent', '--pack-destination', tarballs], { cwd: root }).split('\n').pop()
+  const [packed] = JSON.parse(run('npm', ['pack', '--json', '--pack-destination', tarballs], { cwd: root }))
+  const mainTgz = packed.filename
+  const files = packed.files.map((f) => f.path)
+  const unexpected = files.filter((f) => !PUBLISHED.some((re) => re.test(f)))
+  if (unexpected.length > 0) fail(`the package would publish files a user does not need: ${unexpected.join(', ')}`)
+  for (const needed of ['dist/index.js', 'dist/index.d.ts', 'native/index.js', 'native/index.d.ts', 'configs/config.yaml', 'README.md']) {
+    if (!files.includes(needed)) fail(`the package lacks ${needed}`)
+  }
+  console.log(`main package: ${files.length} files, ${(packed.size / 1024).toFixed(0)} KB`)
   const mb = (file) => fs.statSync(file).size / (1 << 20)
   const sizes = { binary: mb(shipped), tarball: mb(path.join(tarballs, platformTgz)) }
   console.log(`platform package: binary ${sizes.binary.toFixed(1)} MB, tarball ${sizes.tarball.toFixed(1)} MB`)
@@ -69,6 +103,14 @@ try {
     }
   }
   run('npm', ['install', '--no-audit', '--no-fund', path.join(tarballs, mainTgz), path.join(tarballs, platformTgz)], { cwd: app, env })
+  const installed = JSON.parse(fs.readFileSync(path.join(app, 'node_modules', ...pkg.name.split('/'), 'package.json'), 'utf8'))
+  if (installed.name !== pkg.name) fail(`installed ${installed.name}, expected ${pkg.name}`)
+  const leaked = DEV_ONLY.filter((dep) => fs.existsSync(path.join(app, 'node_modules', dep)))
+  if (leaked.length > 0) fail(`installing the package also installs ${leaked.join(', ')}`)
+  // Every command the package declares runs from the user's project.
+  for (const name of Object.keys(typeof installed.bin === 'string' ? { [pkg.name.split('/').pop()]: installed.bin } : (installed.bin ?? {}))) {
+    console.log(run('npx', ['--no-install', name, '--help'], { cwd: app, env }).split('\n')[0])
+  }
 
   const check = `
     const batch = m.encodeBatch(['a', Buffer.from([0, 255, 193]), ''])
@@ -76,15 +118,16 @@ try {
     const want = [Buffer.from('a'), Buffer.from([0, 255, 193]), Buffer.alloc(0)].map((b) => b.toString('hex'))
     if (JSON.stringify(back) !== JSON.stringify(want) || !m.isBatchProposal(batch)) throw new Error('round trip failed: ' + back)
     if (typeof m.MetaStore.open !== 'function' || typeof m.LocalCluster.start !== 'function') throw new Error('API missing')
-    console.log('ok', MODE)`
-  fs.writeFileSync(path.join(app, 'check.cjs'), `const MODE = 'require'; const m = require('metastore');${check}`)
-  fs.writeFileSync(path.join(app, 'check.mjs'), `const MODE = 'import'; import * as m from 'metastore';${check}`)
-  fs.writeFileSync(path.join(app, 'check-named.mjs'), `import { encodeBatch, decodeBatch } from 'metastore'; if (decodeBatch(encodeBatch(['x','y'])).length !== 2) throw new Error('named import'); console.log('ok named import')`)
+    console.log('ok', MODE, ${JSON.stringify(pkg.name)})`
+  const name = JSON.stringify(pkg.name)
+  fs.writeFileSync(path.join(app, 'check.cjs'), `const MODE = 'require'; const m = require(${name});${check}`)
+  fs.writeFileSync(path.join(app, 'check.mjs'), `const MODE = 'import'; import * as m from ${name};${check}`)
+  fs.writeFileSync(path.join(app, 'check-named.mjs'), `import { encodeBatch, decodeBatch } from ${name}; if (decodeBatch(encodeBatch(['x','y'])).length !== 2) throw new Error('named import'); console.log('ok named import')`)
   for (const file of ['check.cjs', 'check.mjs', 'check-named.mjs']) console.log(run('node', [file], { cwd: app, env }))
 
   // Types: a consumer's TypeScript file type-checks against the installed package.
   fs.writeFileSync(path.join(app, 'check.ts'), `
-    import { encodeBatch, decodeBatch, MetaStore, MetaStoreError, type BatchStats, type MetaStoreConfig } from 'metastore'
+    import { encodeBatch, decodeBatch, MetaStore, MetaStoreError, type BatchStats, type MetaStoreConfig } from ${name}
     const b: Buffer = encodeBatch(['x'])
     const xs: Buffer[] = decodeBatch(b)
     const open: (o: { engine?: 'memory' | 'rocksdb' }) => Promise<MetaStore> = MetaStore.open
