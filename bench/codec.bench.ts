@@ -1,6 +1,7 @@
 // `npx vitest bench --run bench/codec.bench.ts`: the batch codec through
 // N-API, one Raft entry of 256 proposals of 100 bytes per iteration, next to
-// the seed's JSON batch (`{"is_batch":true,"proposals":[...]}`) done with V8's
+// the legacy JSON batch of the original Go MetaStore
+// (`{"is_batch":true,"proposals":[...]}`) done with V8's
 // own JSON as a reference point. The proposals are printable ASCII so the JSON
 // baseline is lossless (it corrupts binary data, which the codec does not).
 import { bench, describe } from 'vitest'
@@ -23,7 +24,7 @@ describe(`encode ${COUNT} x ${BYTES} B`, () => {
   bench('encodeBatch (binary frame, N-API)', () => {
     encodeBatch(buffers)
   }, options)
-  bench('seed JSON batch (JSON.stringify + Buffer.from)', () => {
+  bench('legacy JSON batch (JSON.stringify + Buffer.from)', () => {
     Buffer.from(JSON.stringify({ is_batch: true, proposals: text }))
   }, options)
 })
@@ -32,7 +33,7 @@ describe(`decode ${COUNT} x ${BYTES} B`, () => {
   bench('decodeBatch (binary frame, N-API)', () => {
     decodeBatch(encoded)
   }, options)
-  bench('seed JSON batch (JSON.parse + Buffer.from each)', () => {
+  bench('legacy JSON batch (JSON.parse + Buffer.from each)', () => {
     ;(JSON.parse(json) as { proposals: string[] }).proposals.map((p) => Buffer.from(p))
   }, options)
 })

@@ -38,7 +38,7 @@ export function renderMarkdown(r: Report, chartFile: string): string {
   lines.push(`Command: \`${r.command}\``)
   lines.push('')
 
-  lines.push('## Targets (issue 4)')
+  lines.push('## Targets')
   lines.push('')
   lines.push('| target | goal | measured | |')
   lines.push('|---|---|---|---|')

@@ -106,7 +106,7 @@ export const fmt = {
   num: (x: number | undefined, digits = 1) => (x === undefined || !Number.isFinite(x) ? '–' : x.toFixed(digits)),
 }
 
-/** The issue's targets, checked against this run's medians (null when a figure is missing). */
+/** The performance targets, checked against this run's medians (null when a figure is missing). */
 export function checkTargets(scenarios: ScenarioReport[]): TargetCheck[] {
   const get = (id: string) => scenarios.find((s) => s.id === id)?.median
   const checks: TargetCheck[] = []
@@ -136,7 +136,7 @@ export function checkTargets(scenarios: ScenarioReport[]): TargetCheck[] {
     add(`${engine}, batch on: p50 at 1 in flight vs etcd 3-node`, '≤ 0.33×', p, (v) => fmt.ratio(v), (v) => v <= 1 / 3)
   }
   checks.push({
-    target: 'codec vs the seed’s JSON encoding (100-byte proposals)',
+    target: 'codec vs the legacy JSON batch encoding (100-byte proposals)',
     goal: '≥ 10× faster',
     measured: 'see `cargo bench -p metastore-batch` and `npx vitest bench --run bench/codec.bench.ts`',
     met: null,

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
 
-/** The workload: 16-byte keys, 100-byte values. */
+/** The benchmark workload: 16-byte keys, 100-byte values. */
 export const KEY_BYTES = 16
 export const VALUE_BYTES = 100
 
