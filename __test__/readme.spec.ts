@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
 
 import { describe, expect, it } from 'vitest'
 
@@ -40,7 +41,7 @@ function countLeaves(value: unknown): number {
   return Object.values(value).reduce((n: number, v) => n + countLeaves(v), 0)
 }
 
-const rows = configRows(readFileSync(new URL('../README.md', import.meta.url), 'utf8'))
+const rows = configRows(readFileSync(join(__dirname, '..', 'README.md'), 'utf8'))
 
 describe('README configuration table', () => {
   it('has one row per configuration key', () => {
