@@ -24,7 +24,7 @@ const sources = fs.readdirSync(path.join(root, 'ts')).filter((f) => f.endsWith('
 const PUBLISHED = [
   /^package\.json$/,
   /^README\.md$/,
-  new RegExp(`^dist/(${sources.join('|')})\\.(js|js\\.map|d\\.ts)$`),
+  new RegExp(`^dist/(${sources.join('|')})\\.(js|d\\.ts)$`),
   /^native\/index\.(js|d\.ts)$/,
   /^configs\/[a-z-]+\.yaml$/,
 ]
