@@ -54,8 +54,8 @@ async function demo(opts: DemoOptions): Promise<void> {
     }, 200)
 
     // Each worker keeps one request in flight: 70% put, 20% get, 10% delete.
-    const worker = async (node: MetaStore, seed: number): Promise<void> => {
-      let i = seed
+    const worker = async (node: MetaStore, first: number): Promise<void> => {
+      let i = first
       while (performance.now() < deadline) {
         const key = keys[(i * 7919) % keys.length]
         const roll = i++ % 10
