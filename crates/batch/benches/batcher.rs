@@ -1,6 +1,8 @@
 //! Proposals per second through `ProposalBatcher` with a sink that reports
 //! completion at once, from 1 and 4 producer threads (100-byte proposals).
 
+#![allow(clippy::unwrap_used)] // a failed unwrap here is a failed test or bench
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread;

@@ -3,6 +3,8 @@
 //! decoded into one owned String each. The proposals are plain ASCII, the
 //! JSON codec's best case (no escapes).
 
+#![allow(clippy::unwrap_used)] // a failed unwrap here is a failed test or bench
+
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};

@@ -1,6 +1,8 @@
 //! The batcher thread end to end. No test asserts on elapsed time: where a
 //! scenario needs proposals to pile up, a gate holds the sink until they have.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap here is a failed test or bench
+
 use std::sync::{Arc, Mutex, Weak};
 use std::thread;
 use std::time::Duration;

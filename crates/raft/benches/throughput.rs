@@ -4,6 +4,8 @@
 //!
 //! `cargo bench -p metastore-raft --bench throughput`
 
+#![allow(clippy::unwrap_used)] // a failed unwrap here is a failed test or bench
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;

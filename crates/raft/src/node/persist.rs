@@ -143,9 +143,10 @@ mod tests {
     use super::*;
 
     fn msg(to: u64) -> Vec<Message> {
-        let mut m = Message::default();
-        m.to = to;
-        vec![m]
+        vec![Message {
+            to,
+            ..Default::default()
+        }]
     }
 
     fn release(w: &mut AsyncWriter, covered: u64) -> (Option<u64>, Vec<u64>) {
