@@ -154,18 +154,7 @@ impl RaftNode {
         cfg.validate()?;
         let id = cfg.id;
         let kind = engine.kind();
-        let raft_cfg = raft::Config {
-            id,
-            election_tick: cfg.raft.election_tick,
-            heartbeat_tick: cfg.raft.heartbeat_tick,
-            applied: engine.applied_index(),
-            max_size_per_msg: cfg.raft.max_size_per_msg,
-            max_inflight_msgs: cfg.raft.max_inflight_msgs,
-            check_quorum: cfg.raft.check_quorum,
-            pre_vote: cfg.raft.pre_vote,
-            batch_append: true,
-            ..Default::default()
-        };
+        let raft_cfg = raft_config(&cfg, engine.applied_index());
         raft_cfg
             .validate()
             .map_err(|e| Error::invalid("raft", e.to_string()))?;
@@ -337,6 +326,22 @@ impl std::fmt::Debug for RaftNode {
             .field("id", &self.id)
             .field("engine", &self.engine)
             .finish()
+    }
+}
+
+/// raft-rs's settings for node `cfg`, whose engine has applied up to `applied`.
+fn raft_config(cfg: &NodeConfig, applied: u64) -> raft::Config {
+    raft::Config {
+        id: cfg.id,
+        election_tick: cfg.raft.election_tick,
+        heartbeat_tick: cfg.raft.heartbeat_tick,
+        applied,
+        max_size_per_msg: cfg.raft.max_size_per_msg,
+        max_inflight_msgs: cfg.raft.max_inflight_msgs,
+        check_quorum: cfg.raft.check_quorum,
+        pre_vote: cfg.raft.pre_vote,
+        batch_append: true,
+        ..Default::default()
     }
 }
 

@@ -167,13 +167,40 @@ impl<E: Engine> Worker<E> {
         self.propose(b.data, tokens);
     }
 
-    /// Proposes a batch, or holds it while no leader is known.
+    /// Proposes a batch, or holds it while no leader is known. Batches leave
+    /// in arrival order: one that arrives while others are held queues
+    /// behind them, even if a leader became known in the meantime.
     fn propose(&mut self, data: Vec<u8>, tokens: Tokens) {
-        let raft = &self.raft_group.raft;
-        if raft.leader_id == INVALID_ID || raft.lead_transferee.is_some() {
+        if self.writes.held.is_empty() && self.can_propose() {
+            self.propose_now(data, tokens);
+        } else {
             self.writes.held.push_back(HeldBatch { data, tokens });
+            self.propose_held();
+        }
+    }
+
+    /// Whether a proposal can go out now: a leader is known and is not
+    /// handing over leadership (raft-rs drops proposals then).
+    fn can_propose(&self) -> bool {
+        let raft = &self.raft_group.raft;
+        raft.leader_id != INVALID_ID && raft.lead_transferee.is_none()
+    }
+
+    /// Proposes the batches held for lack of a leader, in order, once one is
+    /// known.
+    pub(super) fn propose_held(&mut self) {
+        if self.writes.held.is_empty() || !self.can_propose() {
             return;
         }
+        for b in std::mem::take(&mut self.writes.held) {
+            if b.tokens.iter().any(|t| self.writes.is_pending(*t)) {
+                self.propose_now(b.data, b.tokens);
+            }
+        }
+    }
+
+    fn propose_now(&mut self, data: Vec<u8>, tokens: Tokens) {
+        let raft = &self.raft_group.raft;
         let leader = raft.state == StateRole::Leader;
         let before = raft.raft_log.last_index();
         match self.raft_group.propose(Vec::new(), data) {
@@ -197,23 +224,6 @@ impl<E: Engine> Worker<E> {
         }
     }
 
-    /// Proposes the batches held for lack of a leader, once one is known.
-    pub(super) fn propose_held(&mut self) {
-        let raft = &self.raft_group.raft;
-        if self.writes.held.is_empty()
-            || raft.leader_id == INVALID_ID
-            || raft.lead_transferee.is_some()
-        {
-            return;
-        }
-        let held = std::mem::take(&mut self.writes.held);
-        for b in held {
-            if b.tokens.iter().any(|t| self.writes.is_pending(*t)) {
-                self.propose(b.data, b.tokens);
-            }
-        }
-    }
-
     /// Times out the writes whose deadline passed.
     pub(super) fn expire_writes(&mut self, now: Instant) {
         if self.writes.next_deadline().is_some_and(|d| d <= now) || !self.writes.held.is_empty() {
@@ -228,7 +238,94 @@ impl<E: Engine> Worker<E> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
     use std::time::Duration;
+
+    use metastore_batch::{BatchConfig, ProposalBatcher};
+    use raft::eraftpb::{Message, MessageType};
+    use raft::RawNode;
+
+    use crate::command::{encode_command, CommandOp, RequestId};
+    use crate::config::{ClusterConfig, EngineKind};
+    use crate::node::outbox::Outbox;
+    use crate::stats::SharedStats;
+    use crate::storage::MemoryEngine;
+    use crate::transport::{Inbound, Transport};
+
+    #[derive(Default)]
+    struct Captured(Mutex<Vec<Message>>);
+
+    impl Transport for Captured {
+        fn send(&self, msgs: Vec<Message>) {
+            self.0.lock().unwrap().extend(msgs);
+        }
+    }
+
+    /// Node 1 of a 3-node memory group, not yet knowing any leader, with its
+    /// sent messages captured.
+    fn follower() -> (Worker<MemoryEngine>, Arc<Captured>, ProposalBatcher) {
+        let mut cluster = ClusterConfig {
+            nodes: 3,
+            ..Default::default()
+        };
+        cluster.storage.engine = EngineKind::Memory;
+        let cfg = cluster.node_config(1);
+        let engine = MemoryEngine::new(&cfg.peers);
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let raft_group =
+            RawNode::new(&super::super::raft_config(&cfg, 0), engine, &logger).unwrap();
+        let sent = Arc::new(Captured::default());
+        let batcher =
+            ProposalBatcher::start(BatchConfig::default(), |_: Vec<u8>, _: usize| {}).unwrap();
+        let outbox = Outbox::new(Arc::new(|_| {}), batcher.handle());
+        let stats = Arc::new(SharedStats::new(Arc::default()));
+        let transport: Arc<dyn Transport> = sent.clone();
+        let worker = Worker::new(&cfg, 7, false, raft_group, transport, outbox, stats);
+        (worker, sent, batcher)
+    }
+
+    fn put(token: u64, value: &[u8]) -> ProposedBatch {
+        let id = RequestId {
+            node: 1,
+            epoch: 7,
+            token,
+        };
+        ProposedBatch {
+            data: encode_command(id, CommandOp::Put { key: b"k", value }),
+            count: 1,
+        }
+    }
+
+    #[test]
+    fn a_batch_never_overtakes_one_held_for_lack_of_a_leader() {
+        let (mut w, sent, _batcher) = follower();
+        w.on_batch(put(1, b"first"));
+        assert_eq!(w.writes.held.len(), 1, "held: no leader is known");
+        // In one loop iteration, node 1 hears from leader 2, then gets a
+        // second batch.
+        let heartbeat = Message {
+            msg_type: MessageType::MsgHeartbeat,
+            from: 2,
+            to: 1,
+            term: 1,
+            ..Default::default()
+        };
+        w.on_inbound(Inbound::Raft(vec![heartbeat]));
+        w.on_batch(put(2, b"second"));
+        w.end_iteration(false);
+        let forwarded: Vec<Vec<u8>> = sent
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.get_msg_type() == MessageType::MsgPropose && m.to == 2)
+            .flat_map(|m| m.entries.iter().map(|e| e.data.to_vec()))
+            .collect();
+        assert_eq!(
+            forwarded,
+            vec![put(1, b"first").data, put(2, b"second").data]
+        );
+    }
 
     #[test]
     fn every_token_resolves_once() {

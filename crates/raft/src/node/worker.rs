@@ -226,7 +226,7 @@ impl<E: Engine> Worker<E> {
         }
     }
 
-    fn on_inbound(&mut self, m: Inbound) {
+    pub(super) fn on_inbound(&mut self, m: Inbound) {
         if self.failed.is_some() {
             return;
         }
@@ -276,7 +276,7 @@ impl<E: Engine> Worker<E> {
 
     /// After the events of one loop iteration: the `Ready` rounds, then the
     /// answers they produced go out.
-    fn end_iteration(&mut self, busy: bool) {
+    pub(super) fn end_iteration(&mut self, busy: bool) {
         if self.failed.is_none() {
             if let Err(e) = self.handle_readies(busy) {
                 self.fail(e);
