@@ -148,6 +148,25 @@ impl Reads {
     }
 }
 
+/// The context of read index request `ctx` of node `node`. The leader keeps
+/// one pending request per context, so contexts of different nodes must
+/// differ: `node u64 BE | ctx u64 BE`.
+fn read_context(node: u64, ctx: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16);
+    out.extend_from_slice(&node.to_be_bytes());
+    out.extend_from_slice(&ctx.to_be_bytes());
+    out
+}
+
+/// The counter of a read context made by [`read_context`] for `node`.
+fn own_read_context(node: u64, bytes: &[u8]) -> Option<u64> {
+    let (owner, ctx) = bytes.split_at_checked(8)?;
+    if owner != node.to_be_bytes() {
+        return None;
+    }
+    Some(u64::from_be_bytes(ctx.try_into().ok()?))
+}
+
 impl<E: Engine> Worker<E> {
     pub(super) fn on_get(&mut self, token: u64, key: Vec<u8>) {
         match &self.failed {
@@ -160,7 +179,7 @@ impl<E: Engine> Worker<E> {
     pub(super) fn ask_read_index(&mut self) {
         let deadline = Instant::now() + self.settings.proposal_timeout;
         if let Some(ctx) = self.reads.start_group(deadline, self.ticks) {
-            self.raft_group.read_index(ctx.to_be_bytes().to_vec());
+            self.raft_group.read_index(read_context(self.id, ctx));
         }
     }
 
@@ -168,21 +187,21 @@ impl<E: Engine> Worker<E> {
     pub(super) fn reissue_overdue_reads(&mut self) {
         let every = self.settings.reissue_ticks;
         for ctx in self.reads.take_reissue(self.ticks, every, false) {
-            self.raft_group.read_index(ctx.to_be_bytes().to_vec());
+            self.raft_group.read_index(read_context(self.id, ctx));
         }
     }
 
     /// Asks again every unanswered read index request.
     pub(super) fn reissue_all_reads(&mut self) {
         for ctx in self.reads.take_reissue(self.ticks, 0, true) {
-            self.raft_group.read_index(ctx.to_be_bytes().to_vec());
+            self.raft_group.read_index(read_context(self.id, ctx));
         }
     }
 
     pub(super) fn on_read_states(&mut self, states: Vec<ReadState>) {
         for rs in states {
-            if let Ok(ctx) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) {
-                self.reads.on_read_state(u64::from_be_bytes(ctx), rs.index);
+            if let Some(ctx) = own_read_context(self.id, &rs.request_ctx) {
+                self.reads.on_read_state(ctx, rs.index);
             }
         }
     }
@@ -210,5 +229,19 @@ impl<E: Engine> Worker<E> {
             self.reads
                 .expire(now, |t| outbox.read(t, Err(Error::Timeout(timeout))));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_contexts_of_different_nodes_never_collide() {
+        assert_ne!(read_context(2, 1), read_context(3, 1));
+        assert_eq!(own_read_context(2, &read_context(2, 41)), Some(41));
+        assert_eq!(own_read_context(3, &read_context(2, 41)), None);
+        assert_eq!(own_read_context(2, &[0; 8]), None);
+        assert_eq!(own_read_context(2, &[]), None);
     }
 }
