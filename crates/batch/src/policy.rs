@@ -271,10 +271,6 @@ impl BatchPolicy {
     pub fn max_batch_size(&self) -> usize {
         self.max_size
     }
-
-    pub fn is_enabled(&self) -> bool {
-        self.enable
-    }
 }
 
 #[cfg(test)]
