@@ -193,10 +193,6 @@ impl RocksEngine {
         Ok(engine)
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     fn err(&self, what: &str, e: impl std::fmt::Display) -> Error {
         Error::Storage(format!("{what} in {}: {e}", self.path.display()))
     }
