@@ -9,6 +9,7 @@
 //! applies committed entries in log order and resolves the caller's token
 //! through the [`CompletionSink`].
 
+#[cfg(feature = "test-support")]
 pub mod client;
 pub mod cluster;
 pub mod command;
@@ -20,6 +21,7 @@ pub mod stats;
 pub mod storage;
 pub mod transport;
 
+#[cfg(feature = "test-support")]
 pub use client::SyncClient;
 pub use cluster::LocalCluster;
 pub use command::CommandOp;

@@ -1,14 +1,11 @@
 //! A node syncs its writes in the background and goes on, but a write is
 //! acknowledged only once a majority, the leader among them, has it on disk.
 
-#[macro_use]
-mod common;
-
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use metastore_raft::storage::{Durability, Engine, MemoryEngine, SyncOutcome};
 use metastore_raft::transport::LocalRouter;

@@ -1,9 +1,7 @@
 //! RocksDB durability: a restarted node, and a restarted cluster, keep every
 //! acknowledged write.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use metastore_raft::{EngineKind, Outcome};
 
 #[test]

@@ -1,8 +1,6 @@
 //! Put/get/delete semantics on one and three nodes, both engines.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use metastore_raft::{EngineKind, Op, Outcome, Role};
 
 fn written(o: Outcome) -> (u64, bool) {

@@ -1,11 +1,9 @@
 //! Bad input and failure paths: named error codes, never a panic or a hang.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use metastore_raft::storage::rocksdb::{CF_KV, CF_LOG, CF_META, KEY_HARD_STATE};
 use metastore_raft::{ClusterConfig, Completion, CompletionSink, EngineKind, LocalCluster, Op};
 

@@ -3,15 +3,12 @@
 //! whose entry was committed is acknowledged even when the state write of its
 //! apply round fails, and a restart applies it again from the log.
 
-#[macro_use]
-mod common;
-
 use std::path::Path;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use crossbeam_channel::Receiver;
 use metastore_raft::storage::{Durability, Engine, RocksEngine, SyncOutcome};
 use metastore_raft::transport::LocalRouter;

@@ -1,9 +1,7 @@
 //! A node that was down while the others wrote catches up: by snapshot when
 //! the log it needs was compacted away, by log otherwise.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use metastore_raft::{EngineKind, SyncClient};
 use std::path::Path;
 

@@ -1,14 +1,12 @@
 //! Leader loss under load: nothing hangs, failures are retryable, and every
 //! acknowledged write survives.
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use metastore_raft::{EngineKind, Op, Outcome};
 
 fn stop_leader_under_load(engine: EngineKind) {

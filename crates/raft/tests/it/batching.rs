@@ -1,11 +1,9 @@
 //! Batching is invisible to the state machine, and visible in the stats.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use metastore_raft::{EngineKind, Op, SyncClient};
 
 /// Each of 8 threads runs its own deterministic sequence on its own keys,

@@ -1,0 +1,14 @@
+//! Integration tests of metastore-raft. One binary with a module per topic,
+//! so a test build links RocksDB once instead of once per file.
+
+#[macro_use]
+mod common;
+
+mod basic;
+mod batching;
+mod durability;
+mod engine_failure;
+mod errors;
+mod failover;
+mod restart;
+mod snapshot;
