@@ -1,5 +1,75 @@
-//! The crate's one error type. Each variant maps to a stable code that the
-//! N-API layer hands to JavaScript unchanged.
+//! The crate's one error type, and the table of the stable codes that every
+//! MetaStore error carries (this crate's and `metastore-raft`'s). The N-API
+//! layer hands the codes to JavaScript unchanged, with the table itself.
+
+/// The stable, machine-readable code of an error, as JavaScript sees it in
+/// `MetaStoreError.code`, and what it tells a caller. This is the one place
+/// that says which failures may be retried: the binding exports the table
+/// and the TypeScript facade reads `retryable` from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// A setting broke a rule; nothing was started.
+    InvalidConfig,
+    /// A proposal was made before the batcher was started.
+    NotStarted,
+    /// The proposal was lost before it was committed; it was not applied.
+    ProposalDropped,
+    /// The request did not resolve in time; its outcome is unknown.
+    Timeout,
+    /// The node, cluster or batcher is stopped.
+    Closed,
+    /// A proposal is larger than `max_proposal_bytes`.
+    TooLarge,
+    /// A log entry carries the batch frame magic but is not a valid frame.
+    CorruptBatch,
+    /// The storage engine failed.
+    Storage,
+    /// A bug; the node is stopped.
+    Internal,
+}
+
+impl ErrorCode {
+    /// Every code, in the order the table is shown to JavaScript.
+    pub const ALL: [ErrorCode; 9] = [
+        ErrorCode::InvalidConfig,
+        ErrorCode::NotStarted,
+        ErrorCode::ProposalDropped,
+        ErrorCode::Timeout,
+        ErrorCode::Closed,
+        ErrorCode::TooLarge,
+        ErrorCode::CorruptBatch,
+        ErrorCode::Storage,
+        ErrorCode::Internal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidConfig => "ERR_INVALID_CONFIG",
+            ErrorCode::NotStarted => "ERR_NOT_STARTED",
+            ErrorCode::ProposalDropped => "ERR_PROPOSAL_DROPPED",
+            ErrorCode::Timeout => "ERR_TIMEOUT",
+            ErrorCode::Closed => "ERR_CLOSED",
+            ErrorCode::TooLarge => "ERR_TOO_LARGE",
+            ErrorCode::CorruptBatch => "ERR_CORRUPT_BATCH",
+            ErrorCode::Storage => "ERR_STORAGE",
+            ErrorCode::Internal => "ERR_INTERNAL",
+        }
+    }
+
+    /// Whether the same request may be sent again on the same handle: it was
+    /// certainly not applied (`ProposalDropped`), or it timed out (a write may
+    /// still commit, so only idempotent requests should be resent). `Closed`
+    /// is not: this handle will not serve again.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, ErrorCode::ProposalDropped | ErrorCode::Timeout)
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Everything that can go wrong in `metastore-batch`.
 #[derive(thiserror::Error, Debug, Clone, PartialEq)]
@@ -24,14 +94,18 @@ pub enum BatchError {
 }
 
 impl BatchError {
-    /// The stable, machine-readable code (shared with the TypeScript `MetaStoreError`).
-    pub fn code(&self) -> &'static str {
+    pub fn error_code(&self) -> ErrorCode {
         match self {
-            BatchError::InvalidConfig { .. } => "ERR_INVALID_CONFIG",
-            BatchError::TooLarge { .. } => "ERR_TOO_LARGE",
-            BatchError::Closed => "ERR_CLOSED",
-            BatchError::CorruptBatch(_) => "ERR_CORRUPT_BATCH",
+            BatchError::InvalidConfig { .. } => ErrorCode::InvalidConfig,
+            BatchError::TooLarge { .. } => ErrorCode::TooLarge,
+            BatchError::Closed => ErrorCode::Closed,
+            BatchError::CorruptBatch(_) => ErrorCode::CorruptBatch,
         }
+    }
+
+    /// The stable code string (the TypeScript `MetaStoreError.code`).
+    pub fn code(&self) -> &'static str {
+        self.error_code().as_str()
     }
 }
 
@@ -61,5 +135,19 @@ mod tests {
         let e = BatchError::CorruptBatch("truncated header".into());
         assert_eq!(e.code(), "ERR_CORRUPT_BATCH");
         assert_eq!(e.to_string(), "corrupt batch: truncated header");
+    }
+
+    #[test]
+    fn only_dropped_and_timed_out_are_retryable() {
+        let retryable: Vec<_> = ErrorCode::ALL
+            .into_iter()
+            .filter(|c| c.is_retryable())
+            .map(ErrorCode::as_str)
+            .collect();
+        assert_eq!(retryable, ["ERR_PROPOSAL_DROPPED", "ERR_TIMEOUT"]);
+        let mut names: Vec<_> = ErrorCode::ALL.into_iter().map(ErrorCode::as_str).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ErrorCode::ALL.len());
     }
 }

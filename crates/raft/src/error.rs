@@ -4,11 +4,12 @@
 
 use std::time::Duration;
 
-use metastore_batch::BatchError;
+use metastore_batch::{BatchError, ErrorCode};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
-    /// The node (or cluster) is stopped or stopping. Retry on another node.
+    /// The node (or cluster) is stopped or stopping. This handle will not
+    /// serve again; another node may.
     #[error("node is closed")]
     Closed,
     /// The request did not resolve within `proposal_timeout`. Its outcome is
@@ -19,9 +20,6 @@ pub enum Error {
     /// overwritten by a new leader). It was not applied; safe to retry.
     #[error("proposal dropped: {0}")]
     ProposalDropped(String),
-    /// The operation needs a leader and this node is not (or none is known).
-    #[error("not leader{}", leader_hint(.leader))]
-    NotLeader { leader: Option<u64> },
     #[error("proposal of {size} bytes exceeds max_proposal_bytes ({max})")]
     TooLarge { size: usize, max: usize },
     /// Opening, reading or writing the storage engine failed. The message
@@ -38,36 +36,29 @@ pub enum Error {
     Internal(String),
 }
 
-fn leader_hint(leader: &Option<u64>) -> String {
-    match leader {
-        Some(l) => format!(" (leader is node {l})"),
-        None => " (no leader known)".to_string(),
-    }
-}
-
 impl Error {
-    /// The stable code the binding exposes as `MetaStoreError.code`.
-    pub fn code(&self) -> &'static str {
+    pub fn error_code(&self) -> ErrorCode {
         match self {
-            Error::Closed => "ERR_CLOSED",
-            Error::Timeout(_) => "ERR_TIMEOUT",
-            Error::ProposalDropped(_) => "ERR_PROPOSAL_DROPPED",
-            Error::NotLeader { .. } => "ERR_NOT_LEADER",
-            Error::TooLarge { .. } => "ERR_TOO_LARGE",
-            Error::Storage(_) => "ERR_STORAGE",
-            Error::InvalidConfig { .. } => "ERR_INVALID_CONFIG",
-            Error::CorruptBatch(_) => "ERR_CORRUPT_BATCH",
-            Error::Internal(_) => "ERR_INTERNAL",
+            Error::Closed => ErrorCode::Closed,
+            Error::Timeout(_) => ErrorCode::Timeout,
+            Error::ProposalDropped(_) => ErrorCode::ProposalDropped,
+            Error::TooLarge { .. } => ErrorCode::TooLarge,
+            Error::Storage(_) => ErrorCode::Storage,
+            Error::InvalidConfig { .. } => ErrorCode::InvalidConfig,
+            Error::CorruptBatch(_) => ErrorCode::CorruptBatch,
+            Error::Internal(_) => ErrorCode::Internal,
         }
     }
 
-    /// Whether a client may retry the same request (on this or another node).
-    /// Timeouts are retryable only for idempotent requests.
+    /// The stable code string the binding exposes as `MetaStoreError.code`.
+    pub fn code(&self) -> &'static str {
+        self.error_code().as_str()
+    }
+
+    /// Whether the same request may be sent again on the same handle (see
+    /// [`ErrorCode::is_retryable`], the one definition).
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            Error::Closed | Error::Timeout(_) | Error::ProposalDropped(_) | Error::NotLeader { .. }
-        )
+        self.error_code().is_retryable()
     }
 
     pub(crate) fn invalid(key: impl Into<String>, rule: impl Into<String>) -> Self {
@@ -93,3 +84,30 @@ impl From<BatchError> for Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_errors_keep_their_code() {
+        for e in [
+            BatchError::InvalidConfig {
+                key: "min_batch_size",
+                rule: "min_batch_size (0) must be > 0".into(),
+            },
+            BatchError::TooLarge { size: 2, max: 1 },
+            BatchError::Closed,
+            BatchError::CorruptBatch("x".into()),
+        ] {
+            assert_eq!(Error::from(e.clone()).error_code(), e.error_code());
+        }
+    }
+
+    #[test]
+    fn closed_is_not_retryable() {
+        assert!(!Error::Closed.is_retryable());
+        assert!(Error::Timeout(Duration::from_secs(1)).is_retryable());
+        assert!(Error::ProposalDropped("leader changed".into()).is_retryable());
+    }
+}

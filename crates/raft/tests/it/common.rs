@@ -140,8 +140,17 @@ pub fn follower(c: &SyncClient) -> u64 {
         .expect("a running follower")
 }
 
-/// Puts through the current leader, retrying on retryable errors (only for
-/// tests whose assertions do not depend on `existed`).
+/// What the helpers below retry on: the retryable codes, and `ERR_CLOSED`,
+/// which a node stopped mid-test answers; `put_retry` and `delete_retry`
+/// send each attempt to the current leader, which may be another node.
+const RETRY_ON: [&str; 3] = ["ERR_PROPOSAL_DROPPED", "ERR_TIMEOUT", "ERR_CLOSED"];
+
+fn retry(e: &Error, deadline: Instant) -> bool {
+    RETRY_ON.contains(&e.code()) && Instant::now() < deadline
+}
+
+/// Puts through the current leader, retrying on `RETRY_ON` (only for tests
+/// whose assertions do not depend on `existed`).
 pub fn put_retry(c: &SyncClient, key: &[u8], value: &[u8]) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -155,7 +164,7 @@ pub fn put_retry(c: &SyncClient, key: &[u8], value: &[u8]) -> u64 {
         ) {
             Ok(Outcome::Written { index, .. }) => return index,
             Ok(other) => panic!("put answered {other:?}"),
-            Err(e) if e.is_retryable() && Instant::now() < deadline => continue,
+            Err(e) if retry(&e, deadline) => continue,
             Err(e) => panic!("put failed: {e} ({})", e.code()),
         }
     }
@@ -180,13 +189,13 @@ pub fn wait_converged(c: &SyncClient) {
     );
 }
 
-/// Reads `key` on node `node` (linearizable), retrying on retryable errors.
+/// Reads `key` on node `node` (linearizable), retrying on `RETRY_ON`.
 pub fn get(c: &SyncClient, node: u64, key: &[u8]) -> Option<Vec<u8>> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         match c.get(node, key.to_vec()) {
             Ok(v) => return v,
-            Err(e) if e.is_retryable() && Instant::now() < deadline => continue,
+            Err(e) if retry(&e, deadline) => continue,
             Err(e) => panic!("get on node {node} failed: {e} ({})", e.code()),
         }
     }
@@ -207,14 +216,14 @@ pub fn value(i: usize, round: usize) -> Vec<u8> {
     format!("value-{i}-{round}").into_bytes()
 }
 
-/// Deletes through the current leader, retrying on retryable errors.
+/// Deletes through the current leader, retrying on `RETRY_ON`.
 pub fn delete_retry(c: &SyncClient, key: &[u8]) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let node = leader(c);
         match c.call(node, Op::Delete { key: key.to_vec() }) {
             Ok(_) => return,
-            Err(e) if e.is_retryable() && Instant::now() < deadline => continue,
+            Err(e) if retry(&e, deadline) => continue,
             Err(e) => panic!("delete failed: {e} ({})", e.code()),
         }
     }

@@ -1,5 +1,5 @@
-//! Leader loss under load: nothing hangs, failures are retryable, and every
-//! acknowledged write survives.
+//! Leader loss under load: nothing hangs, failures are dropped, timed out or
+//! closed (on the stopped node), and every acknowledged write survives.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -49,7 +49,7 @@ fn stop_leader_under_load(engine: EngineKind) {
                                     e.code(),
                                     "ERR_PROPOSAL_DROPPED" | "ERR_TIMEOUT" | "ERR_CLOSED"
                                 ),
-                                "non-retryable failure under failover: {e} ({})",
+                                "unexpected failure under failover: {e} ({})",
                                 e.code()
                             );
                             *errors.lock().unwrap().entry(e.code()).or_default() += 1;
