@@ -1,8 +1,12 @@
-//! Configuration of a node and of a local cluster. Defaults are production
-//! defaults (raft-rs's own are not: `max_size_per_msg = 0` sends one entry per
-//! append message).
+//! Configuration of a node and of a local cluster, and its rules. The
+//! `Default` impls here and in `metastore_batch::BatchConfig` are the one
+//! source of MetaStore's defaults: the binding hands them to the TypeScript
+//! config loader, and `configs/config.yaml` is tested to equal them. They are
+//! production defaults (raft-rs's own are not: `max_size_per_msg = 0` sends
+//! one entry per append message).
 
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use metastore_batch::BatchConfig;
@@ -56,15 +60,18 @@ impl RaftSettings {
         if self.tick_interval.is_zero() {
             return Err(Error::invalid("raft.tick_interval", "must be > 0"));
         }
+        if self.election_tick == 0 {
+            return Err(Error::invalid("raft.election_tick", "must be >= 1"));
+        }
         if self.heartbeat_tick == 0 {
             return Err(Error::invalid("raft.heartbeat_tick", "must be >= 1"));
         }
-        if self.election_tick <= self.heartbeat_tick {
+        if self.heartbeat_tick >= self.election_tick {
             return Err(Error::invalid(
-                "raft.election_tick",
+                "raft.heartbeat_tick",
                 format!(
-                    "({}) must be > heartbeat_tick ({})",
-                    self.election_tick, self.heartbeat_tick
+                    "({}) must be < election_tick ({})",
+                    self.heartbeat_tick, self.election_tick
                 ),
             ));
         }
@@ -96,11 +103,28 @@ pub enum EngineKind {
 }
 
 impl EngineKind {
+    /// The name used in config files (`memory`, `rocksdb`).
     pub fn as_str(&self) -> &'static str {
         match self {
             EngineKind::Memory => "memory",
             EngineKind::RocksDb => "rocksdb",
         }
+    }
+}
+
+impl FromStr for EngineKind {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        [EngineKind::Memory, EngineKind::RocksDb]
+            .into_iter()
+            .find(|e| e.as_str() == s)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "storage.engine",
+                    format!("must be one of memory, rocksdb, got '{s}'"),
+                )
+            })
     }
 }
 
@@ -116,8 +140,8 @@ pub struct StorageConfig {
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
-            engine: EngineKind::Memory,
-            data_dir: PathBuf::from("data"),
+            engine: EngineKind::RocksDb,
+            data_dir: PathBuf::from("./data"),
             sync: true,
         }
     }
@@ -204,5 +228,32 @@ impl NodeConfig {
         self.raft.validate()?;
         self.batch.validate()?;
         self.storage.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = ClusterConfig {
+            nodes: 1,
+            ..ClusterConfig::default()
+        };
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(c.storage.engine, EngineKind::RocksDb);
+        assert_eq!(c.storage.data_dir, PathBuf::from("./data"));
+    }
+
+    #[test]
+    fn engine_names() {
+        for e in [EngineKind::Memory, EngineKind::RocksDb] {
+            assert_eq!(e.as_str().parse::<EngineKind>(), Ok(e));
+        }
+        assert_eq!(
+            "disk".parse::<EngineKind>().unwrap_err().to_string(),
+            "invalid config: storage.engine: must be one of memory, rocksdb, got 'disk'"
+        );
     }
 }
