@@ -5,7 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { describe, expect, it } from 'vitest'
 
 import { LocalCluster, MetaStoreError, type MetaStore } from '../ts/index.js'
-import { eventually, RETRYABLE, tempDir, testConfig } from './helpers.js'
+import { eventually, FAILOVER_ERRORS, tempDir, testConfig } from './helpers.js'
 
 /** Every key's value as seen by one node (linearizable reads through that node). */
 async function snapshot(node: MetaStore, keys: string[]): Promise<(string | undefined)[]> {
@@ -70,7 +70,7 @@ for (const engine of ['memory', 'rocksdb'] as const) {
         await eventually(() => acked.size > before + 500)
         stop = true
         await Promise.all(writers) // every request settled: resolved or rejected
-        for (const code of failures) expect(RETRYABLE).toContain(code)
+        for (const code of failures) expect(FAILOVER_ERRORS).toContain(code)
 
         const survivor = await cluster.leader()
         const keys = [...acked.keys()]

@@ -13,6 +13,7 @@ import {
   type MetaStoreConfig,
 } from '../ts/config.js'
 import { ConfigError, isRetryable, MetaStoreError, toMetaStoreError } from '../ts/errors.js'
+import { native } from '../ts/native.js'
 import { parseDuration, parseSize } from '../ts/units.js'
 import { tempDir } from './helpers.js'
 
@@ -506,11 +507,11 @@ describe('resolveConfig', () => {
 
 describe('MetaStoreError', () => {
   it('wraps native errors that carry one of our codes, and leaves others alone', () => {
-    const native = Object.assign(new Error('not the leader; leader is 2'), { code: 'ERR_NOT_LEADER' })
-    const wrapped = toMetaStoreError(native)
+    const thrown = Object.assign(new Error('proposal dropped: leader changed'), { code: 'ERR_PROPOSAL_DROPPED' })
+    const wrapped = toMetaStoreError(thrown)
     expect(wrapped).toBeInstanceOf(MetaStoreError)
-    expect(wrapped).toMatchObject({ code: 'ERR_NOT_LEADER', message: 'not the leader; leader is 2', retryable: true })
-    expect((wrapped as Error).cause).toBe(native)
+    expect(wrapped).toMatchObject({ code: 'ERR_PROPOSAL_DROPPED', message: 'proposal dropped: leader changed', retryable: true })
+    expect((wrapped as Error).cause).toBe(thrown)
     expect(toMetaStoreError(wrapped)).toBe(wrapped)
 
     const config = toMetaStoreError(Object.assign(new Error('bad'), { code: 'ERR_INVALID_CONFIG' }))
@@ -521,8 +522,8 @@ describe('MetaStoreError', () => {
     expect(toMetaStoreError('text')).toBe('text')
   })
 
-  it('marks dropped, timed-out and not-leader failures retryable, and only those', () => {
-    const retryable = ['ERR_PROPOSAL_DROPPED', 'ERR_TIMEOUT', 'ERR_NOT_LEADER'] as const
+  it('marks dropped and timed-out failures retryable, and only those', () => {
+    const retryable = ['ERR_PROPOSAL_DROPPED', 'ERR_TIMEOUT'] as const
     const fatal = ['ERR_INVALID_CONFIG', 'ERR_CLOSED', 'ERR_TOO_LARGE', 'ERR_CORRUPT_BATCH', 'ERR_STORAGE', 'ERR_INTERNAL'] as const
     for (const code of retryable) {
       expect(isRetryable(new MetaStoreError(code, code))).toBe(true)
@@ -531,5 +532,23 @@ describe('MetaStoreError', () => {
     for (const code of fatal) expect(isRetryable(new MetaStoreError(code, code))).toBe(false)
     expect(isRetryable(new Error('plain'))).toBe(false)
     expect(new MetaStoreError('ERR_CLOSED', 'closed').name).toBe('MetaStoreError')
+  })
+
+  it("takes its codes and retry rule from the core's table", () => {
+    const table = native.errorCodes()
+    expect(table.map((c) => c.code)).toEqual([
+      'ERR_INVALID_CONFIG',
+      'ERR_NOT_STARTED',
+      'ERR_PROPOSAL_DROPPED',
+      'ERR_TIMEOUT',
+      'ERR_CLOSED',
+      'ERR_TOO_LARGE',
+      'ERR_CORRUPT_BATCH',
+      'ERR_STORAGE',
+      'ERR_INTERNAL',
+    ])
+    for (const { code, retryable } of table) expect(new MetaStoreError(code, code).retryable).toBe(retryable)
+    const notACode = Object.assign(new Error('x'), { code: 'ERR_NOT_LEADER' })
+    expect(toMetaStoreError(notACode)).toBe(notACode)
   })
 })

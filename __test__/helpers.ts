@@ -37,4 +37,8 @@ export async function eventually(check: () => boolean | Promise<boolean>, timeou
   }
 }
 
-export const RETRYABLE = ['ERR_PROPOSAL_DROPPED', 'ERR_TIMEOUT', 'ERR_NOT_LEADER', 'ERR_CLOSED']
+/**
+ * What a writer may see while a leader is stopped under it: the retryable
+ * codes, and ERR_CLOSED from the stopped node itself.
+ */
+export const FAILOVER_ERRORS = ['ERR_PROPOSAL_DROPPED', 'ERR_TIMEOUT', 'ERR_CLOSED']

@@ -1,8 +1,7 @@
 import { assertBytes, type Bytes } from './bytes.js'
 import { defaultConfig, type BatchConfig } from './config.js'
 import { toMetaStoreError } from './errors.js'
-import { native } from './native.js'
-import type { BatchStats } from './stats.js'
+import { native, type BatchStats } from './native.js'
 
 /** Receives each encoded batch (one Raft entry payload) and how many proposals it holds. */
 export type OnBatch = (batch: Buffer, count: number) => void

@@ -2,38 +2,16 @@
  * Errors raised by MetaStore, each with a stable `code`.
  *
  * The native addon reports failures as plain JS errors whose `code` is one of
- * the codes below (napi-rs copies the status string we set into `code`);
+ * the core's codes (napi-rs copies the status string we set into `code`);
  * `toMetaStoreError` wraps those once, at the facade boundary, so callers can
  * rely on `instanceof MetaStoreError` and on `retryable`.
  */
+import { native, type ErrorCode, type ErrorCodeInfo } from './native.js'
 
-export const ERROR_CODES = [
-  'ERR_INVALID_CONFIG',
-  'ERR_NOT_LEADER',
-  'ERR_PROPOSAL_DROPPED',
-  'ERR_TIMEOUT',
-  'ERR_CLOSED',
-  'ERR_TOO_LARGE',
-  'ERR_CORRUPT_BATCH',
-  'ERR_STORAGE',
-  'ERR_NOT_STARTED',
-  'ERR_INTERNAL',
-] as const
+export type { ErrorCode }
 
-export type ErrorCode = (typeof ERROR_CODES)[number]
-
-/**
- * Failures whose proposal was certainly not applied, or whose fate could not be
- * known because leadership moved: the caller may send it again (to the new
- * leader for ERR_NOT_LEADER).
- */
-const RETRYABLE: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
-  'ERR_PROPOSAL_DROPPED',
-  'ERR_TIMEOUT',
-  'ERR_NOT_LEADER',
-])
-
-const CODES: ReadonlySet<string> = new Set<string>(ERROR_CODES)
+/** The core's table of codes and what each means for a caller (crates/batch/src/error.rs). */
+const CODES: ReadonlyMap<string, ErrorCodeInfo> = new Map(native.errorCodes().map((info) => [info.code, info]))
 
 export function isErrorCode(value: unknown): value is ErrorCode {
   return typeof value === 'string' && CODES.has(value)
@@ -41,12 +19,16 @@ export function isErrorCode(value: unknown): value is ErrorCode {
 
 export class MetaStoreError extends Error {
   readonly code: ErrorCode
+  /**
+   * The same request may be sent again on this handle: it was certainly not
+   * applied, or it timed out (then only an idempotent request should be).
+   */
   readonly retryable: boolean
 
   constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options)
     this.code = code
-    this.retryable = RETRYABLE.has(code)
+    this.retryable = CODES.get(code)?.retryable ?? false
   }
 
   override name = 'MetaStoreError'

@@ -2,11 +2,11 @@ import { setTimeout as sleep } from 'node:timers/promises'
 
 import { resolveConfig, type MetaStoreConfig } from './config.js'
 import { MetaStoreError, toMetaStoreError } from './errors.js'
-import { native } from './native.js'
+import { native, type Engine } from './native.js'
 import { Requests } from './requests.js'
 import { Submitter } from './submitter.js'
 
-export type Engine = 'memory' | 'rocksdb'
+export type { Engine }
 
 /** Options shared by `MetaStore.open` and `LocalCluster.start`. */
 export interface GroupOptions {

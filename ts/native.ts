@@ -1,7 +1,21 @@
 // The addon, through the loader that `napi build` generates in native/ (it
 // picks the prebuilt binary of this platform: a local build or the
-// metastore-<platform> package).
+// metastore-<platform> package). native/index.js and native/index.d.ts are
+// generated and committed: every value and type that crosses the boundary is
+// declared once, in crates/napi, and read from there.
 import * as binding from '../native/index.js'
 
 export const native = binding
-export type { BatchOptions, ClusterOptions, NodeStatsView, BatchStatsView } from '../native/index.js'
+export { CompletionStatus, RequestKind } from '../native/index.js'
+export type {
+  BatchStats,
+  Engine,
+  ErrorCode,
+  ErrorCodeInfo,
+  LatencySummary,
+  NodeStats,
+  RaftRole,
+  RaftStats,
+  StorageStats,
+  SubmitFailure,
+} from '../native/index.js'

@@ -1,4 +1,5 @@
-import { MetaStoreError, type ErrorCode } from './errors.js'
+import { MetaStoreError } from './errors.js'
+import { CompletionStatus, type ErrorCode } from './native.js'
 
 /** What a write resolves with: its Raft log index and whether the key had a value. */
 export interface WriteResult {
@@ -6,12 +7,8 @@ export interface WriteResult {
   existed: boolean
 }
 
-// Status bytes sent by the addon (crates/napi/src/cluster.rs).
-const WRITTEN = 0
-const WRITTEN_EXISTED = 1
-const VALUE = 2
-const NO_VALUE = 3
-const FAILED = 4
+// The status byte of each completion, as the addon declares it.
+const { Written, WrittenExisted, Value, NoValue, Failed } = CompletionStatus
 
 export const enum Kind {
   Write,
@@ -33,10 +30,6 @@ interface Waiter {
 export class Requests {
   readonly #waiting = new Map<number, Waiter>()
   #next = 1
-
-  get size(): number {
-    return this.#waiting.size
-  }
 
   /** Registers a waiter and runs `submit(token)`; a synchronous throw rejects the promise. */
   track<T>(kind: Kind, submit: (token: number) => void): Promise<T> {
@@ -63,21 +56,21 @@ export class Requests {
       const waiter = this.#waiting.get(tokens[i])
       const status = statuses[i]
       if (waiter === undefined) {
-        extra += status === VALUE ? 1 : status === FAILED ? 2 : 0
+        extra += status === Value ? 1 : status === Failed ? 2 : 0
         continue
       }
       this.#waiting.delete(tokens[i])
       switch (status) {
-        case WRITTEN:
-        case WRITTEN_EXISTED: {
-          const existed = status === WRITTEN_EXISTED
+        case Written:
+        case WrittenExisted: {
+          const existed = status === WrittenExisted
           waiter.resolve(waiter.kind === Kind.Delete ? existed : { index: indexes[i], existed })
           break
         }
-        case VALUE:
+        case Value:
           waiter.resolve(extras[extra++])
           break
-        case NO_VALUE:
+        case NoValue:
           waiter.resolve(undefined)
           break
         default: {
@@ -95,11 +88,5 @@ export class Requests {
     if (waiter === undefined) return
     this.#waiting.delete(token)
     waiter.reject(err)
-  }
-
-  /** Rejects everything still waiting (used when the native side is gone). */
-  rejectAll(err: MetaStoreError): void {
-    for (const waiter of this.#waiting.values()) waiter.reject(err)
-    this.#waiting.clear()
   }
 }

@@ -1,9 +1,9 @@
 import { assertBytes, type Bytes } from './bytes.js'
 import { MetaStoreError } from './errors.js'
 import { Group, type GroupOptions } from './group.js'
+import { RequestKind, type NodeStats } from './native.js'
 import { Kind, type WriteResult } from './requests.js'
-import type { NodeStats } from './stats.js'
-import { Op, type Submitter } from './submitter.js'
+import type { Submitter } from './submitter.js'
 
 export type OpenOptions = GroupOptions
 
@@ -40,30 +40,30 @@ export class MetaStore {
   put(key: Bytes, value: Bytes): Promise<WriteResult> {
     assertBytes(key, 'key')
     assertBytes(value, 'value')
-    return this.#submit(Kind.Write, Op.Put, key, value)
+    return this.#submit(Kind.Write, RequestKind.Put, key, value)
   }
 
   /** The value committed for `key`, or undefined. */
   get(key: Bytes): Promise<Buffer | undefined> {
     assertBytes(key, 'key')
-    return this.#submit(Kind.Get, Op.Get, key)
+    return this.#submit(Kind.Get, RequestKind.Get, key)
   }
 
   /** Resolves true when the key existed. */
   delete(key: Bytes): Promise<boolean> {
     assertBytes(key, 'key')
-    return this.#submit(Kind.Delete, Op.Delete, key)
+    return this.#submit(Kind.Delete, RequestKind.Delete, key)
   }
 
   /** Proposes a raw command through the log; resolves with its index once applied. */
   propose(data: Bytes): Promise<WriteResult> {
     assertBytes(data, 'data')
-    return this.#submit(Kind.Write, Op.Raw, data)
+    return this.#submit(Kind.Write, RequestKind.Raw, data)
   }
 
   stats(): NodeStats {
     this.#checkOpen()
-    return this.#group.call((n) => n.stats(this.#node)) as NodeStats
+    return this.#group.call((n) => n.stats(this.#node))
   }
 
   /** Closes this handle (and the group, for a store from `MetaStore.open`). Idempotent. */
@@ -77,7 +77,7 @@ export class MetaStore {
     if (this.#closed || this.#group.closed) throw new MetaStoreError('ERR_CLOSED', 'the store is closed')
   }
 
-  #submit<T>(kind: Kind, op: Op, first: Bytes, value?: Bytes): Promise<T> {
+  #submit<T>(kind: Kind, op: RequestKind, first: Bytes, value?: Bytes): Promise<T> {
     try {
       this.#checkOpen()
     } catch (err) {

@@ -1,21 +1,7 @@
 import type { Bytes } from './bytes.js'
-import { isErrorCode, MetaStoreError, toMetaStoreError } from './errors.js'
+import { MetaStoreError, toMetaStoreError } from './errors.js'
+import type { RequestKind, SubmitFailure } from './native.js'
 import type { Kind, Requests } from './requests.js'
-
-/** Request kinds in the buffer (crates/napi/src/cluster.rs reads them). */
-export const enum Op {
-  Put = 0,
-  Delete = 1,
-  Get = 2,
-  Raw = 3,
-}
-
-/** A request the addon refused before it reached the node. */
-export interface SubmitFailure {
-  token: number
-  code: string
-  message: string
-}
 
 /** Sends one packed buffer to the node; throws when the node is gone. */
 export type SendMany = (ops: Uint8Array) => SubmitFailure[]
@@ -48,7 +34,7 @@ export class Submitter {
     this.#send = send
   }
 
-  submit<T>(kind: Kind, op: Op, first: Bytes, value?: Bytes): Promise<T> {
+  submit<T>(kind: Kind, op: RequestKind, first: Bytes, value?: Bytes): Promise<T> {
     return this.#requests.track<T>(kind, (token) => {
       this.#append(op, token, first, value)
       if (this.#len >= FLUSH_BYTES) this.flush()
@@ -76,11 +62,11 @@ export class Submitter {
       return
     }
     for (const f of failures) {
-      this.#requests.fail(f.token, new MetaStoreError(isErrorCode(f.code) ? f.code : 'ERR_INTERNAL', f.message))
+      this.#requests.fail(f.token, new MetaStoreError(f.code, f.message))
     }
   }
 
-  #append(op: Op, token: number, first: Bytes, value: Bytes | undefined): void {
+  #append(op: RequestKind, token: number, first: Bytes, value: Bytes | undefined): void {
     // Worst case: UTF-8 takes at most 3 bytes per UTF-16 unit.
     const need = 1 + 8 + 4 + first.length * 3 + (value === undefined ? 0 : 4 + value.length * 3)
     this.#reserve(need)

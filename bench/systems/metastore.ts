@@ -1,8 +1,10 @@
+import type { Engine } from '../../ts/index.js'
 import type { Target } from './target.js'
 
 type MetaStoreModule = typeof import('../../ts/index.js')
 
-export type Engine = 'memory' | 'rocksdb'
+// A type-only import: it does not load the addon.
+export type { Engine }
 
 export interface MetaStoreSpec {
   engine: Engine

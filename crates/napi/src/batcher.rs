@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use metastore_batch::{BatchConfig, BatchStats, BatcherHandle, ProposalBatcher};
+use metastore_batch::{BatchConfig, BatchStats, BatcherHandle, ErrorCode as Code, ProposalBatcher};
 use napi::{
   bindgen_prelude::{Buffer, Either, FnArgs, Function, Uint8Array},
   threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode},
@@ -27,7 +27,8 @@ enum Event {
 type BatchArgs = FnArgs<(Option<Buffer>, u32)>;
 type BatchFn = ThreadsafeFunction<Event, (), BatchArgs, Status, false>;
 
-#[napi(object)]
+/// Propose-to-flush latency percentiles, in microseconds.
+#[napi(object, js_name = "LatencySummary")]
 pub struct LatencyView {
   pub p50_us: f64,
   pub p90_us: f64,
@@ -37,7 +38,9 @@ pub struct LatencyView {
   pub count: f64,
 }
 
-#[napi(object)]
+/// The batch loop's figures: the seven of the original Go design
+/// (`totalProposals` to `bufferLen`), then flush reasons and latency.
+#[napi(object, js_name = "BatchStats")]
 pub struct BatchStatsView {
   pub total_proposals: f64,
   pub total_batches: f64,
@@ -111,20 +114,20 @@ impl NativeProposalBatcher {
           Event::Drained => FnArgs::from((None, 0)),
         })
       })
-      .map_err(|e| js_error("ERR_INTERNAL", e.to_string()))?;
+      .map_err(|e| js_error(Code::Internal, e.to_string()))?;
     Ok(NativeProposalBatcher { config, on_batch: Some(Arc::new(on_batch)), inner: None, stopped: false })
   }
 
   #[napi(catch_unwind)]
   pub fn start(&mut self) -> Result<(), String> {
     if self.stopped {
-      return Err(js_error("ERR_CLOSED", "the batcher was stopped"));
+      return Err(js_error(Code::Closed, "the batcher was stopped"));
     }
     if self.inner.is_some() {
       return Ok(());
     }
     let Some(on_batch) = self.on_batch.clone() else {
-      return Err(js_error("ERR_CLOSED", "the batcher was stopped"));
+      return Err(js_error(Code::Closed, "the batcher was stopped"));
     };
     // The handle exists only once the batcher started; the JS thread (which
     // runs every completion callback) is inside this call until it is set.
@@ -155,8 +158,8 @@ impl NativeProposalBatcher {
   pub fn propose(&self, data: Either<Uint8Array, String>) -> Result<(), String> {
     match &self.inner {
       Some(batcher) => batcher.propose(into_bytes(data)).map_err(from_batch),
-      None if self.stopped => Err(js_error("ERR_CLOSED", "the batcher was stopped")),
-      None => Err(js_error("ERR_NOT_STARTED", "call start() before propose()")),
+      None if self.stopped => Err(js_error(Code::Closed, "the batcher was stopped")),
+      None => Err(js_error(Code::NotStarted, "call start() before propose()")),
     }
   }
 

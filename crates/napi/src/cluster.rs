@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use metastore_raft::{CommandOp, Completion, CompletionSink, EngineKind, LocalCluster, NodeStats, Outcome, Request, Role};
+use metastore_raft::{CommandOp, Completion, CompletionSink, EngineKind, ErrorCode as Code, LocalCluster, NodeStats, Outcome, Request, Role};
 use napi::{
   bindgen_prelude::{Buffer, Either, Float64Array, FnArgs, Function, Uint8Array},
   threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode},
@@ -17,16 +17,20 @@ use napi_derive::napi;
 use crate::{
   batcher::BatchStatsView,
   config::{cluster_config, ClusterOptions},
-  error::{from_raft, js_error},
+  error::{from_raft, js_error, ErrorCode},
 };
 
-/// Per-completion status byte sent to JS. Gets and errors also push entries
-/// to `extras` (the value, or the error code then its message).
-const WRITTEN: u8 = 0;
-const WRITTEN_EXISTED: u8 = 1;
-const VALUE: u8 = 2;
-const NO_VALUE: u8 = 3;
-const FAILED: u8 = 4;
+/// The status byte of each completion sent to JS. `Value` and `Failed` also
+/// push entries to `extras` (the value, or the error code then its message).
+#[napi]
+pub enum CompletionStatus {
+  Written = 0,
+  /// Written, and the key had a value before.
+  WrittenExisted = 1,
+  Value = 2,
+  NoValue = 3,
+  Failed = 4,
+}
 
 type CompletionArgs = FnArgs<(Float64Array, Uint8Array, Float64Array, Vec<Either<Buffer, String>>)>;
 type CompletionFn = ThreadsafeFunction<Vec<Completion>, (), CompletionArgs, Status, false>;
@@ -40,19 +44,20 @@ fn pack(completions: Vec<Completion>) -> CompletionArgs {
   for c in completions {
     tokens.push(c.token as f64);
     let (status, index) = match c.result {
-      Ok(Outcome::Written { index, existed }) => (if existed { WRITTEN_EXISTED } else { WRITTEN }, index),
+      Ok(Outcome::Written { index, existed: true }) => (CompletionStatus::WrittenExisted, index),
+      Ok(Outcome::Written { index, existed: false }) => (CompletionStatus::Written, index),
       Ok(Outcome::Value(Some(value))) => {
         extras.push(Either::A(Buffer::from(value)));
-        (VALUE, 0)
+        (CompletionStatus::Value, 0)
       }
-      Ok(Outcome::Value(None)) => (NO_VALUE, 0),
+      Ok(Outcome::Value(None)) => (CompletionStatus::NoValue, 0),
       Err(err) => {
         extras.push(Either::B(err.code().to_string()));
         extras.push(Either::B(err.to_string()));
-        (FAILED, 0)
+        (CompletionStatus::Failed, 0)
       }
     };
-    statuses.push(status);
+    statuses.push(status as u8);
     indexes.push(index as f64);
   }
   FnArgs::from((Float64Array::new(tokens), Uint8Array::new(statuses), Float64Array::new(indexes), extras))
@@ -63,15 +68,26 @@ fn pack(completions: Vec<Completion>) -> CompletionArgs {
 #[napi(object)]
 pub struct SubmitFailure {
   pub token: f64,
-  pub code: String,
+  pub code: ErrorCode,
   pub message: String,
 }
 
-/// Request kinds in a `submitMany` buffer (ts/submitter.ts writes them).
-const OP_PUT: u8 = 0;
-const OP_DELETE: u8 = 1;
-const OP_GET: u8 = 2;
-const OP_RAW: u8 = 3;
+/// The kind byte of each request in a `submitMany` buffer (ts/submitter.ts
+/// writes them).
+#[napi]
+#[derive(Clone, Copy)]
+pub enum RequestKind {
+  Put = 0,
+  Delete = 1,
+  Get = 2,
+  Raw = 3,
+}
+
+impl RequestKind {
+  fn from_byte(byte: u8) -> Option<RequestKind> {
+    [RequestKind::Put, RequestKind::Delete, RequestKind::Get, RequestKind::Raw].into_iter().find(|k| *k as u8 == byte)
+  }
+}
 
 /// Reads the requests packed by ts/submitter.ts, all little-endian:
 /// `kind u8 | token f64 | len u32 | bytes`, and for a put `| len u32 | value`.
@@ -97,40 +113,81 @@ fn parse_requests(mut buf: &[u8]) -> std::result::Result<Vec<(u64, Request<'_>)>
       return Err("bad token");
     }
     let first = bytes(&mut buf)?;
-    let request = match kind {
-      OP_PUT => Request::Write(CommandOp::Put { key: first, value: bytes(&mut buf)? }),
-      OP_DELETE => Request::Write(CommandOp::Delete { key: first }),
-      OP_GET => Request::Get(first),
-      OP_RAW => Request::Write(CommandOp::Raw(first)),
-      _ => return Err("unknown request kind"),
+    let request = match RequestKind::from_byte(kind).ok_or("unknown request kind")? {
+      RequestKind::Put => Request::Write(CommandOp::Put { key: first, value: bytes(&mut buf)? }),
+      RequestKind::Delete => Request::Write(CommandOp::Delete { key: first }),
+      RequestKind::Get => Request::Get(first),
+      RequestKind::Raw => Request::Write(CommandOp::Raw(first)),
     };
     requests.push((token as u64, request));
   }
   Ok(requests)
 }
 
-#[napi(object)]
+#[napi(string_enum = "kebab-case")]
+pub enum RaftRole {
+  Follower,
+  Candidate,
+  Leader,
+  PreCandidate,
+}
+
+impl From<Role> for RaftRole {
+  fn from(role: Role) -> Self {
+    match role {
+      Role::Follower => RaftRole::Follower,
+      Role::Candidate => RaftRole::Candidate,
+      Role::Leader => RaftRole::Leader,
+      Role::PreCandidate => RaftRole::PreCandidate,
+    }
+  }
+}
+
+#[napi(string_enum = "lowercase")]
+pub enum Engine {
+  /// Volatile: a restarted node starts empty and catches up from the others.
+  Memory,
+  /// Durable, in `data_dir/node-<id>`.
+  RocksDb,
+}
+
+impl From<EngineKind> for Engine {
+  fn from(engine: EngineKind) -> Self {
+    match engine {
+      EngineKind::Memory => Engine::Memory,
+      EngineKind::RocksDb => Engine::RocksDb,
+    }
+  }
+}
+
+#[napi(object, js_name = "RaftStats")]
 pub struct RaftStatsView {
   pub id: u32,
-  pub role: String,
+  pub role: RaftRole,
+  /// 0 while no leader is known.
   pub leader_id: u32,
   pub term: f64,
   pub commit_index: f64,
   pub applied_index: f64,
   pub last_index: f64,
+  /// Raft `Ready`s written to the log since start (each one write of new
+  /// entries and hard state); the synced ones are `storage.syncs`.
   pub log_writes: f64,
 }
 
-#[napi(object)]
+#[napi(object, js_name = "StorageStats")]
 pub struct StorageStatsView {
-  pub engine: String,
+  pub engine: Engine,
   pub log_entries: f64,
   pub approximate_bytes: f64,
+  /// Syncs of the write-ahead log since start (rocksdb with `sync: true`; 0 in memory).
   pub syncs: f64,
+  /// Wall time spent in those syncs, microseconds: `syncMicros / syncs` is
+  /// the mean fsync latency.
   pub sync_micros: f64,
 }
 
-#[napi(object)]
+#[napi(object, js_name = "NodeStats")]
 pub struct NodeStatsView {
   pub raft: RaftStatsView,
   pub batch: BatchStatsView,
@@ -139,20 +196,10 @@ pub struct NodeStatsView {
 
 impl From<NodeStats> for NodeStatsView {
   fn from(s: NodeStats) -> Self {
-    let role = match s.raft.role {
-      Role::Leader => "leader",
-      Role::Follower => "follower",
-      Role::Candidate => "candidate",
-      Role::PreCandidate => "pre-candidate",
-    };
-    let engine = match s.storage.engine {
-      EngineKind::Memory => "memory",
-      EngineKind::RocksDb => "rocksdb",
-    };
     NodeStatsView {
       raft: RaftStatsView {
         id: s.raft.id as u32,
-        role: role.into(),
+        role: s.raft.role.into(),
         leader_id: s.raft.leader_id as u32,
         term: s.raft.term as f64,
         commit_index: s.raft.commit_index as f64,
@@ -162,7 +209,7 @@ impl From<NodeStats> for NodeStatsView {
       },
       batch: s.batch.into(),
       storage: StorageStatsView {
-        engine: engine.into(),
+        engine: s.storage.engine.into(),
         log_entries: s.storage.log_entries as f64,
         approximate_bytes: s.storage.approximate_bytes as f64,
         syncs: s.storage.syncs as f64,
@@ -190,7 +237,7 @@ impl NativeCluster {
       .build_threadsafe_function::<Vec<Completion>>()
       .callee_handled::<false>()
       .build_callback(|ctx| Ok(pack(ctx.value)))
-      .map_err(|e| js_error("ERR_INTERNAL", e.to_string()))?;
+      .map_err(|e| js_error(Code::Internal, e.to_string()))?;
     let on_complete = Arc::new(Mutex::new(Some(Arc::new(tsfn))));
     let shared = on_complete.clone();
     let sinks = Arc::new(move |_node: u64| -> CompletionSink {
@@ -210,14 +257,14 @@ impl NativeCluster {
   /// answer through `onComplete`. A malformed buffer submits nothing.
   #[napi(catch_unwind)]
   pub fn submit_many(&self, node: u32, ops: Uint8Array) -> Result<Vec<SubmitFailure>, String> {
-    let requests = parse_requests(&ops).map_err(|what| js_error("ERR_INTERNAL", format!("malformed request buffer: {what}")))?;
+    let requests = parse_requests(&ops).map_err(|what| js_error(Code::Internal, format!("malformed request buffer: {what}")))?;
     let node = self
       .inner
       .node(node as u64)
-      .ok_or_else(|| js_error("ERR_CLOSED", format!("node {node} is not running")))?;
+      .ok_or_else(|| js_error(Code::Closed, format!("node {node} is not running")))?;
     let mut failures = Vec::new();
     node.submit_many(requests, |token, err| {
-      failures.push(SubmitFailure { token: token as f64, code: err.code().to_string(), message: err.to_string() })
+      failures.push(SubmitFailure { token: token as f64, code: err.error_code().into(), message: err.to_string() })
     });
     Ok(failures)
   }
@@ -242,7 +289,7 @@ impl NativeCluster {
     let node = self
       .inner
       .node(node as u64)
-      .ok_or_else(|| js_error("ERR_CLOSED", format!("node {node} is not running")))?;
+      .ok_or_else(|| js_error(Code::Closed, format!("node {node} is not running")))?;
     Ok(node.stats().into())
   }
 

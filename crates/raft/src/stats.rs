@@ -18,15 +18,6 @@ pub enum Role {
 }
 
 impl Role {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Role::Follower => "follower",
-            Role::Candidate => "candidate",
-            Role::Leader => "leader",
-            Role::PreCandidate => "pre-candidate",
-        }
-    }
-
     fn from_u8(v: u8) -> Role {
         match v {
             1 => Role::Candidate,
