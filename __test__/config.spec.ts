@@ -3,6 +3,7 @@ import { join } from 'node:path'
 
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
+import { stringify } from 'yaml'
 
 import {
   defaultConfig,
@@ -96,6 +97,12 @@ describe('valid configuration files', () => {
     const config = await loadConfig(configFile('config.yaml'))
     expect(config).toEqual(DEFAULTS)
     expect(config.server.storage.dataDir).toBe('./data')
+  })
+
+  it("configs/config.yaml and defaultConfig() are the core's defaults", async () => {
+    const core = { server: native.defaultServerOptions() }
+    expect(await loadConfig(configFile('config.yaml'))).toEqual(core)
+    expect(defaultConfig()).toEqual(core)
   })
 
   it('configs/low-latency.yaml holds the seed quick-test values', async () => {
@@ -550,5 +557,91 @@ describe('MetaStoreError', () => {
     for (const { code, retryable } of table) expect(new MetaStoreError(code, code).retryable).toBe(retryable)
     const notACode = Object.assign(new Error('x'), { code: 'ERR_NOT_LEADER' })
     expect(toMetaStoreError(notACode)).toBe(notACode)
+  })
+})
+
+/**
+ * The loader checks a file before the core sees it, so that an error points at
+ * the line; the core checks again when a store starts. The same bad settings
+ * must break the same rule on both sides. Rules only the loader has: types,
+ * units and unknown keys (the addon takes typed options), positive
+ * `max_size_per_msg` and `compress_min_bytes` (the core accepts 0), and a
+ * non-empty `data_dir` on the memory engine (the core ignores it there).
+ */
+describe('the loader and the core agree on the rules', () => {
+  type Case = Record<string, number | string>
+  // Key paths under `server`, one rule broken per case; every case runs on the memory engine unless it says otherwise.
+  const cases: [key: string, set: Case][] = [
+    ['raft.tick_interval', { 'raft.tick_interval': 0 }],
+    ['raft.election_tick', { 'raft.election_tick': 0 }],
+    ['raft.election_tick', { 'raft.election_tick': 2.5 }],
+    ['raft.heartbeat_tick', { 'raft.heartbeat_tick': 0 }],
+    ['raft.heartbeat_tick', { 'raft.heartbeat_tick': 10, 'raft.election_tick': 10 }],
+    ['raft.max_inflight_msgs', { 'raft.max_inflight_msgs': 0 }],
+    ['raft.snapshot_count', { 'raft.snapshot_count': 0 }],
+    ['raft.max_log_size', { 'raft.max_log_size': 0 }],
+    ['raft.proposal_timeout', { 'raft.proposal_timeout': 0 }],
+    ['raft.batch.min_batch_size', { 'raft.batch.min_batch_size': 0 }],
+    ['raft.batch.min_batch_size', { 'raft.batch.min_batch_size': 300 }],
+    ['raft.batch.max_batch_size', { 'raft.batch.max_batch_size': 0 }],
+    ['raft.batch.min_timeout', { 'raft.batch.min_timeout': 0 }],
+    ['raft.batch.min_timeout', { 'raft.batch.min_timeout': 30 }],
+    ['raft.batch.max_timeout', { 'raft.batch.max_timeout': 0 }],
+    ['raft.batch.load_threshold', { 'raft.batch.load_threshold': 1.5 }],
+    ['raft.batch.load_threshold', { 'raft.batch.load_threshold': -0.1 }],
+    ['raft.batch.max_proposal_bytes', { 'raft.batch.max_proposal_bytes': 0 }],
+    ['raft.batch.queue_capacity', { 'raft.batch.queue_capacity': 0 }],
+    ['raft.batch.compression', { 'raft.batch.compression': 'zstd' }],
+    ['storage.engine', { 'storage.engine': 'leveldb' }],
+    ['storage.data_dir', { 'storage.engine': 'rocksdb', 'storage.data_dir': '' }],
+  ]
+
+  /** The YAML file of `set` (bare numbers are milliseconds and bytes there, as in the options). */
+  function yamlOf(set: Case): string {
+    const root: Record<string, unknown> = {}
+    for (const [path, value] of Object.entries({ 'storage.engine': 'memory', ...set })) {
+      const keys = ['server', ...path.split('.')]
+      let node = root
+      for (const key of keys.slice(0, -1)) node = (node[key] ??= {}) as Record<string, unknown>
+      node[keys[keys.length - 1] as string] = value
+    }
+    return stringify(root)
+  }
+
+  /** The options object the addon takes for `set`: the defaults with those keys replaced, unchecked. */
+  function optionsOf(set: Case): Record<string, any> {
+    const options: Record<string, any> = defaultConfig().server
+    options.storage.engine = 'memory'
+    for (const [path, value] of Object.entries(set)) {
+      const keys = path.split('.')
+      let node = options
+      for (const key of keys.slice(0, -1)) node = node[key]
+      const snake = keys[keys.length - 1] as string
+      const camel = snake.replace(/_(\w)/g, (_, c: string) => c.toUpperCase())
+      node[camel in node ? camel : `${camel}Ms`] = value
+    }
+    return options
+  }
+
+  /** The key path the addon's ERR_INVALID_CONFIG message names. */
+  function nativeKey(set: Case): string {
+    let cluster: { close(): void } | undefined
+    try {
+      const options = optionsOf(set)
+      cluster = native.NativeCluster.start({ nodes: 1, raft: options.raft, storage: options.storage } as never, () => {})
+    } catch (err) {
+      expect((err as { code?: string }).code).toBe('ERR_INVALID_CONFIG')
+      const key = /(?:^|: )(?:server\.)?((?:raft|storage)\.[\w.]+):/.exec((err as Error).message)?.[1]
+      expect(key, (err as Error).message).toBeDefined()
+      return `server.${key}`
+    }
+    cluster.close()
+    return '(accepted)'
+  }
+
+  it.each(cases)('%s: both reject %j', async (key, set) => {
+    const loader = await configError(() => parseConfig(yamlOf(set)))
+    expect(loader.key).toBe(`server.${key}`)
+    expect(nativeKey(set)).toBe(`server.${key}`)
   })
 })

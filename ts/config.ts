@@ -3,8 +3,10 @@
  * `server.raft.batch.*`, `server.storage.*`, snake_case keys) read into a
  * camelCase object with durations in milliseconds and sizes in bytes.
  *
- * Every key is optional; missing keys take the defaults of the seed. An empty
- * file, or `{}`, is the default configuration. Units (see ./units.ts):
+ * Every key is optional; missing keys take the core's defaults, which the
+ * addon hands over (`defaultServerOptions`; Rust owns them, and
+ * `configs/config.yaml` lists them). An empty file, or `{}`, is the default
+ * configuration. Units (see ./units.ts):
  * durations are strings such as `5ms`, `1.5s`, `100us`, `2m`, or a YAML number
  * meaning milliseconds; sizes are a number of bytes or strings such as `512KB`,
  * `1MB`, `1MiB`, where KB = KiB = 1024 bytes.
@@ -22,6 +24,7 @@ import { readFile } from 'node:fs/promises'
 import { isMap, isScalar, LineCounter, parseDocument, type Document } from 'yaml'
 import * as z from 'zod'
 import { ConfigError, type ConfigIssue } from './errors.js'
+import { native, type Engine } from './native.js'
 import { parseDuration, parseSize } from './units.js'
 
 // ---------------------------------------------------------------------------
@@ -31,55 +34,59 @@ export interface MetaStoreConfig {
   server: { raft: RaftConfig; storage: StorageConfig }
 }
 
+// Defaults are in configs/config.yaml (the core's, see defaultConfig()).
+
 export interface RaftConfig {
-  /** Interval of one Raft logical clock tick. YAML `tick_interval`, default 100ms. */
+  /** Interval of one Raft logical clock tick. YAML `tick_interval`. */
   tickIntervalMs: number
-  /** Ticks without a heartbeat before a follower campaigns. Default 10. */
+  /** Ticks without a heartbeat before a follower campaigns. */
   electionTick: number
-  /** Ticks between leader heartbeats; must be < electionTick. Default 1. */
+  /** Ticks between leader heartbeats; must be < electionTick. */
   heartbeatTick: number
-  /** Bytes of entries per append message (raft-rs default 0 = one entry per message). Default 1MiB. */
+  /** Bytes of entries per append message (raft-rs default 0 = one entry per message). */
   maxSizePerMsg: number
-  /** Append messages in flight per follower. Default 256. */
+  /** Append messages in flight per follower. */
   maxInflightMsgs: number
   preVote: boolean
   checkQuorum: boolean
-  /** Applied entries between log compactions. Default 10000. */
+  /** Applied entries between log compactions. */
   snapshotCount: number
-  /** Bytes of applied log that also trigger a compaction, which keeps at most a quarter of it. Default 16MiB. */
+  /** Bytes of applied log that also trigger a compaction, which keeps at most a quarter of it. */
   maxLogSize: number
-  /** A proposal not applied within this time fails with ERR_TIMEOUT. YAML `proposal_timeout`, default 5s. */
+  /** A proposal not applied within this time fails with ERR_TIMEOUT. YAML `proposal_timeout`. */
   proposalTimeoutMs: number
   batch: BatchConfig
 }
 
 export interface BatchConfig {
-  /** `false` sends each proposal as its own Raft entry. Default true. */
+  /** `false` sends each proposal as its own Raft entry. */
   enable: boolean
   minBatchSize: number
   maxBatchSize: number
-  /** Flush deadline under low load. YAML `min_timeout`, default 5ms. */
+  /** Flush deadline under low load. YAML `min_timeout`. */
   minTimeoutMs: number
-  /** Flush deadline under full load. YAML `max_timeout`, default 20ms. */
+  /** Flush deadline under full load. YAML `max_timeout`. */
   maxTimeoutMs: number
-  /** Load (EMA of buffer usage, 0..1) above which batches grow towards maxBatchSize. Default 0.7. */
+  /** Load (EMA of buffer usage, 0..1) above which batches grow towards maxBatchSize. */
   loadThreshold: number
-  /** Largest single proposal accepted; larger ones fail with ERR_TOO_LARGE. Default 1MiB. */
+  /** Largest single proposal accepted; larger ones fail with ERR_TOO_LARGE. */
   maxProposalBytes: number
-  /** Proposals queued before `propose` waits. Default 8192. */
+  /** Proposals queued before `propose` waits. */
   queueCapacity: number
-  compression: 'none' | 'lz4'
-  /** Batches smaller than this are never compressed. Default 4KiB. */
+  compression: Compression
+  /** Batches smaller than this are never compressed. */
   compressMinBytes: number
 }
 
 export interface StorageConfig {
-  engine: 'memory' | 'rocksdb'
-  /** Directory of the RocksDB files, relative to the process's working directory. Default `./data`. */
+  engine: Engine
+  /** Directory of the RocksDB files, relative to the process's working directory. */
   dataDir: string
-  /** fsync each Raft write (HardState and entries) before acknowledging. Default true. */
+  /** fsync each Raft write (HardState and entries) before acknowledging. */
   sync: boolean
 }
+
+export type Compression = 'none' | 'lz4'
 
 export type DeepPartial<T> = {
   [K in keyof T]?: T[K] extends object ? DeepPartial<T[K]> : T[K]
@@ -213,7 +220,15 @@ function ordered<T>(a: keyof T & string, op: '<' | '<=', b: keyof T & string, sh
   }
 }
 
-const MiB = 1024 * 1024
+/** The core's defaults, read once from the addon. */
+const CORE = native.defaultServerOptions()
+const RAFT = CORE.raft
+const BATCH = CORE.raft.batch
+const STORAGE = CORE.storage
+
+/** Every engine the addon knows; the compiler checks the list against its `Engine` type both ways. */
+const ENGINES = Object.keys({ memory: true, rocksdb: true } satisfies Record<Engine, true>) as [Engine, ...Engine[]]
+const COMPRESSIONS = ['none', 'lz4'] as const satisfies readonly Compression[]
 
 const SPEC: SectionSpec<MetaStoreConfig> = {
   kind: 'section',
@@ -227,16 +242,16 @@ const SPEC: SectionSpec<MetaStoreConfig> = {
           kind: 'section',
           rules: [ordered<RaftConfig>('heartbeatTick', '<', 'electionTick')],
           fields: {
-            tickIntervalMs: leaf('tick_interval', duration(), 100),
-            electionTick: leaf('election_tick', count(), 10),
-            heartbeatTick: leaf('heartbeat_tick', count(), 1),
-            maxSizePerMsg: leaf('max_size_per_msg', size(), MiB),
-            maxInflightMsgs: leaf('max_inflight_msgs', count(), 256),
-            preVote: leaf('pre_vote', flag(), true),
-            checkQuorum: leaf('check_quorum', flag(), true),
-            snapshotCount: leaf('snapshot_count', count(), 10000),
-            maxLogSize: leaf('max_log_size', size(), 16 * MiB),
-            proposalTimeoutMs: leaf('proposal_timeout', duration(), 5000),
+            tickIntervalMs: leaf('tick_interval', duration(), RAFT.tickIntervalMs),
+            electionTick: leaf('election_tick', count(), RAFT.electionTick),
+            heartbeatTick: leaf('heartbeat_tick', count(), RAFT.heartbeatTick),
+            maxSizePerMsg: leaf('max_size_per_msg', size(), RAFT.maxSizePerMsg),
+            maxInflightMsgs: leaf('max_inflight_msgs', count(), RAFT.maxInflightMsgs),
+            preVote: leaf('pre_vote', flag(), RAFT.preVote),
+            checkQuorum: leaf('check_quorum', flag(), RAFT.checkQuorum),
+            snapshotCount: leaf('snapshot_count', count(), RAFT.snapshotCount),
+            maxLogSize: leaf('max_log_size', size(), RAFT.maxLogSize),
+            proposalTimeoutMs: leaf('proposal_timeout', duration(), RAFT.proposalTimeoutMs),
             batch: {
               kind: 'section',
               rules: [
@@ -244,16 +259,16 @@ const SPEC: SectionSpec<MetaStoreConfig> = {
                 ordered<BatchConfig>('minTimeoutMs', '<=', 'maxTimeoutMs', ms),
               ],
               fields: {
-                enable: leaf('enable', flag(), true),
-                minBatchSize: leaf('min_batch_size', count(), 1),
-                maxBatchSize: leaf('max_batch_size', count(), 256),
-                minTimeoutMs: leaf('min_timeout', duration(), 5),
-                maxTimeoutMs: leaf('max_timeout', duration(), 20),
-                loadThreshold: leaf('load_threshold', ratio(), 0.7),
-                maxProposalBytes: leaf('max_proposal_bytes', size(), MiB),
-                queueCapacity: leaf('queue_capacity', count(), 8192),
-                compression: leaf('compression', oneOf(['none', 'lz4']), 'none' as const),
-                compressMinBytes: leaf('compress_min_bytes', size(), 4096),
+                enable: leaf('enable', flag(), BATCH.enable),
+                minBatchSize: leaf('min_batch_size', count(), BATCH.minBatchSize),
+                maxBatchSize: leaf('max_batch_size', count(), BATCH.maxBatchSize),
+                minTimeoutMs: leaf('min_timeout', duration(), BATCH.minTimeoutMs),
+                maxTimeoutMs: leaf('max_timeout', duration(), BATCH.maxTimeoutMs),
+                loadThreshold: leaf('load_threshold', ratio(), BATCH.loadThreshold),
+                maxProposalBytes: leaf('max_proposal_bytes', size(), BATCH.maxProposalBytes),
+                queueCapacity: leaf('queue_capacity', count(), BATCH.queueCapacity),
+                compression: leaf('compression', oneOf(COMPRESSIONS), BATCH.compression as Compression),
+                compressMinBytes: leaf('compress_min_bytes', size(), BATCH.compressMinBytes),
               },
             },
           },
@@ -262,9 +277,9 @@ const SPEC: SectionSpec<MetaStoreConfig> = {
           kind: 'section',
           rules: [],
           fields: {
-            engine: leaf('engine', oneOf(['memory', 'rocksdb']), 'rocksdb' as const),
-            dataDir: leaf('data_dir', nonEmptyString(), './data'),
-            sync: leaf('sync', flag(), true),
+            engine: leaf('engine', oneOf(ENGINES), STORAGE.engine as Engine),
+            dataDir: leaf('data_dir', nonEmptyString(), STORAGE.dataDir),
+            sync: leaf('sync', flag(), STORAGE.sync),
           },
         },
       },
@@ -536,7 +551,7 @@ export function loadConfigSync(path: string): MetaStoreConfig {
   return parseConfig(text, path)
 }
 
-/** The seed's defaults; a fresh object on every call. */
+/** The core's defaults; a fresh object on every call. */
 export function defaultConfig(): MetaStoreConfig {
   return validate({}, '<defaults>', 'ts', () => undefined)
 }

@@ -1,15 +1,17 @@
-//! JS config objects (camelCase, durations in ms) -> core configs. The
-//! TypeScript loader resolves defaults and units; the rules live in Rust
-//! (`BatchConfig::validate`) and are exposed through `checkBatchConfig`.
+//! JS config objects (camelCase, durations in ms, sizes in bytes) to core
+//! configs, and the core's defaults back to JS. The core owns both the
+//! defaults (its `Default` impls, handed to the TypeScript loader by
+//! `defaultServerOptions`) and the rules (its `validate` methods); this file
+//! converts units and prefixes each broken rule with its key path.
 
 use std::{path::PathBuf, time::Duration};
 
-use metastore_batch::{BatchConfig, Compression};
+use metastore_batch::{BatchConfig, BatchError};
 use metastore_raft::{ClusterConfig, EngineKind, RaftSettings, StorageConfig};
 use napi::Result;
 use napi_derive::napi;
 
-use crate::error::{invalid_config};
+use crate::error::{from_raft, invalid_config};
 
 #[napi(object)]
 #[derive(Clone)]
@@ -50,6 +52,13 @@ pub struct StorageOptions {
   pub sync: bool,
 }
 
+/// The `server` section of a config file, in the units of the options objects.
+#[napi(object)]
+pub struct ServerOptions {
+  pub raft: RaftOptions,
+  pub storage: StorageOptions,
+}
+
 #[napi(object)]
 pub struct ClusterOptions {
   pub nodes: u32,
@@ -57,36 +66,96 @@ pub struct ClusterOptions {
   pub storage: StorageOptions,
 }
 
-/// A broken config rule: the snake_case key and the rule it breaks.
-#[napi(object)]
-pub struct ConfigViolation {
-  pub key: String,
-  pub rule: String,
+/// The core's defaults: every key a config file leaves out takes its value
+/// from here.
+#[napi(catch_unwind)]
+pub fn default_server_options() -> ServerOptions {
+  // Destructured in full, so a setting added to the core does not compile
+  // here until it is handed to JS too.
+  let RaftSettings {
+    tick_interval,
+    election_tick,
+    heartbeat_tick,
+    max_size_per_msg,
+    max_inflight_msgs,
+    pre_vote,
+    check_quorum,
+    snapshot_count,
+    max_log_size,
+    proposal_timeout,
+  } = RaftSettings::default();
+  let BatchConfig {
+    enable,
+    min_batch_size,
+    max_batch_size,
+    min_timeout,
+    max_timeout,
+    load_threshold,
+    max_proposal_bytes,
+    queue_capacity,
+    compression,
+    compress_min_bytes,
+  } = BatchConfig::default();
+  let StorageConfig { engine, data_dir, sync } = StorageConfig::default();
+  ServerOptions {
+    raft: RaftOptions {
+      tick_interval_ms: to_millis(tick_interval),
+      election_tick: election_tick as f64,
+      heartbeat_tick: heartbeat_tick as f64,
+      max_size_per_msg: max_size_per_msg as f64,
+      max_inflight_msgs: max_inflight_msgs as f64,
+      pre_vote,
+      check_quorum,
+      snapshot_count: snapshot_count as f64,
+      max_log_size: max_log_size as f64,
+      proposal_timeout_ms: to_millis(proposal_timeout),
+      batch: BatchOptions {
+        enable,
+        min_batch_size: min_batch_size as f64,
+        max_batch_size: max_batch_size as f64,
+        min_timeout_ms: to_millis(min_timeout),
+        max_timeout_ms: to_millis(max_timeout),
+        load_threshold,
+        max_proposal_bytes: max_proposal_bytes as f64,
+        queue_capacity: queue_capacity as f64,
+        compression: compression.as_str().into(),
+        compress_min_bytes: compress_min_bytes as f64,
+      },
+    },
+    storage: StorageOptions { engine: engine.as_str().into(), data_dir: data_dir.to_string_lossy().into_owned(), sync },
+  }
 }
 
-fn count(key: &'static str, value: f64) -> std::result::Result<usize, ConfigViolation> {
+/// A broken rule: the key (relative to its section) and the rule.
+struct Violation {
+  key: &'static str,
+  rule: String,
+}
+
+fn to_millis(d: Duration) -> f64 {
+  d.as_nanos() as f64 / 1e6
+}
+
+fn count(key: &'static str, value: f64) -> std::result::Result<usize, Violation> {
   if value.is_finite() && value >= 0.0 && value.fract() == 0.0 && value <= u32::MAX as f64 {
     Ok(value as usize)
   } else {
-    Err(ConfigViolation { key: key.into(), rule: format!("must be a non-negative integer, got {value}") })
+    Err(Violation { key, rule: format!("must be a non-negative integer, got {value}") })
   }
 }
 
-fn millis(key: &'static str, value: f64) -> std::result::Result<Duration, ConfigViolation> {
+fn millis(key: &'static str, value: f64) -> std::result::Result<Duration, Violation> {
   if value.is_finite() && value >= 0.0 {
     Ok(Duration::from_secs_f64(value / 1000.0))
   } else {
-    Err(ConfigViolation { key: key.into(), rule: format!("must be a non-negative duration, got {value} ms") })
+    Err(Violation { key, rule: format!("must be a non-negative duration, got {value} ms") })
   }
 }
 
-fn to_batch_config(o: &BatchOptions) -> std::result::Result<BatchConfig, ConfigViolation> {
-  let compression = match o.compression.as_str() {
-    "none" => Compression::None,
-    "lz4" => Compression::Lz4,
-    other => {
-      return Err(ConfigViolation { key: "compression".into(), rule: format!("must be one of none, lz4, got '{other}'") })
-    }
+fn to_batch_config(o: &BatchOptions) -> std::result::Result<BatchConfig, Violation> {
+  let violation = |err: BatchError| match err {
+    BatchError::InvalidConfig { key, rule } => Violation { key, rule },
+    other => Violation { key: "batch", rule: other.to_string() },
   };
   let config = BatchConfig {
     enable: o.enable,
@@ -97,27 +166,18 @@ fn to_batch_config(o: &BatchOptions) -> std::result::Result<BatchConfig, ConfigV
     load_threshold: o.load_threshold,
     max_proposal_bytes: count("max_proposal_bytes", o.max_proposal_bytes)?,
     queue_capacity: count("queue_capacity", o.queue_capacity)?,
-    compression,
+    compression: o.compression.parse().map_err(violation)?,
     compress_min_bytes: count("compress_min_bytes", o.compress_min_bytes)?,
   };
-  match config.validate() {
-    Ok(()) => Ok(config),
-    Err(metastore_batch::BatchError::InvalidConfig { key, rule }) => Err(ConfigViolation { key: key.into(), rule }),
-    Err(other) => Err(ConfigViolation { key: "batch".into(), rule: other.to_string() }),
-  }
-}
-
-/// Checks a batch config against the core's rules; `null` when valid.
-#[napi(catch_unwind)]
-pub fn check_batch_config(options: BatchOptions) -> Option<ConfigViolation> {
-  to_batch_config(&options).err()
+  config.validate().map_err(violation)?;
+  Ok(config)
 }
 
 pub fn batch_config(options: &BatchOptions) -> Result<BatchConfig, String> {
   to_batch_config(options).map_err(|v| invalid_config(format!("server.raft.batch.{}: {}", v.key, v.rule)))
 }
 
-fn raft_settings(o: &RaftOptions) -> std::result::Result<RaftSettings, ConfigViolation> {
+fn raft_settings(o: &RaftOptions) -> std::result::Result<RaftSettings, Violation> {
   Ok(RaftSettings {
     tick_interval: millis("tick_interval", o.tick_interval_ms)?,
     election_tick: count("election_tick", o.election_tick)?,
@@ -132,17 +192,16 @@ fn raft_settings(o: &RaftOptions) -> std::result::Result<RaftSettings, ConfigVio
   })
 }
 
+/// Converts the options; the rules are checked when the cluster starts
+/// (`ClusterConfig::validate`), the batch rules already here so that they
+/// name their key the same way for a cluster and a lone batcher.
 pub fn cluster_config(o: &ClusterOptions) -> Result<ClusterConfig, String> {
   let raft = raft_settings(&o.raft).map_err(|v| invalid_config(format!("server.raft.{}: {}", v.key, v.rule)))?;
   let batch = batch_config(&o.raft.batch)?;
-  let engine = match o.storage.engine.as_str() {
-    "memory" => EngineKind::Memory,
-    "rocksdb" => EngineKind::RocksDb,
-    other => return Err(invalid_config(format!("server.storage.engine: must be one of memory, rocksdb, got '{other}'"))),
-  };
-  if o.nodes == 0 {
-    return Err(invalid_config("nodes: must be at least 1"));
-  }
+  let engine: EngineKind = o.storage.engine.parse().map_err(|err| match err {
+    metastore_raft::Error::InvalidConfig { key, rule } => invalid_config(format!("server.{key}: {rule}")),
+    other => from_raft(other),
+  })?;
   Ok(ClusterConfig {
     nodes: o.nodes as usize,
     raft,
