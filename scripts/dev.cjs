@@ -78,10 +78,39 @@ function build() {
   run(bin('tsc'), ['-p', 'tsconfig.json'])
 }
 
+// The loader and the types that `napi build` generates are committed, so that
+// a change at the boundary (an export, an enum, an options field) shows in
+// review. In a git checkout, a build that changes them fails the test run
+// until they are staged or committed.
+const GENERATED = ['native/index.js', 'native/index.d.ts']
+
+function git(args) {
+  return spawnSync('git', args, { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
+}
+
+function checkGenerated() {
+  const inside = git(['rev-parse', '--is-inside-work-tree'])
+  if (inside.status !== 0 || inside.stdout.trim() !== 'true') return
+  const changed = git(['diff', '--name-only', '--', ...GENERATED]).stdout.trim()
+  const untracked = git(['ls-files', '--others', '--exclude-standard', '--', ...GENERATED]).stdout.trim()
+  if (changed === '' && untracked === '') return
+  if (changed !== '') spawnSync('git', ['--no-pager', 'diff', '--stat', '--', ...GENERATED], { cwd: root, stdio: 'inherit' })
+  console.error(
+    [
+      '',
+      `The build changed the generated binding: ${[changed, untracked].filter(Boolean).join(' ').replace(/\n/g, ' ')}.`,
+      'It is generated from crates/napi and committed so that the boundary shows in review:',
+      `read the diff (git diff -- ${GENERATED.join(' ')}), then commit or stage it, and run the tests again.`,
+    ].join('\n'),
+  )
+  process.exit(1)
+}
+
 const tasks = {
   build,
   test() {
     build()
+    checkGenerated()
     run('cargo', ['test', '--release', '--workspace', '--target', hostTriple()])
     run(bin('tsc'), ['-p', 'tsconfig.check.json'])
     run(bin('vitest'), ['run'])
