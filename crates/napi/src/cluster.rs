@@ -5,71 +5,90 @@
 
 use std::sync::{Arc, Mutex};
 
-use metastore_raft::{CommandOp, Completion, CompletionSink, EngineKind, ErrorCode as Code, LocalCluster, NodeStats, Outcome, Request, Role};
-use napi::{
-  bindgen_prelude::{Buffer, Either, Float64Array, FnArgs, Function, Uint8Array},
-  threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode},
-  Status,
+use metastore_raft::{
+    CommandOp, Completion, CompletionSink, EngineKind, ErrorCode as Code, LocalCluster, NodeStats,
+    Outcome, Request, Role,
 };
 use napi::Result;
+use napi::{
+    bindgen_prelude::{Buffer, Either, Float64Array, FnArgs, Function, Uint8Array},
+    threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode},
+    Status,
+};
 use napi_derive::napi;
 
 use crate::{
-  batcher::BatchStatsView,
-  config::{cluster_config, ClusterOptions},
-  error::{from_raft, js_error, ErrorCode},
+    batcher::BatchStatsView,
+    config::{cluster_config, ClusterOptions},
+    error::{from_raft, js_error, ErrorCode},
 };
 
 /// The status byte of each completion sent to JS. `Value` and `Failed` also
 /// push entries to `extras` (the value, or the error code then its message).
 #[napi]
 pub enum CompletionStatus {
-  Written = 0,
-  /// Written, and the key had a value before.
-  WrittenExisted = 1,
-  Value = 2,
-  NoValue = 3,
-  Failed = 4,
+    Written = 0,
+    /// Written, and the key had a value before.
+    WrittenExisted = 1,
+    Value = 2,
+    NoValue = 3,
+    Failed = 4,
 }
 
-type CompletionArgs = FnArgs<(Float64Array, Uint8Array, Float64Array, Vec<Either<Buffer, String>>)>;
+type CompletionArgs = FnArgs<(
+    Float64Array,
+    Uint8Array,
+    Float64Array,
+    Vec<Either<Buffer, String>>,
+)>;
 type CompletionFn = ThreadsafeFunction<Vec<Completion>, (), CompletionArgs, Status, false>;
 
 fn pack(completions: Vec<Completion>) -> CompletionArgs {
-  let n = completions.len();
-  let mut tokens = Vec::with_capacity(n);
-  let mut statuses = Vec::with_capacity(n);
-  let mut indexes = Vec::with_capacity(n);
-  let mut extras = Vec::new();
-  for c in completions {
-    tokens.push(c.token as f64);
-    let (status, index) = match c.result {
-      Ok(Outcome::Written { index, existed: true }) => (CompletionStatus::WrittenExisted, index),
-      Ok(Outcome::Written { index, existed: false }) => (CompletionStatus::Written, index),
-      Ok(Outcome::Value(Some(value))) => {
-        extras.push(Either::A(Buffer::from(value)));
-        (CompletionStatus::Value, 0)
-      }
-      Ok(Outcome::Value(None)) => (CompletionStatus::NoValue, 0),
-      Err(err) => {
-        extras.push(Either::B(err.code().to_string()));
-        extras.push(Either::B(err.to_string()));
-        (CompletionStatus::Failed, 0)
-      }
-    };
-    statuses.push(status as u8);
-    indexes.push(index as f64);
-  }
-  FnArgs::from((Float64Array::new(tokens), Uint8Array::new(statuses), Float64Array::new(indexes), extras))
+    let n = completions.len();
+    let mut tokens = Vec::with_capacity(n);
+    let mut statuses = Vec::with_capacity(n);
+    let mut indexes = Vec::with_capacity(n);
+    let mut extras = Vec::new();
+    for c in completions {
+        tokens.push(c.token as f64);
+        let (status, index) = match c.result {
+            Ok(Outcome::Written {
+                index,
+                existed: true,
+            }) => (CompletionStatus::WrittenExisted, index),
+            Ok(Outcome::Written {
+                index,
+                existed: false,
+            }) => (CompletionStatus::Written, index),
+            Ok(Outcome::Value(Some(value))) => {
+                extras.push(Either::A(Buffer::from(value)));
+                (CompletionStatus::Value, 0)
+            }
+            Ok(Outcome::Value(None)) => (CompletionStatus::NoValue, 0),
+            Err(err) => {
+                extras.push(Either::B(err.code().to_string()));
+                extras.push(Either::B(err.to_string()));
+                (CompletionStatus::Failed, 0)
+            }
+        };
+        statuses.push(status as u8);
+        indexes.push(index as f64);
+    }
+    FnArgs::from((
+        Float64Array::new(tokens),
+        Uint8Array::new(statuses),
+        Float64Array::new(indexes),
+        extras,
+    ))
 }
 
 /// A request `submitMany` refused before it reached the node (`ERR_CLOSED`,
 /// `ERR_TOO_LARGE`).
 #[napi(object)]
 pub struct SubmitFailure {
-  pub token: f64,
-  pub code: ErrorCode,
-  pub message: String,
+    pub token: f64,
+    pub code: ErrorCode,
+    pub message: String,
 }
 
 /// The kind byte of each request in a `submitMany` buffer (ts/submitter.ts
@@ -77,250 +96,277 @@ pub struct SubmitFailure {
 #[napi]
 #[derive(Clone, Copy)]
 pub enum RequestKind {
-  Put = 0,
-  Delete = 1,
-  Get = 2,
-  Raw = 3,
+    Put = 0,
+    Delete = 1,
+    Get = 2,
+    Raw = 3,
 }
 
 impl RequestKind {
-  fn from_byte(byte: u8) -> Option<RequestKind> {
-    [RequestKind::Put, RequestKind::Delete, RequestKind::Get, RequestKind::Raw].into_iter().find(|k| *k as u8 == byte)
-  }
+    fn from_byte(byte: u8) -> Option<RequestKind> {
+        [
+            RequestKind::Put,
+            RequestKind::Delete,
+            RequestKind::Get,
+            RequestKind::Raw,
+        ]
+        .into_iter()
+        .find(|k| *k as u8 == byte)
+    }
 }
 
 /// Reads the requests packed by ts/submitter.ts, all little-endian:
 /// `kind u8 | token f64 | len u32 | bytes`, and for a put `| len u32 | value`.
 /// Tokens are integers below 2^53 (exact in an f64).
 fn parse_requests(mut buf: &[u8]) -> std::result::Result<Vec<(u64, Request<'_>)>, &'static str> {
-  fn take<'a>(buf: &mut &'a [u8], n: usize) -> std::result::Result<&'a [u8], &'static str> {
-    if buf.len() < n {
-      return Err("truncated");
+    fn take<'a>(buf: &mut &'a [u8], n: usize) -> std::result::Result<&'a [u8], &'static str> {
+        if buf.len() < n {
+            return Err("truncated");
+        }
+        let (head, tail) = buf.split_at(n);
+        *buf = tail;
+        Ok(head)
     }
-    let (head, tail) = buf.split_at(n);
-    *buf = tail;
-    Ok(head)
-  }
-  fn bytes<'a>(buf: &mut &'a [u8]) -> std::result::Result<&'a [u8], &'static str> {
-    let len = u32::from_le_bytes(take(buf, 4)?.try_into().map_err(|_| "truncated")?);
-    take(buf, len as usize)
-  }
-  let mut requests = Vec::new();
-  while !buf.is_empty() {
-    let kind = take(&mut buf, 1)?[0];
-    let token = f64::from_le_bytes(take(&mut buf, 8)?.try_into().map_err(|_| "truncated")?);
-    if !(token >= 0.0 && token < 9_007_199_254_740_992.0 && token.fract() == 0.0) {
-      return Err("bad token");
+    fn bytes<'a>(buf: &mut &'a [u8]) -> std::result::Result<&'a [u8], &'static str> {
+        let len = u32::from_le_bytes(take(buf, 4)?.try_into().map_err(|_| "truncated")?);
+        take(buf, len as usize)
     }
-    let first = bytes(&mut buf)?;
-    let request = match RequestKind::from_byte(kind).ok_or("unknown request kind")? {
-      RequestKind::Put => Request::Write(CommandOp::Put { key: first, value: bytes(&mut buf)? }),
-      RequestKind::Delete => Request::Write(CommandOp::Delete { key: first }),
-      RequestKind::Get => Request::Get(first),
-      RequestKind::Raw => Request::Write(CommandOp::Raw(first)),
-    };
-    requests.push((token as u64, request));
-  }
-  Ok(requests)
+    let mut requests = Vec::new();
+    while !buf.is_empty() {
+        let kind = take(&mut buf, 1)?[0];
+        let token = f64::from_le_bytes(take(&mut buf, 8)?.try_into().map_err(|_| "truncated")?);
+        if !(token >= 0.0 && token < 9_007_199_254_740_992.0 && token.fract() == 0.0) {
+            return Err("bad token");
+        }
+        let first = bytes(&mut buf)?;
+        let request = match RequestKind::from_byte(kind).ok_or("unknown request kind")? {
+            RequestKind::Put => Request::Write(CommandOp::Put {
+                key: first,
+                value: bytes(&mut buf)?,
+            }),
+            RequestKind::Delete => Request::Write(CommandOp::Delete { key: first }),
+            RequestKind::Get => Request::Get(first),
+            RequestKind::Raw => Request::Write(CommandOp::Raw(first)),
+        };
+        requests.push((token as u64, request));
+    }
+    Ok(requests)
 }
 
 #[napi(string_enum = "kebab-case")]
 pub enum RaftRole {
-  Follower,
-  Candidate,
-  Leader,
-  PreCandidate,
+    Follower,
+    Candidate,
+    Leader,
+    PreCandidate,
 }
 
 impl From<Role> for RaftRole {
-  fn from(role: Role) -> Self {
-    match role {
-      Role::Follower => RaftRole::Follower,
-      Role::Candidate => RaftRole::Candidate,
-      Role::Leader => RaftRole::Leader,
-      Role::PreCandidate => RaftRole::PreCandidate,
+    fn from(role: Role) -> Self {
+        match role {
+            Role::Follower => RaftRole::Follower,
+            Role::Candidate => RaftRole::Candidate,
+            Role::Leader => RaftRole::Leader,
+            Role::PreCandidate => RaftRole::PreCandidate,
+        }
     }
-  }
 }
 
 #[napi(string_enum = "lowercase")]
 pub enum Engine {
-  /// Volatile: a restarted node starts empty and catches up from the others.
-  Memory,
-  /// Durable, in `data_dir/node-<id>`.
-  RocksDb,
+    /// Volatile: a restarted node starts empty and catches up from the others.
+    Memory,
+    /// Durable, in `data_dir/node-<id>`.
+    RocksDb,
 }
 
 impl From<EngineKind> for Engine {
-  fn from(engine: EngineKind) -> Self {
-    match engine {
-      EngineKind::Memory => Engine::Memory,
-      EngineKind::RocksDb => Engine::RocksDb,
+    fn from(engine: EngineKind) -> Self {
+        match engine {
+            EngineKind::Memory => Engine::Memory,
+            EngineKind::RocksDb => Engine::RocksDb,
+        }
     }
-  }
 }
 
 #[napi(object, js_name = "RaftStats")]
 pub struct RaftStatsView {
-  pub id: u32,
-  pub role: RaftRole,
-  /// 0 while no leader is known.
-  pub leader_id: u32,
-  pub term: f64,
-  pub commit_index: f64,
-  pub applied_index: f64,
-  pub last_index: f64,
-  /// Raft `Ready`s written to the log since start (each one write of new
-  /// entries and hard state); the synced ones are `storage.syncs`.
-  pub log_writes: f64,
+    pub id: u32,
+    pub role: RaftRole,
+    /// 0 while no leader is known.
+    pub leader_id: u32,
+    pub term: f64,
+    pub commit_index: f64,
+    pub applied_index: f64,
+    pub last_index: f64,
+    /// Raft `Ready`s written to the log since start (each one write of new
+    /// entries and hard state); the synced ones are `storage.syncs`.
+    pub log_writes: f64,
 }
 
 #[napi(object, js_name = "StorageStats")]
 pub struct StorageStatsView {
-  pub engine: Engine,
-  pub log_entries: f64,
-  pub approximate_bytes: f64,
-  /// Syncs of the write-ahead log since start (rocksdb with `sync: true`; 0 in memory).
-  pub syncs: f64,
-  /// Wall time spent in those syncs, microseconds: `syncMicros / syncs` is
-  /// the mean fsync latency.
-  pub sync_micros: f64,
+    pub engine: Engine,
+    pub log_entries: f64,
+    pub approximate_bytes: f64,
+    /// Syncs of the write-ahead log since start (rocksdb with `sync: true`; 0 in memory).
+    pub syncs: f64,
+    /// Wall time spent in those syncs, microseconds: `syncMicros / syncs` is
+    /// the mean fsync latency.
+    pub sync_micros: f64,
 }
 
 #[napi(object, js_name = "NodeStats")]
 pub struct NodeStatsView {
-  pub raft: RaftStatsView,
-  pub batch: BatchStatsView,
-  pub storage: StorageStatsView,
+    pub raft: RaftStatsView,
+    pub batch: BatchStatsView,
+    pub storage: StorageStatsView,
 }
 
 impl From<NodeStats> for NodeStatsView {
-  fn from(s: NodeStats) -> Self {
-    NodeStatsView {
-      raft: RaftStatsView {
-        id: s.raft.id as u32,
-        role: s.raft.role.into(),
-        leader_id: s.raft.leader_id as u32,
-        term: s.raft.term as f64,
-        commit_index: s.raft.commit_index as f64,
-        applied_index: s.raft.applied_index as f64,
-        last_index: s.raft.last_index as f64,
-        log_writes: s.raft.log_writes as f64,
-      },
-      batch: s.batch.into(),
-      storage: StorageStatsView {
-        engine: s.storage.engine.into(),
-        log_entries: s.storage.log_entries as f64,
-        approximate_bytes: s.storage.approximate_bytes as f64,
-        syncs: s.storage.syncs as f64,
-        sync_micros: s.storage.sync_micros as f64,
-      },
+    fn from(s: NodeStats) -> Self {
+        NodeStatsView {
+            raft: RaftStatsView {
+                id: s.raft.id as u32,
+                role: s.raft.role.into(),
+                leader_id: s.raft.leader_id as u32,
+                term: s.raft.term as f64,
+                commit_index: s.raft.commit_index as f64,
+                applied_index: s.raft.applied_index as f64,
+                last_index: s.raft.last_index as f64,
+                log_writes: s.raft.log_writes as f64,
+            },
+            batch: s.batch.into(),
+            storage: StorageStatsView {
+                engine: s.storage.engine.into(),
+                log_entries: s.storage.log_entries as f64,
+                approximate_bytes: s.storage.approximate_bytes as f64,
+                syncs: s.storage.syncs as f64,
+                sync_micros: s.storage.sync_micros as f64,
+            },
+        }
     }
-  }
 }
 
 #[napi]
 pub struct NativeCluster {
-  inner: LocalCluster,
-  /// Dropped on close so the callback no longer keeps the event loop alive.
-  on_complete: Arc<Mutex<Option<Arc<CompletionFn>>>>,
+    inner: LocalCluster,
+    /// Dropped on close so the callback no longer keeps the event loop alive.
+    on_complete: Arc<Mutex<Option<Arc<CompletionFn>>>>,
 }
 
 #[napi]
 impl NativeCluster {
-  /// Starts `options.nodes` nodes (ids 1..=n). `onComplete(tokens, statuses,
-  /// indexes, extras)` receives results in batches.
-  #[napi(factory, catch_unwind)]
-  pub fn start(options: ClusterOptions, on_complete: Function<FnArgs<(Float64Array, Uint8Array, Float64Array, Vec<Either<Buffer, String>>)>, ()>) -> Result<NativeCluster, String> {
-    let config = cluster_config(&options)?;
-    let tsfn: CompletionFn = on_complete
-      .build_threadsafe_function::<Vec<Completion>>()
-      .callee_handled::<false>()
-      .build_callback(|ctx| Ok(pack(ctx.value)))
-      .map_err(|e| js_error(Code::Internal, e.to_string()))?;
-    let on_complete = Arc::new(Mutex::new(Some(Arc::new(tsfn))));
-    let shared = on_complete.clone();
-    let sinks = Arc::new(move |_node: u64| -> CompletionSink {
-      let tsfn = shared.lock().ok().and_then(|guard| guard.clone());
-      Arc::new(move |completions: Vec<Completion>| {
-        if let Some(tsfn) = &tsfn {
-          tsfn.call(completions, ThreadsafeFunctionCallMode::NonBlocking);
-        }
-      })
-    });
-    let inner = LocalCluster::start(config, sinks).map_err(from_raft)?;
-    Ok(NativeCluster { inner, on_complete })
-  }
-
-  /// Submits the requests packed in `ops` (see [`parse_requests`]) to `node`,
-  /// in order, in one call. Returns the requests refused up front; the others
-  /// answer through `onComplete`. A malformed buffer submits nothing.
-  #[napi(catch_unwind)]
-  pub fn submit_many(&self, node: u32, ops: Uint8Array) -> Result<Vec<SubmitFailure>, String> {
-    let requests = parse_requests(&ops).map_err(|what| js_error(Code::Internal, format!("malformed request buffer: {what}")))?;
-    let node = self
-      .inner
-      .node(node as u64)
-      .ok_or_else(|| js_error(Code::Closed, format!("node {node} is not running")))?;
-    let mut failures = Vec::new();
-    node.submit_many(requests, |token, err| {
-      failures.push(SubmitFailure { token: token as f64, code: err.error_code().into(), message: err.to_string() })
-    });
-    Ok(failures)
-  }
-
-  #[napi(catch_unwind)]
-  pub fn leader(&self) -> Option<u32> {
-    self.inner.leader().map(|id| id as u32)
-  }
-
-  #[napi(catch_unwind)]
-  pub fn ids(&self) -> Vec<u32> {
-    self.inner.ids().into_iter().map(|id| id as u32).collect()
-  }
-
-  #[napi(catch_unwind)]
-  pub fn is_running(&self, node: u32) -> bool {
-    self.inner.node(node as u64).is_some()
-  }
-
-  #[napi(catch_unwind)]
-  pub fn stats(&self, node: u32) -> Result<NodeStatsView, String> {
-    let node = self
-      .inner
-      .node(node as u64)
-      .ok_or_else(|| js_error(Code::Closed, format!("node {node} is not running")))?;
-    Ok(node.stats().into())
-  }
-
-  #[napi(catch_unwind)]
-  pub fn stop_node(&self, node: u32) -> Result<(), String> {
-    self.inner.stop(node as u64).map_err(from_raft)
-  }
-
-  #[napi(catch_unwind)]
-  pub fn restart_node(&self, node: u32) -> Result<(), String> {
-    self.inner.restart(node as u64).map_err(from_raft)
-  }
-
-  #[napi(catch_unwind)]
-  pub fn cut(&self, a: u32, b: u32) {
-    self.inner.cut(a as u64, b as u64)
-  }
-
-  #[napi(catch_unwind)]
-  pub fn heal(&self, a: u32, b: u32) {
-    self.inner.heal(a as u64, b as u64)
-  }
-
-  /// Stops every node (pending requests reject with ERR_CLOSED) and releases
-  /// the callback once those rejections are queued. Idempotent.
-  #[napi(catch_unwind)]
-  pub fn close(&self) -> Result<(), String> {
-    let result = self.inner.close().map_err(from_raft);
-    if let Ok(mut guard) = self.on_complete.lock() {
-      guard.take();
+    /// Starts `options.nodes` nodes (ids 1..=n). `onComplete(tokens, statuses,
+    /// indexes, extras)` receives results in batches.
+    #[napi(factory, catch_unwind)]
+    pub fn start(
+        options: ClusterOptions,
+        on_complete: Function<
+            FnArgs<(
+                Float64Array,
+                Uint8Array,
+                Float64Array,
+                Vec<Either<Buffer, String>>,
+            )>,
+            (),
+        >,
+    ) -> Result<NativeCluster, String> {
+        let config = cluster_config(&options)?;
+        let tsfn: CompletionFn = on_complete
+            .build_threadsafe_function::<Vec<Completion>>()
+            .callee_handled::<false>()
+            .build_callback(|ctx| Ok(pack(ctx.value)))
+            .map_err(|e| js_error(Code::Internal, e.to_string()))?;
+        let on_complete = Arc::new(Mutex::new(Some(Arc::new(tsfn))));
+        let shared = on_complete.clone();
+        let sinks = Arc::new(move |_node: u64| -> CompletionSink {
+            let tsfn = shared.lock().ok().and_then(|guard| guard.clone());
+            Arc::new(move |completions: Vec<Completion>| {
+                if let Some(tsfn) = &tsfn {
+                    tsfn.call(completions, ThreadsafeFunctionCallMode::NonBlocking);
+                }
+            })
+        });
+        let inner = LocalCluster::start(config, sinks).map_err(from_raft)?;
+        Ok(NativeCluster { inner, on_complete })
     }
-    result
-  }
+
+    /// Submits the requests packed in `ops` (see [`parse_requests`]) to `node`,
+    /// in order, in one call. Returns the requests refused up front; the others
+    /// answer through `onComplete`. A malformed buffer submits nothing.
+    #[napi(catch_unwind)]
+    pub fn submit_many(&self, node: u32, ops: Uint8Array) -> Result<Vec<SubmitFailure>, String> {
+        let requests = parse_requests(&ops).map_err(|what| {
+            js_error(Code::Internal, format!("malformed request buffer: {what}"))
+        })?;
+        let node = self
+            .inner
+            .node(node as u64)
+            .ok_or_else(|| js_error(Code::Closed, format!("node {node} is not running")))?;
+        let mut failures = Vec::new();
+        node.submit_many(requests, |token, err| {
+            failures.push(SubmitFailure {
+                token: token as f64,
+                code: err.error_code().into(),
+                message: err.to_string(),
+            })
+        });
+        Ok(failures)
+    }
+
+    #[napi(catch_unwind)]
+    pub fn leader(&self) -> Option<u32> {
+        self.inner.leader().map(|id| id as u32)
+    }
+
+    #[napi(catch_unwind)]
+    pub fn ids(&self) -> Vec<u32> {
+        self.inner.ids().into_iter().map(|id| id as u32).collect()
+    }
+
+    #[napi(catch_unwind)]
+    pub fn is_running(&self, node: u32) -> bool {
+        self.inner.node(node as u64).is_some()
+    }
+
+    #[napi(catch_unwind)]
+    pub fn stats(&self, node: u32) -> Result<NodeStatsView, String> {
+        let node = self
+            .inner
+            .node(node as u64)
+            .ok_or_else(|| js_error(Code::Closed, format!("node {node} is not running")))?;
+        Ok(node.stats().into())
+    }
+
+    #[napi(catch_unwind)]
+    pub fn stop_node(&self, node: u32) -> Result<(), String> {
+        self.inner.stop(node as u64).map_err(from_raft)
+    }
+
+    #[napi(catch_unwind)]
+    pub fn restart_node(&self, node: u32) -> Result<(), String> {
+        self.inner.restart(node as u64).map_err(from_raft)
+    }
+
+    #[napi(catch_unwind)]
+    pub fn cut(&self, a: u32, b: u32) {
+        self.inner.cut(a as u64, b as u64)
+    }
+
+    #[napi(catch_unwind)]
+    pub fn heal(&self, a: u32, b: u32) {
+        self.inner.heal(a as u64, b as u64)
+    }
+
+    /// Stops every node (pending requests reject with ERR_CLOSED) and releases
+    /// the callback once those rejections are queued. Idempotent.
+    #[napi(catch_unwind)]
+    pub fn close(&self) -> Result<(), String> {
+        let result = self.inner.close().map_err(from_raft);
+        if let Ok(mut guard) = self.on_complete.lock() {
+            guard.take();
+        }
+        result
+    }
 }

@@ -16,196 +16,221 @@ use crate::error::{from_raft, invalid_config};
 #[napi(object)]
 #[derive(Clone)]
 pub struct BatchOptions {
-  pub enable: bool,
-  pub min_batch_size: f64,
-  pub max_batch_size: f64,
-  pub min_timeout_ms: f64,
-  pub max_timeout_ms: f64,
-  pub load_threshold: f64,
-  pub max_proposal_bytes: f64,
-  pub queue_capacity: f64,
-  /// `none` or `lz4`.
-  pub compression: String,
-  pub compress_min_bytes: f64,
+    pub enable: bool,
+    pub min_batch_size: f64,
+    pub max_batch_size: f64,
+    pub min_timeout_ms: f64,
+    pub max_timeout_ms: f64,
+    pub load_threshold: f64,
+    pub max_proposal_bytes: f64,
+    pub queue_capacity: f64,
+    /// `none` or `lz4`.
+    pub compression: String,
+    pub compress_min_bytes: f64,
 }
 
 #[napi(object)]
 pub struct RaftOptions {
-  pub tick_interval_ms: f64,
-  pub election_tick: f64,
-  pub heartbeat_tick: f64,
-  pub max_size_per_msg: f64,
-  pub max_inflight_msgs: f64,
-  pub pre_vote: bool,
-  pub check_quorum: bool,
-  pub snapshot_count: f64,
-  pub max_log_size: f64,
-  pub proposal_timeout_ms: f64,
-  pub batch: BatchOptions,
+    pub tick_interval_ms: f64,
+    pub election_tick: f64,
+    pub heartbeat_tick: f64,
+    pub max_size_per_msg: f64,
+    pub max_inflight_msgs: f64,
+    pub pre_vote: bool,
+    pub check_quorum: bool,
+    pub snapshot_count: f64,
+    pub max_log_size: f64,
+    pub proposal_timeout_ms: f64,
+    pub batch: BatchOptions,
 }
 
 #[napi(object)]
 pub struct StorageOptions {
-  /// `memory` or `rocksdb`.
-  pub engine: String,
-  pub data_dir: String,
-  pub sync: bool,
+    /// `memory` or `rocksdb`.
+    pub engine: String,
+    pub data_dir: String,
+    pub sync: bool,
 }
 
 /// The `server` section of a config file, in the units of the options objects.
 #[napi(object)]
 pub struct ServerOptions {
-  pub raft: RaftOptions,
-  pub storage: StorageOptions,
+    pub raft: RaftOptions,
+    pub storage: StorageOptions,
 }
 
 #[napi(object)]
 pub struct ClusterOptions {
-  pub nodes: u32,
-  pub raft: RaftOptions,
-  pub storage: StorageOptions,
+    pub nodes: u32,
+    pub raft: RaftOptions,
+    pub storage: StorageOptions,
 }
 
 /// The core's defaults: every key a config file leaves out takes its value
 /// from here.
 #[napi(catch_unwind)]
 pub fn default_server_options() -> ServerOptions {
-  // Destructured in full, so a setting added to the core does not compile
-  // here until it is handed to JS too.
-  let RaftSettings {
-    tick_interval,
-    election_tick,
-    heartbeat_tick,
-    max_size_per_msg,
-    max_inflight_msgs,
-    pre_vote,
-    check_quorum,
-    snapshot_count,
-    max_log_size,
-    proposal_timeout,
-  } = RaftSettings::default();
-  let BatchConfig {
-    enable,
-    min_batch_size,
-    max_batch_size,
-    min_timeout,
-    max_timeout,
-    load_threshold,
-    max_proposal_bytes,
-    queue_capacity,
-    compression,
-    compress_min_bytes,
-  } = BatchConfig::default();
-  let StorageConfig { engine, data_dir, sync } = StorageConfig::default();
-  ServerOptions {
-    raft: RaftOptions {
-      tick_interval_ms: to_millis(tick_interval),
-      election_tick: election_tick as f64,
-      heartbeat_tick: heartbeat_tick as f64,
-      max_size_per_msg: max_size_per_msg as f64,
-      max_inflight_msgs: max_inflight_msgs as f64,
-      pre_vote,
-      check_quorum,
-      snapshot_count: snapshot_count as f64,
-      max_log_size: max_log_size as f64,
-      proposal_timeout_ms: to_millis(proposal_timeout),
-      batch: BatchOptions {
+    // Destructured in full, so a setting added to the core does not compile
+    // here until it is handed to JS too.
+    let RaftSettings {
+        tick_interval,
+        election_tick,
+        heartbeat_tick,
+        max_size_per_msg,
+        max_inflight_msgs,
+        pre_vote,
+        check_quorum,
+        snapshot_count,
+        max_log_size,
+        proposal_timeout,
+    } = RaftSettings::default();
+    let BatchConfig {
         enable,
-        min_batch_size: min_batch_size as f64,
-        max_batch_size: max_batch_size as f64,
-        min_timeout_ms: to_millis(min_timeout),
-        max_timeout_ms: to_millis(max_timeout),
+        min_batch_size,
+        max_batch_size,
+        min_timeout,
+        max_timeout,
         load_threshold,
-        max_proposal_bytes: max_proposal_bytes as f64,
-        queue_capacity: queue_capacity as f64,
-        compression: compression.as_str().into(),
-        compress_min_bytes: compress_min_bytes as f64,
-      },
-    },
-    storage: StorageOptions { engine: engine.as_str().into(), data_dir: data_dir.to_string_lossy().into_owned(), sync },
-  }
+        max_proposal_bytes,
+        queue_capacity,
+        compression,
+        compress_min_bytes,
+    } = BatchConfig::default();
+    let StorageConfig {
+        engine,
+        data_dir,
+        sync,
+    } = StorageConfig::default();
+    ServerOptions {
+        raft: RaftOptions {
+            tick_interval_ms: to_millis(tick_interval),
+            election_tick: election_tick as f64,
+            heartbeat_tick: heartbeat_tick as f64,
+            max_size_per_msg: max_size_per_msg as f64,
+            max_inflight_msgs: max_inflight_msgs as f64,
+            pre_vote,
+            check_quorum,
+            snapshot_count: snapshot_count as f64,
+            max_log_size: max_log_size as f64,
+            proposal_timeout_ms: to_millis(proposal_timeout),
+            batch: BatchOptions {
+                enable,
+                min_batch_size: min_batch_size as f64,
+                max_batch_size: max_batch_size as f64,
+                min_timeout_ms: to_millis(min_timeout),
+                max_timeout_ms: to_millis(max_timeout),
+                load_threshold,
+                max_proposal_bytes: max_proposal_bytes as f64,
+                queue_capacity: queue_capacity as f64,
+                compression: compression.as_str().into(),
+                compress_min_bytes: compress_min_bytes as f64,
+            },
+        },
+        storage: StorageOptions {
+            engine: engine.as_str().into(),
+            data_dir: data_dir.to_string_lossy().into_owned(),
+            sync,
+        },
+    }
 }
 
 /// A broken rule: the key (relative to its section) and the rule.
 struct Violation {
-  key: &'static str,
-  rule: String,
+    key: &'static str,
+    rule: String,
 }
 
 fn to_millis(d: Duration) -> f64 {
-  d.as_nanos() as f64 / 1e6
+    d.as_nanos() as f64 / 1e6
 }
 
 fn count(key: &'static str, value: f64) -> std::result::Result<usize, Violation> {
-  if value.is_finite() && value >= 0.0 && value.fract() == 0.0 && value <= u32::MAX as f64 {
-    Ok(value as usize)
-  } else {
-    Err(Violation { key, rule: format!("must be a non-negative integer, got {value}") })
-  }
+    if value.is_finite() && value >= 0.0 && value.fract() == 0.0 && value <= u32::MAX as f64 {
+        Ok(value as usize)
+    } else {
+        Err(Violation {
+            key,
+            rule: format!("must be a non-negative integer, got {value}"),
+        })
+    }
 }
 
 fn millis(key: &'static str, value: f64) -> std::result::Result<Duration, Violation> {
-  if value.is_finite() && value >= 0.0 {
-    Ok(Duration::from_secs_f64(value / 1000.0))
-  } else {
-    Err(Violation { key, rule: format!("must be a non-negative duration, got {value} ms") })
-  }
+    if value.is_finite() && value >= 0.0 {
+        Ok(Duration::from_secs_f64(value / 1000.0))
+    } else {
+        Err(Violation {
+            key,
+            rule: format!("must be a non-negative duration, got {value} ms"),
+        })
+    }
 }
 
 fn to_batch_config(o: &BatchOptions) -> std::result::Result<BatchConfig, Violation> {
-  let violation = |err: BatchError| match err {
-    BatchError::InvalidConfig { key, rule } => Violation { key, rule },
-    other => Violation { key: "batch", rule: other.to_string() },
-  };
-  let config = BatchConfig {
-    enable: o.enable,
-    min_batch_size: count("min_batch_size", o.min_batch_size)?,
-    max_batch_size: count("max_batch_size", o.max_batch_size)?,
-    min_timeout: millis("min_timeout", o.min_timeout_ms)?,
-    max_timeout: millis("max_timeout", o.max_timeout_ms)?,
-    load_threshold: o.load_threshold,
-    max_proposal_bytes: count("max_proposal_bytes", o.max_proposal_bytes)?,
-    queue_capacity: count("queue_capacity", o.queue_capacity)?,
-    compression: o.compression.parse().map_err(violation)?,
-    compress_min_bytes: count("compress_min_bytes", o.compress_min_bytes)?,
-  };
-  config.validate().map_err(violation)?;
-  Ok(config)
+    let violation = |err: BatchError| match err {
+        BatchError::InvalidConfig { key, rule } => Violation { key, rule },
+        other => Violation {
+            key: "batch",
+            rule: other.to_string(),
+        },
+    };
+    let config = BatchConfig {
+        enable: o.enable,
+        min_batch_size: count("min_batch_size", o.min_batch_size)?,
+        max_batch_size: count("max_batch_size", o.max_batch_size)?,
+        min_timeout: millis("min_timeout", o.min_timeout_ms)?,
+        max_timeout: millis("max_timeout", o.max_timeout_ms)?,
+        load_threshold: o.load_threshold,
+        max_proposal_bytes: count("max_proposal_bytes", o.max_proposal_bytes)?,
+        queue_capacity: count("queue_capacity", o.queue_capacity)?,
+        compression: o.compression.parse().map_err(violation)?,
+        compress_min_bytes: count("compress_min_bytes", o.compress_min_bytes)?,
+    };
+    config.validate().map_err(violation)?;
+    Ok(config)
 }
 
 pub fn batch_config(options: &BatchOptions) -> Result<BatchConfig, String> {
-  to_batch_config(options).map_err(|v| invalid_config(format!("server.raft.batch.{}: {}", v.key, v.rule)))
+    to_batch_config(options)
+        .map_err(|v| invalid_config(format!("server.raft.batch.{}: {}", v.key, v.rule)))
 }
 
 fn raft_settings(o: &RaftOptions) -> std::result::Result<RaftSettings, Violation> {
-  Ok(RaftSettings {
-    tick_interval: millis("tick_interval", o.tick_interval_ms)?,
-    election_tick: count("election_tick", o.election_tick)?,
-    heartbeat_tick: count("heartbeat_tick", o.heartbeat_tick)?,
-    max_size_per_msg: count("max_size_per_msg", o.max_size_per_msg)? as u64,
-    max_inflight_msgs: count("max_inflight_msgs", o.max_inflight_msgs)?,
-    pre_vote: o.pre_vote,
-    check_quorum: o.check_quorum,
-    snapshot_count: count("snapshot_count", o.snapshot_count)? as u64,
-    max_log_size: count("max_log_size", o.max_log_size)? as u64,
-    proposal_timeout: millis("proposal_timeout", o.proposal_timeout_ms)?,
-  })
+    Ok(RaftSettings {
+        tick_interval: millis("tick_interval", o.tick_interval_ms)?,
+        election_tick: count("election_tick", o.election_tick)?,
+        heartbeat_tick: count("heartbeat_tick", o.heartbeat_tick)?,
+        max_size_per_msg: count("max_size_per_msg", o.max_size_per_msg)? as u64,
+        max_inflight_msgs: count("max_inflight_msgs", o.max_inflight_msgs)?,
+        pre_vote: o.pre_vote,
+        check_quorum: o.check_quorum,
+        snapshot_count: count("snapshot_count", o.snapshot_count)? as u64,
+        max_log_size: count("max_log_size", o.max_log_size)? as u64,
+        proposal_timeout: millis("proposal_timeout", o.proposal_timeout_ms)?,
+    })
 }
 
 /// Converts the options; the rules are checked when the cluster starts
 /// (`ClusterConfig::validate`), the batch rules already here so that they
 /// name their key the same way for a cluster and a lone batcher.
 pub fn cluster_config(o: &ClusterOptions) -> Result<ClusterConfig, String> {
-  let raft = raft_settings(&o.raft).map_err(|v| invalid_config(format!("server.raft.{}: {}", v.key, v.rule)))?;
-  let batch = batch_config(&o.raft.batch)?;
-  let engine: EngineKind = o.storage.engine.parse().map_err(|err| match err {
-    metastore_raft::Error::InvalidConfig { key, rule } => invalid_config(format!("server.{key}: {rule}")),
-    other => from_raft(other),
-  })?;
-  Ok(ClusterConfig {
-    nodes: o.nodes as usize,
-    raft,
-    batch,
-    storage: StorageConfig { engine, data_dir: PathBuf::from(&o.storage.data_dir), sync: o.storage.sync },
-  })
+    let raft = raft_settings(&o.raft)
+        .map_err(|v| invalid_config(format!("server.raft.{}: {}", v.key, v.rule)))?;
+    let batch = batch_config(&o.raft.batch)?;
+    let engine: EngineKind = o.storage.engine.parse().map_err(|err| match err {
+        metastore_raft::Error::InvalidConfig { key, rule } => {
+            invalid_config(format!("server.{key}: {rule}"))
+        }
+        other => from_raft(other),
+    })?;
+    Ok(ClusterConfig {
+        nodes: o.nodes as usize,
+        raft,
+        batch,
+        storage: StorageConfig {
+            engine,
+            data_dir: PathBuf::from(&o.storage.data_dir),
+            sync: o.storage.sync,
+        },
+    })
 }

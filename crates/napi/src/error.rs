@@ -11,62 +11,65 @@ use napi_derive::napi;
 /// The code of every `MetaStoreError`.
 #[napi(string_enum = "UPPER_SNAKE")]
 pub enum ErrorCode {
-  ErrInvalidConfig,
-  ErrNotStarted,
-  ErrProposalDropped,
-  ErrTimeout,
-  ErrClosed,
-  ErrTooLarge,
-  ErrCorruptBatch,
-  ErrStorage,
-  ErrInternal,
+    ErrInvalidConfig,
+    ErrNotStarted,
+    ErrProposalDropped,
+    ErrTimeout,
+    ErrClosed,
+    ErrTooLarge,
+    ErrCorruptBatch,
+    ErrStorage,
+    ErrInternal,
 }
 
 impl From<Code> for ErrorCode {
-  fn from(code: Code) -> Self {
-    match code {
-      Code::InvalidConfig => ErrorCode::ErrInvalidConfig,
-      Code::NotStarted => ErrorCode::ErrNotStarted,
-      Code::ProposalDropped => ErrorCode::ErrProposalDropped,
-      Code::Timeout => ErrorCode::ErrTimeout,
-      Code::Closed => ErrorCode::ErrClosed,
-      Code::TooLarge => ErrorCode::ErrTooLarge,
-      Code::CorruptBatch => ErrorCode::ErrCorruptBatch,
-      Code::Storage => ErrorCode::ErrStorage,
-      Code::Internal => ErrorCode::ErrInternal,
+    fn from(code: Code) -> Self {
+        match code {
+            Code::InvalidConfig => ErrorCode::ErrInvalidConfig,
+            Code::NotStarted => ErrorCode::ErrNotStarted,
+            Code::ProposalDropped => ErrorCode::ErrProposalDropped,
+            Code::Timeout => ErrorCode::ErrTimeout,
+            Code::Closed => ErrorCode::ErrClosed,
+            Code::TooLarge => ErrorCode::ErrTooLarge,
+            Code::CorruptBatch => ErrorCode::ErrCorruptBatch,
+            Code::Storage => ErrorCode::ErrStorage,
+            Code::Internal => ErrorCode::ErrInternal,
+        }
     }
-  }
 }
 
 /// One row of the error table: a code and what it tells the caller.
 #[napi(object)]
 pub struct ErrorCodeInfo {
-  pub code: ErrorCode,
-  /// The same request may be sent again on the same handle.
-  pub retryable: bool,
+    pub code: ErrorCode,
+    /// The same request may be sent again on the same handle.
+    pub retryable: bool,
 }
 
 /// Every code a `MetaStoreError` can carry, with what it means for a retry.
 #[napi(catch_unwind)]
 pub fn error_codes() -> Vec<ErrorCodeInfo> {
-  Code::ALL
-    .into_iter()
-    .map(|code| ErrorCodeInfo { code: code.into(), retryable: code.is_retryable() })
-    .collect()
+    Code::ALL
+        .into_iter()
+        .map(|code| ErrorCodeInfo {
+            code: code.into(),
+            retryable: code.is_retryable(),
+        })
+        .collect()
 }
 
 pub fn js_error(code: Code, message: impl Into<String>) -> Error<String> {
-  Error::new(code.as_str().to_string(), message.into())
+    Error::new(code.as_str().to_string(), message.into())
 }
 
 pub fn from_batch(err: metastore_batch::BatchError) -> Error<String> {
-  js_error(err.error_code(), err.to_string())
+    js_error(err.error_code(), err.to_string())
 }
 
 pub fn from_raft(err: metastore_raft::Error) -> Error<String> {
-  js_error(err.error_code(), err.to_string())
+    js_error(err.error_code(), err.to_string())
 }
 
 pub fn invalid_config(message: impl Into<String>) -> Error<String> {
-  js_error(Code::InvalidConfig, message)
+    js_error(Code::InvalidConfig, message)
 }
