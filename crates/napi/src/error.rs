@@ -9,6 +9,8 @@ use napi::Error;
 use napi_derive::napi;
 
 /// The code of every `MetaStoreError`.
+// The variant names are the code strings, `ERR_` included.
+#[allow(clippy::enum_variant_names)]
 #[napi(string_enum = "UPPER_SNAKE")]
 pub enum ErrorCode {
     ErrInvalidConfig,

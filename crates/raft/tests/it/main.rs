@@ -1,6 +1,8 @@
 //! Integration tests of metastore-raft. One binary with a module per topic,
 //! so a test build links RocksDB once instead of once per file.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap here is a failed test
+
 #[macro_use]
 mod common;
 
