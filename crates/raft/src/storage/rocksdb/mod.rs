@@ -11,26 +11,31 @@
 //! idempotent. Nothing read from disk is unwrapped: a damaged database is an
 //! [`Error::Storage`] naming the path.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::Receiver;
 
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
-use raft::{GetEntriesContext, RaftState, Storage, StorageError};
+use raft::Storage;
 use rocksdb::{
     BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB,
 };
 
+use self::log_cache::LogCache;
+use self::wal_sync::WalSyncer;
 use super::{raft_err, Durability, Engine, SyncOutcome};
 use crate::config::EngineKind;
 use crate::error::{Error, Result};
-use crate::kv::{decode_snapshot, SnapshotWriter};
+use crate::kv::decode_snapshot;
 use crate::stats::{StorageStats, SyncClock};
+
+mod log_cache;
+mod raft_storage;
+mod wal_sync;
 
 pub const CF_LOG: &str = "log";
 pub const CF_META: &str = "meta";
@@ -41,11 +46,6 @@ pub const KEY_CONF_STATE: &[u8] = b"conf_state";
 pub const KEY_TRUNCATED: &[u8] = b"truncated";
 /// `u64 BE`: the last index whose commands are in `kv`.
 pub const KEY_APPLIED: &[u8] = b"applied";
-
-/// Recent entries kept in memory: the leader re-reads them to send appends
-/// and to apply them right after persisting, so most reads never hit RocksDB.
-const CACHE_MAX_ENTRIES: usize = 4096;
-const CACHE_MAX_BYTES: usize = 32 << 20;
 
 fn log_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
@@ -77,8 +77,7 @@ pub struct RocksEngine {
     last_index: u64,
     applied: u64,
     /// A contiguous tail of the persisted log.
-    cache: VecDeque<Entry>,
-    cache_bytes: usize,
+    cache: LogCache,
     /// The current apply round: its batch, and what it did to each key so far
     /// (a key written twice in one round must see its own first write).
     apply_batch: WriteBatch,
@@ -87,63 +86,6 @@ pub struct RocksEngine {
     /// reference, so the database is closed when the engine is dropped.
     syncer: WalSyncer,
     sync_clock: Arc<SyncClock>,
-}
-
-/// Makes the WAL durable on its own thread: the node thread writes each
-/// `Ready` unsynced and goes on (applying, stepping messages, writing the
-/// next `Ready`) while the disk flushes; the outcome arrives on `done`. Each
-/// sync covers every write made before it was asked for; the node keeps one
-/// in flight at a time.
-struct WalSyncer {
-    requests: Option<Sender<()>>,
-    done: Receiver<SyncOutcome>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl WalSyncer {
-    fn start(db: Arc<DB>, path: &Path, clock: Arc<SyncClock>) -> Result<Self> {
-        let (requests, asked) = bounded::<()>(1);
-        let (report, done) = bounded(1);
-        let thread = std::thread::Builder::new()
-            .name("metastore-wal-sync".into())
-            .spawn(move || {
-                for () in asked {
-                    let started = Instant::now();
-                    let synced = db.flush_wal(true).map_err(|e| e.to_string());
-                    clock.record(started.elapsed());
-                    if report.send(synced).is_err() {
-                        break;
-                    }
-                }
-            })
-            .map_err(|e| {
-                Error::Storage(format!(
-                    "cannot start the WAL sync thread for {}: {e}",
-                    path.display()
-                ))
-            })?;
-        Ok(WalSyncer {
-            requests: Some(requests),
-            done,
-            thread: Some(thread),
-        })
-    }
-
-    fn request(&self) -> std::result::Result<(), String> {
-        match &self.requests {
-            Some(tx) if tx.send(()).is_ok() => Ok(()),
-            _ => Err("the WAL sync thread is gone".into()),
-        }
-    }
-}
-
-impl Drop for WalSyncer {
-    fn drop(&mut self) {
-        self.requests.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 impl RocksEngine {
@@ -182,8 +124,7 @@ impl RocksEngine {
             truncated_term: 0,
             last_index: 0,
             applied: 0,
-            cache: VecDeque::new(),
-            cache_bytes: 0,
+            cache: LogCache::default(),
             apply_batch: WriteBatch::default(),
             apply_overlay: HashMap::new(),
             syncer,
@@ -340,54 +281,6 @@ impl RocksEngine {
         Ok(e)
     }
 
-    fn cache_first(&self) -> Option<u64> {
-        self.cache.front().map(|e| e.index)
-    }
-
-    fn cache_get(&self, index: u64) -> Option<&Entry> {
-        let first = self.cache_first()?;
-        if index < first {
-            return None;
-        }
-        self.cache.get((index - first) as usize)
-    }
-
-    fn cache_append(&mut self, entries: &[Entry]) {
-        let Some(first) = entries.first().map(|e| e.index) else {
-            return;
-        };
-        // Drop a conflicting tail, or everything if the new entries do not follow on.
-        match self.cache_first() {
-            Some(cf) if first > cf && first <= cf + self.cache.len() as u64 => {
-                for e in self.cache.drain((first - cf) as usize..) {
-                    self.cache_bytes -= e.data.len();
-                }
-            }
-            _ => {
-                self.cache.clear();
-                self.cache_bytes = 0;
-            }
-        }
-        for e in entries {
-            self.cache_bytes += e.data.len();
-            self.cache.push_back(e.clone());
-        }
-        while self.cache.len() > CACHE_MAX_ENTRIES || self.cache_bytes > CACHE_MAX_BYTES {
-            match self.cache.pop_front() {
-                Some(e) => self.cache_bytes -= e.data.len(),
-                None => break,
-            }
-        }
-    }
-
-    fn cache_compact(&mut self, index: u64) {
-        while self.cache.front().is_some_and(|e| e.index <= index) {
-            if let Some(e) = self.cache.pop_front() {
-                self.cache_bytes -= e.data.len();
-            }
-        }
-    }
-
     fn put_hard_state(&self, wb: &mut WriteBatch, hs: &HardState) -> Result<()> {
         let bytes = hs
             .write_to_bytes()
@@ -431,129 +324,6 @@ impl RocksEngine {
         wb.put_cf(meta_cf, KEY_CONF_STATE, cs);
         wb.put_cf(meta_cf, KEY_APPLIED, meta.index.to_be_bytes());
         self.put_truncated(wb, meta.index, meta.term)
-    }
-}
-
-impl Storage for RocksEngine {
-    fn initial_state(&self) -> raft::Result<RaftState> {
-        Ok(RaftState::new(
-            self.hard_state.clone(),
-            self.conf_state.clone(),
-        ))
-    }
-
-    fn entries(
-        &self,
-        low: u64,
-        high: u64,
-        max_size: impl Into<Option<u64>>,
-        _context: GetEntriesContext,
-    ) -> raft::Result<Vec<Entry>> {
-        if low <= self.truncated_index {
-            return Err(raft::Error::Store(StorageError::Compacted));
-        }
-        if high > self.last_index + 1 {
-            return Err(raft::Error::Store(StorageError::Unavailable));
-        }
-        let max = max_size.into().unwrap_or(u64::MAX);
-        let mut out = Vec::with_capacity((high - low).min(1024) as usize);
-        let mut size = 0u64;
-        // raft-rs `limit_size`: the first entry always, then while within max.
-        let admit = |e: &Entry, out: &Vec<Entry>, size: &mut u64| {
-            *size += u64::from(e.compute_size());
-            out.is_empty() || *size <= max
-        };
-        if self.cache_first().is_some_and(|f| low >= f) {
-            for i in low..high {
-                let Some(e) = self.cache_get(i) else { break };
-                if !admit(e, &out, &mut size) {
-                    return Ok(out);
-                }
-                out.push(e.clone());
-            }
-            if out.len() as u64 == high - low {
-                return Ok(out);
-            }
-            out.clear();
-            size = 0;
-        }
-        let log = self.cf(CF_LOG).map_err(raft_err)?;
-        let mut it = self.db.raw_iterator_cf(log);
-        it.seek(log_key(low));
-        let mut expect = low;
-        while expect < high {
-            let (Some(k), Some(v)) = (it.key(), it.value()) else {
-                break;
-            };
-            if be_u64(k) != Some(expect) {
-                break;
-            }
-            let e = Entry::parse_from_bytes(v)
-                .map_err(|e| raft_err(self.corrupt(format!("log entry {expect}: {e}"))))?;
-            if !admit(&e, &out, &mut size) {
-                return Ok(out);
-            }
-            out.push(e);
-            expect += 1;
-            it.next();
-        }
-        it.status()
-            .map_err(|e| raft_err(self.err("cannot read raft log", e)))?;
-        if expect < high {
-            return Err(raft_err(
-                self.corrupt(format!("log entry {expect} missing")),
-            ));
-        }
-        Ok(out)
-    }
-
-    fn term(&self, idx: u64) -> raft::Result<u64> {
-        if idx == self.truncated_index {
-            return Ok(self.truncated_term);
-        }
-        if idx < self.truncated_index {
-            return Err(raft::Error::Store(StorageError::Compacted));
-        }
-        if idx > self.last_index {
-            return Err(raft::Error::Store(StorageError::Unavailable));
-        }
-        if let Some(e) = self.cache_get(idx) {
-            return Ok(e.term);
-        }
-        Ok(self.read_entry(idx)?.term)
-    }
-
-    fn first_index(&self) -> raft::Result<u64> {
-        Ok(self.truncated_index + 1)
-    }
-
-    fn last_index(&self) -> raft::Result<u64> {
-        Ok(self.last_index)
-    }
-
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        if self.applied < request_index {
-            return Err(raft::Error::Store(
-                StorageError::SnapshotTemporarilyUnavailable,
-            ));
-        }
-        let mut snap = Snapshot::default();
-        let meta = snap.mut_metadata();
-        meta.index = self.applied;
-        meta.term = self.term(self.applied)?;
-        meta.set_conf_state(self.conf_state.clone());
-        let kv = self.cf(CF_KV).map_err(raft_err)?;
-        let mut w = SnapshotWriter::new();
-        let mut it = self.db.raw_iterator_cf(kv);
-        it.seek_to_first();
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            w.push(k, v);
-            it.next();
-        }
-        it.status()
-            .map_err(|e| raft_err(self.err("cannot read kv", e)))?;
-        snap.data = w.finish().into();
-        Ok(snap)
     }
 }
 
@@ -616,7 +386,6 @@ impl Engine for RocksEngine {
         if let Some(cs) = cs {
             self.conf_state = cs;
             self.cache.clear();
-            self.cache_bytes = 0;
         }
         (
             self.truncated_index,
@@ -624,7 +393,7 @@ impl Engine for RocksEngine {
             self.last_index,
             self.applied,
         ) = (truncated_index, truncated_term, last, applied);
-        self.cache_append(entries);
+        self.cache.append(entries);
         Ok(())
     }
 
@@ -711,7 +480,7 @@ impl Engine for RocksEngine {
         self.put_truncated(&mut wb, index, term)?;
         self.write(wb, false)?;
         (self.truncated_index, self.truncated_term) = (index, term);
-        self.cache_compact(index);
+        self.cache.compact(index);
         Ok(())
     }
 

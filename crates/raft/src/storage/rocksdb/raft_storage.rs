@@ -1,0 +1,132 @@
+//! raft-rs reads its log and state from the engine directly.
+
+use protobuf::Message as _;
+use raft::eraftpb::{Entry, Snapshot};
+use raft::{GetEntriesContext, RaftState, Storage, StorageError};
+
+use super::{be_u64, log_key, RocksEngine, CF_KV, CF_LOG};
+use crate::kv::SnapshotWriter;
+use crate::storage::raft_err;
+
+impl Storage for RocksEngine {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState::new(
+            self.hard_state.clone(),
+            self.conf_state.clone(),
+        ))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low <= self.truncated_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.last_index + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let max = max_size.into().unwrap_or(u64::MAX);
+        let mut out = Vec::with_capacity((high - low).min(1024) as usize);
+        let mut size = 0u64;
+        // raft-rs `limit_size`: the first entry always, then while within max.
+        let admit = |e: &Entry, out: &Vec<Entry>, size: &mut u64| {
+            *size += u64::from(e.compute_size());
+            out.is_empty() || *size <= max
+        };
+        if self.cache.first().is_some_and(|f| low >= f) {
+            for i in low..high {
+                let Some(e) = self.cache.get(i) else { break };
+                if !admit(e, &out, &mut size) {
+                    return Ok(out);
+                }
+                out.push(e.clone());
+            }
+            if out.len() as u64 == high - low {
+                return Ok(out);
+            }
+            out.clear();
+            size = 0;
+        }
+        let log = self.cf(CF_LOG).map_err(raft_err)?;
+        let mut it = self.db.raw_iterator_cf(log);
+        it.seek(log_key(low));
+        let mut expect = low;
+        while expect < high {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
+            if be_u64(k) != Some(expect) {
+                break;
+            }
+            let e = Entry::parse_from_bytes(v)
+                .map_err(|e| raft_err(self.corrupt(format!("log entry {expect}: {e}"))))?;
+            if !admit(&e, &out, &mut size) {
+                return Ok(out);
+            }
+            out.push(e);
+            expect += 1;
+            it.next();
+        }
+        it.status()
+            .map_err(|e| raft_err(self.err("cannot read raft log", e)))?;
+        if expect < high {
+            return Err(raft_err(
+                self.corrupt(format!("log entry {expect} missing")),
+            ));
+        }
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx == self.truncated_index {
+            return Ok(self.truncated_term);
+        }
+        if idx < self.truncated_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if idx > self.last_index {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        if let Some(e) = self.cache.get(idx) {
+            return Ok(e.term);
+        }
+        Ok(self.read_entry(idx)?.term)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.truncated_index + 1)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.last_index)
+    }
+
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        if self.applied < request_index {
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        let mut snap = Snapshot::default();
+        let meta = snap.mut_metadata();
+        meta.index = self.applied;
+        meta.term = self.term(self.applied)?;
+        meta.set_conf_state(self.conf_state.clone());
+        let kv = self.cf(CF_KV).map_err(raft_err)?;
+        let mut w = SnapshotWriter::new();
+        let mut it = self.db.raw_iterator_cf(kv);
+        it.seek_to_first();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            w.push(k, v);
+            it.next();
+        }
+        it.status()
+            .map_err(|e| raft_err(self.err("cannot read kv", e)))?;
+        snap.data = w.finish().into();
+        Ok(snap)
+    }
+}
