@@ -22,7 +22,7 @@
 //
 // Failed reads tell nothing and are left out in both. Exit status: 0
 // linearizable, 1 not linearizable (the visualization is written to -html),
-// 2 bad input, 3 the check timed out.
+// 2 bad input, 3 the check timed out or outgrew -max-memory-mb.
 package main
 
 import (
@@ -33,6 +33,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"runtime"
 	"sort"
 	"time"
 
@@ -226,11 +227,27 @@ func readHistory(f io.Reader, path, mode string) ([]porcupine.Operation, summary
 	return ops, sum, nil
 }
 
+// guardMemory ends the process with status 3 once the heap passes limit:
+// a history with many concurrent operations of unknown outcome can make the
+// search grow faster than its timeout notices.
+func guardMemory(limit int64, sum summary) {
+	var m runtime.MemStats
+	for range time.Tick(100 * time.Millisecond) {
+		runtime.ReadMemStats(&m)
+		if int64(m.HeapAlloc) > limit {
+			sum.Result = fmt.Sprintf("gave up: the search passed %d MB", limit>>20)
+			_ = json.NewEncoder(os.Stdout).Encode(sum)
+			os.Exit(3)
+		}
+	}
+}
+
 func main() {
 	history := flag.String("history", "", "the history, JSON lines")
 	mode := flag.String("mode", "unknown", "unknown: every failed write may have happened; trusted: believe not-applied")
 	html := flag.String("html", "", "where to write porcupine's visualization when the history is not linearizable")
 	timeout := flag.Duration("timeout", time.Minute, "how long the check may take")
+	maxMemory := flag.Int64("max-memory-mb", 4096, "give up (status 3) when the search holds more than this much memory")
 	flag.Parse()
 	if *history == "" || (*mode != "unknown" && *mode != "trusted") {
 		flag.Usage()
@@ -245,6 +262,7 @@ func main() {
 	if err != nil {
 		fail(2, "%v", err)
 	}
+	go guardMemory(*maxMemory<<20, sum)
 	result, info := porcupine.CheckOperationsVerbose(kvModel, ops, *timeout)
 	status := 0
 	switch result {
