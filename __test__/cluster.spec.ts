@@ -4,7 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 
 import { describe, expect, it } from 'vitest'
 
-import { LocalCluster, MetaStoreError, type MetaStore } from '../ts/index.js'
+import { LocalCluster, MetaStore as Store, MetaStoreError, type MetaStore } from '../ts/index.js'
 import { eventually, FAILOVER_ERRORS, tempDir, testConfig } from './helpers.js'
 
 /** Every key's value as seen by one node (linearizable reads through that node). */
@@ -102,12 +102,16 @@ for (const engine of ['memory', 'rocksdb'] as const) {
       try {
         const leader = await cluster.leader()
         const lagging = cluster.ids().find((id) => id !== leader.nodeId)!
-        cluster.stop(lagging)
+        const others = cluster.ids().filter((id) => id !== lagging)
+        // A memory node cannot restart (its state is gone), so there it is cut off instead.
+        if (engine === 'rocksdb') cluster.stop(lagging)
+        else for (const id of others) cluster.cut(lagging, id)
         for (let round = 0; round < 10; round++) {
           await Promise.all(Array.from({ length: 50 }, (_, i) => leader.put(`c${round}-${i}`, `r${round}`)))
         }
         expect(leader.stats().storage.logEntries).toBeLessThan(500)
-        cluster.restart(lagging)
+        if (engine === 'rocksdb') cluster.restart(lagging)
+        else for (const id of others) cluster.heal(lagging, id)
         const node = cluster.node(lagging)
         await eventually(() => node.stats().raft.appliedIndex >= leader.stats().raft.appliedIndex)
         const keys = Array.from({ length: 10 }, (_, r) => `c${r}-49`)
@@ -168,6 +172,57 @@ describe('LocalCluster on rocksdb, restarts', () => {
       // The writer had compacted its log before it was killed.
       const { raft, storage } = leader.stats()
       expect(raft.lastIndex - storage.logEntries).toBeGreaterThan(1)
+    } finally {
+      await cluster.close()
+    }
+  })
+})
+
+describe('node identity', () => {
+  const dir = tempDir()
+
+  it("refuses a store's data dir as a cluster's, and leaves the store intact", async () => {
+    const dataDir = join(dir, 'taken')
+    let store = await Store.open({ engine: 'rocksdb', dataDir, config: testConfig() })
+    await store.put('k', 'old')
+    await store.close()
+    const err = await LocalCluster.start({ nodes: 3, engine: 'rocksdb', dataDir, config: testConfig() }).catch((e) => e)
+    expect(err).toBeInstanceOf(MetaStoreError)
+    expect(err.code).toBe('ERR_DATA_DIR_MISMATCH')
+    expect(err.message).toContain(join(dataDir, 'node-1'))
+    store = await Store.open({ engine: 'rocksdb', dataDir, config: testConfig() })
+    expect((await store.get('k'))?.toString()).toBe('old')
+    await store.close()
+  })
+
+  it('keeps a store and a cluster started from one config in separate node dirs', async () => {
+    const config = testConfig((c) => (c.server.storage.dataDir = join(dir, 'shared-config')))
+    const store = await Store.open({ engine: 'rocksdb', config })
+    const cluster = await LocalCluster.start({ nodes: 3, engine: 'rocksdb', config })
+    try {
+      await store.put('k', 'store')
+      await (await cluster.leader()).put('k', 'cluster')
+      expect((await store.get('k'))?.toString()).toBe('store')
+    } finally {
+      await store.close()
+      await cluster.close()
+    }
+  })
+
+  it('refuses to restart a memory node of a multi-node cluster', async () => {
+    const cluster = await LocalCluster.start({ nodes: 3, engine: 'memory', config: testConfig() })
+    try {
+      const leader = await cluster.leader()
+      const follower = cluster.ids().find((id) => id !== leader.nodeId)!
+      let err: unknown
+      try {
+        cluster.restart(follower)
+      } catch (e) {
+        err = e
+      }
+      expect(err).toMatchObject({ code: 'ERR_STATE_LOST' })
+      expect(cluster.isRunning(follower)).toBe(true)
+      await leader.put('k', 'v')
     } finally {
       await cluster.close()
     }

@@ -552,6 +552,8 @@ describe('MetaStoreError', () => {
       'ERR_TOO_LARGE',
       'ERR_CORRUPT_BATCH',
       'ERR_STORAGE',
+      'ERR_DATA_DIR_MISMATCH',
+      'ERR_STATE_LOST',
       'ERR_INTERNAL',
     ])
     for (const { code, retryable } of table) expect(new MetaStoreError(code, code).retryable).toBe(retryable)

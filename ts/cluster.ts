@@ -1,6 +1,9 @@
 import { Group, type GroupOptions } from './group.js'
 import { MetaStore } from './store.js'
 
+/** Where `LocalCluster.start` keeps its nodes under the configured `data_dir`, unless `dataDir` says otherwise. */
+export const LOCAL_CLUSTER_SUBDIR = 'local-cluster'
+
 export interface ClusterStartOptions extends GroupOptions {
   /** Number of nodes, ids 1..n (default 3). */
   nodes?: number
@@ -18,7 +21,7 @@ export class LocalCluster {
   static async start(options: ClusterStartOptions = {}): Promise<LocalCluster> {
     const nodes = options.nodes ?? 3
     if (!Number.isInteger(nodes) || nodes < 1) throw new RangeError(`nodes must be a positive integer, got ${nodes}`)
-    return new LocalCluster(await Group.start(options, nodes))
+    return new LocalCluster(await Group.start(options, nodes, LOCAL_CLUSTER_SUBDIR))
   }
 
   /** Node ids, 1..n. */
@@ -48,7 +51,12 @@ export class LocalCluster {
     this.#group.call((n) => n.stopNode(id))
   }
 
-  /** Restarts node `id` (with its data on rocksdb); it catches up from the others. */
+  /**
+   * Restarts node `id` on rocksdb, with its data dir; it catches up from the
+   * others. A memory node of a multi-node cluster cannot restart
+   * (ERR_STATE_LOST): its state is gone, and under its old id it could make
+   * the group lose acknowledged writes.
+   */
   restart(id: number): void {
     this.#group.call((n) => n.restartNode(id))
   }

@@ -1,3 +1,4 @@
+import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 
 import { resolveConfig, type MetaStoreConfig } from './config.js'
@@ -42,12 +43,18 @@ export class Group {
     }
   }
 
-  static async start(options: GroupOptions, nodes: number): Promise<Group> {
+  /**
+   * `subdir`: where under the configured `data_dir` the node dirs go when
+   * `options.dataDir` does not say, so that a store and a cluster started
+   * with the same config never share node dirs.
+   */
+  static async start(options: GroupOptions, nodes: number, subdir?: string): Promise<Group> {
     const base = resolveConfig(options.config)
+    const dataDir = options.dataDir ?? (subdir === undefined ? undefined : join(base.server.storage.dataDir, subdir))
     const storage = {
       ...base.server.storage,
       ...(options.engine !== undefined && { engine: options.engine }),
-      ...(options.dataDir !== undefined && { dataDir: options.dataDir }),
+      ...(dataDir !== undefined && { dataDir }),
       ...(options.sync !== undefined && { sync: options.sync }),
     }
     const config: MetaStoreConfig = { ...base, server: { ...base.server, storage } }

@@ -24,13 +24,18 @@ pub enum ErrorCode {
     CorruptBatch,
     /// The storage engine failed.
     Storage,
+    /// A data dir belongs to another cluster or node, or is empty where the
+    /// group expects the node's state; nothing was changed.
+    DataDirMismatch,
+    /// A node that kept its state in memory cannot rejoin its group.
+    StateLost,
     /// A bug; the node is stopped.
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, in the order the table is shown to JavaScript.
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 11] = [
         ErrorCode::InvalidConfig,
         ErrorCode::NotStarted,
         ErrorCode::ProposalDropped,
@@ -39,6 +44,8 @@ impl ErrorCode {
         ErrorCode::TooLarge,
         ErrorCode::CorruptBatch,
         ErrorCode::Storage,
+        ErrorCode::DataDirMismatch,
+        ErrorCode::StateLost,
         ErrorCode::Internal,
     ];
 
@@ -52,6 +59,8 @@ impl ErrorCode {
             ErrorCode::TooLarge => "ERR_TOO_LARGE",
             ErrorCode::CorruptBatch => "ERR_CORRUPT_BATCH",
             ErrorCode::Storage => "ERR_STORAGE",
+            ErrorCode::DataDirMismatch => "ERR_DATA_DIR_MISMATCH",
+            ErrorCode::StateLost => "ERR_STATE_LOST",
             ErrorCode::Internal => "ERR_INTERNAL",
         }
     }

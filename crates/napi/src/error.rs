@@ -21,6 +21,8 @@ pub enum ErrorCode {
     ErrTooLarge,
     ErrCorruptBatch,
     ErrStorage,
+    ErrDataDirMismatch,
+    ErrStateLost,
     ErrInternal,
 }
 
@@ -35,6 +37,8 @@ impl From<Code> for ErrorCode {
             Code::TooLarge => ErrorCode::ErrTooLarge,
             Code::CorruptBatch => ErrorCode::ErrCorruptBatch,
             Code::Storage => ErrorCode::ErrStorage,
+            Code::DataDirMismatch => ErrorCode::ErrDataDirMismatch,
+            Code::StateLost => ErrorCode::ErrStateLost,
             Code::Internal => ErrorCode::ErrInternal,
         }
     }

@@ -1,6 +1,12 @@
 //! A whole Raft group in one process: nodes `1..=n` connected by the
 //! in-process transport, with stop/restart and link faults for tests. A
 //! single-node `MetaStore` is a `LocalCluster` of one.
+//!
+//! On RocksDB the node dirs decide whether the group is new or restarts:
+//! all empty, a new group with a new cluster id; all holding state of the
+//! same cluster, that cluster again. Anything else (a dir of another group,
+//! an empty dir beside members with state) is refused before any node
+//! starts (see [`crate::identity`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,8 +15,10 @@ use std::time::{Duration, Instant};
 
 use crate::config::{ClusterConfig, EngineKind};
 use crate::error::{Error, Result};
+use crate::identity::{self, Bootstrap, ClusterId, Identity};
 use crate::node::{CompletionSink, RaftNode};
 use crate::stats::Role;
+use crate::storage::RocksEngine;
 use crate::transport::LocalRouter;
 
 /// Makes the completion sink of node `id`; called again on each restart.
@@ -18,6 +26,7 @@ pub type SinkFactory = Arc<dyn Fn(u64) -> CompletionSink + Send + Sync>;
 
 pub struct LocalCluster {
     cfg: ClusterConfig,
+    cluster_id: ClusterId,
     router: Arc<LocalRouter>,
     sinks: SinkFactory,
     /// Running nodes only.
@@ -30,7 +39,12 @@ impl LocalCluster {
     /// closed again.
     pub fn start(cfg: ClusterConfig, sink: SinkFactory) -> Result<LocalCluster> {
         cfg.validate()?;
+        let (cluster_id, bootstrap) = match cfg.storage.engine {
+            EngineKind::Memory => (ClusterId::random(), Bootstrap::New),
+            EngineKind::RocksDb => Self::find_cluster(&cfg)?,
+        };
         let cluster = LocalCluster {
+            cluster_id,
             cfg,
             router: LocalRouter::new(),
             sinks: sink,
@@ -38,7 +52,7 @@ impl LocalCluster {
             closed: AtomicBool::new(false),
         };
         for id in cluster.ids() {
-            if let Err(e) = cluster.start_node(id) {
+            if let Err(e) = cluster.start_node(id, bootstrap) {
                 let _ = cluster.close();
                 return Err(e);
             }
@@ -50,14 +64,53 @@ impl LocalCluster {
         &self.cfg
     }
 
+    pub fn cluster_id(&self) -> ClusterId {
+        self.cluster_id
+    }
+
+    /// Reads the identities in the node dirs: a new group if all are empty,
+    /// the stored cluster if all hold the same one; anything else is refused.
+    fn find_cluster(cfg: &ClusterConfig) -> Result<(ClusterId, Bootstrap)> {
+        let ids: Vec<u64> = (1..=cfg.nodes as u64).collect();
+        let mut found: Vec<(u64, Option<Identity>)> = Vec::with_capacity(ids.len());
+        for &id in &ids {
+            found.push((id, RocksEngine::stored_identity(&cfg.storage.node_dir(id))?));
+        }
+        let Some(first) = found.iter().find_map(|(_, i)| i.clone()) else {
+            return Ok((ClusterId::random(), Bootstrap::New));
+        };
+        for (id, stored) in &found {
+            let asked = Identity::new(first.cluster_id, *id, &ids);
+            let dir = cfg.storage.node_dir(*id);
+            match stored {
+                Some(s) => identity::check(&dir, s, &asked)?,
+                None => {
+                    return Err(identity::mismatch(
+                        &dir,
+                        format!(
+                            "nothing, while the other node dirs hold cluster {} (a member \
+                             whose state is gone must not rejoin under its id)",
+                            first.cluster_id
+                        ),
+                        &asked,
+                    ))
+                }
+            }
+        }
+        Ok((first.cluster_id, Bootstrap::Existing))
+    }
+
     fn nodes(&self) -> MutexGuard<'_, BTreeMap<u64, Arc<RaftNode>>> {
         self.nodes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn start_node(&self, id: u64) -> Result<()> {
+    fn start_node(&self, id: u64, bootstrap: Bootstrap) -> Result<()> {
+        let identity = Identity::new(self.cluster_id, id, &self.ids());
         let inbox = self.router.register(id);
         match RaftNode::start(
             self.cfg.node_config(id),
+            &identity,
+            bootstrap,
             self.router.transport(id),
             inbox,
             (self.sinks)(id),
@@ -141,15 +194,26 @@ impl LocalCluster {
     }
 
     /// (Re)starts node `id`, stopping it first if it runs. On RocksDB it
-    /// reopens the same directory; on memory it starts empty and catches up.
+    /// reopens the same directory, which must still hold the node's state.
+    /// A memory node of a multi-node group cannot restart: its state is gone,
+    /// and under its old id it could vote twice in a term or help elect a
+    /// leader without writes the group acknowledged (`Error::StateLost`).
+    /// A one-node memory group restarts empty.
     pub fn restart(&self, id: u64) -> Result<()> {
-        self.stop(id)?;
-        if self.cfg.storage.engine == EngineKind::Memory {
-            // The leader still believes the node holds the entries it acked;
-            // it must probe it from scratch (see `Inbound::PeerLostState`).
-            self.router.announce_lost_state(id);
+        self.check_id(id)?;
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
         }
-        self.start_node(id)
+        if self.cfg.storage.engine == EngineKind::Memory && self.cfg.nodes > 1 {
+            return Err(Error::StateLost(format!(
+                "node {id} of a {}-node group on the memory engine lost its state when it \
+                 stopped, and cannot rejoin under its id (use the rocksdb engine for nodes \
+                 that restart)",
+                self.cfg.nodes
+            )));
+        }
+        self.stop(id)?;
+        self.start_node(id, Bootstrap::Existing)
     }
 
     /// Drops all messages between `a` and `b`, both ways.

@@ -30,6 +30,21 @@ pub enum Error {
     InvalidConfig { key: String, rule: String },
     #[error("corrupt batch: {0}")]
     CorruptBatch(String),
+    /// A node's data dir belongs to another cluster or node, or holds nothing
+    /// where the group expects the node's state. Nothing was changed.
+    #[error(
+        "data dir {dir} holds {holds}, but {asked} was asked for; nothing was changed \
+         (start the node on its own data dir, or remove this one if its data is not needed)"
+    )]
+    DataDirMismatch {
+        dir: String,
+        holds: String,
+        asked: String,
+    },
+    /// A node that kept its state in memory lost it when it stopped; under
+    /// its old id it could vote twice or forget acknowledged writes.
+    #[error("{0}")]
+    StateLost(String),
     /// A bug: the node thread panicked. The node is stopped; its pending
     /// requests are rejected with this error instead of hanging.
     #[error("internal error: {0}")]
@@ -43,6 +58,8 @@ impl Error {
             Error::Timeout(_) => ErrorCode::Timeout,
             Error::ProposalDropped(_) => ErrorCode::ProposalDropped,
             Error::TooLarge { .. } => ErrorCode::TooLarge,
+            Error::DataDirMismatch { .. } => ErrorCode::DataDirMismatch,
+            Error::StateLost(_) => ErrorCode::StateLost,
             Error::Storage(_) => ErrorCode::Storage,
             Error::InvalidConfig { .. } => ErrorCode::InvalidConfig,
             Error::CorruptBatch(_) => ErrorCode::CorruptBatch,

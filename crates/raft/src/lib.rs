@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod command;
 pub mod config;
 pub mod error;
+pub mod identity;
 pub mod kv;
 pub mod node;
 pub mod stats;

@@ -43,6 +43,7 @@ use raft::RawNode;
 use crate::command::{self, CommandOp, RequestId};
 use crate::config::{EngineKind, NodeConfig};
 use crate::error::{Error, Result};
+use crate::identity::{Bootstrap, Identity};
 use crate::stats::{NodeStats, RaftStats, SharedStats};
 use crate::storage::{Engine, MemoryEngine, RocksEngine};
 use crate::transport::{Inbound, Transport};
@@ -123,9 +124,13 @@ pub struct RaftNode {
 
 impl RaftNode {
     /// Opens the engine named by `cfg.storage` and starts the node thread.
-    /// Messages for this node arrive on `inbox`; completions go to `sink`.
+    /// A RocksDB data dir must belong to `identity` (see [`crate::identity`]);
+    /// `bootstrap` says whether it may be created. Messages for this node
+    /// arrive on `inbox`; completions go to `sink`.
     pub fn start(
         cfg: NodeConfig,
+        identity: &Identity,
+        bootstrap: Bootstrap,
         transport: Arc<dyn Transport>,
         inbox: Receiver<Inbound>,
         sink: CompletionSink,
@@ -137,7 +142,8 @@ impl RaftNode {
                 Self::start_with_engine(cfg, engine, transport, inbox, sink)
             }
             EngineKind::RocksDb => {
-                let engine = RocksEngine::open(&cfg.storage.node_dir(cfg.id), &cfg.peers)?;
+                let dir = cfg.storage.node_dir(cfg.id);
+                let engine = RocksEngine::open(&dir, identity, bootstrap)?;
                 Self::start_with_engine(cfg, engine, transport, inbox, sink)
             }
         }

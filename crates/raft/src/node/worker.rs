@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{never, select, tick, Receiver};
-use raft::eraftpb::MessageType;
 use raft::{RawNode, SnapshotStatus, StateRole, INVALID_ID};
 
 use super::apply::AppliedLog;
@@ -232,25 +231,9 @@ impl<E: Engine> Worker<E> {
         }
         match m {
             Inbound::Raft(msgs) => {
-                for mut m in msgs {
-                    // A leader that has not yet heard that this node restarted
-                    // empty (memory engine) sends a commit index beyond our
-                    // log, on which raft-rs panics. Committing less is safe.
-                    if m.get_msg_type() == MessageType::MsgHeartbeat {
-                        m.commit = m.commit.min(self.raft_group.raft.raft_log.last_index());
-                    }
+                for m in msgs {
                     // Errors are stale or foreign messages; raft-rs ignores them.
                     let _ = self.raft_group.step(m);
-                }
-            }
-            Inbound::PeerLostState(peer) => {
-                // Forget what the peer was known to hold, so replication
-                // probes it from index 1 (or sends a snapshot) instead of
-                // treating its rejections as stale.
-                if let Some(pr) = self.raft_group.raft.mut_prs().get_mut(peer) {
-                    pr.matched = 0;
-                    pr.pending_snapshot = 0;
-                    pr.become_probe();
                 }
             }
             Inbound::Unreachable(peer) => self.raft_group.report_unreachable(peer),

@@ -83,15 +83,6 @@ impl LocalRouter {
         }
     }
 
-    /// Tells every other registered node that `id` restarted empty.
-    pub fn announce_lost_state(&self, id: u64) {
-        for (&other, tx) in &self.read().mailboxes {
-            if other != id {
-                let _ = tx.send(Inbound::PeerLostState(id));
-            }
-        }
-    }
-
     pub fn heal_all(&self) {
         self.write().cut.clear();
     }

@@ -25,7 +25,4 @@ pub enum Inbound {
     Unreachable(u64),
     /// Delivery of a snapshot to `peer` finished (`ok`) or failed.
     SnapshotStatus { peer: u64, ok: bool },
-    /// `peer` restarted without its log (memory engine): whatever this node,
-    /// as leader, knew the peer to hold is gone.
-    PeerLostState(u64),
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::common::*;
 use crossbeam_channel::Receiver;
+use metastore_raft::identity::{Bootstrap, ClusterId, Identity};
 use metastore_raft::storage::{Durability, Engine, RocksEngine, SyncOutcome};
 use metastore_raft::transport::LocalRouter;
 use metastore_raft::{Completion, EngineKind, Error, NodeConfig, Op, Outcome, RaftNode, SyncClock};
@@ -116,8 +117,9 @@ fn put(node: &RaftNode, rx: &Receiver<Completion>, token: u64, value: &[u8]) -> 
 fn faulty_node(mode: u8, expected_code: &str) {
     let dir = tempfile::tempdir().unwrap();
     let switch = Arc::new(AtomicU8::new(OK));
+    let identity = Identity::new(ClusterId::random(), 1, &[1]);
     let (node, rx) = start_node(dir.path(), |node_dir| Faulty {
-        inner: RocksEngine::open(node_dir, &[1]).unwrap(),
+        inner: RocksEngine::open(node_dir, &identity, Bootstrap::New).unwrap(),
         mode: Arc::clone(&switch),
     });
     let c = put(&node, &rx, 1, b"v");
@@ -153,7 +155,7 @@ fn faulty_node(mode: u8, expected_code: &str) {
     // The acknowledged write is applied again from the log on restart; the
     // rejected one is not there.
     let (node, rx) = start_node(dir.path(), |node_dir| {
-        RocksEngine::open(node_dir, &[1]).unwrap()
+        RocksEngine::open(node_dir, &identity, Bootstrap::Existing).unwrap()
     });
     node.submit(6, Op::Get { key: b"k".to_vec() }).unwrap();
     let c = rx.recv_timeout(Duration::from_secs(10)).unwrap();

@@ -83,12 +83,18 @@ fn stop_leader_under_load(engine: EngineKind) {
         w.join().expect("no worker hangs or panics");
     }
 
-    // The old leader rejoins and catches up; every acknowledged write is on every node.
-    c.restart(old_leader).unwrap();
+    // On RocksDB the old leader rejoins and catches up. On memory its state
+    // is gone, so it may not rejoin under its id.
+    if engine == EngineKind::Memory {
+        assert_code(c.restart(old_leader), "ERR_STATE_LOST");
+    } else {
+        c.restart(old_leader).unwrap();
+    }
     put_retry(&c, b"barrier", b"1");
     wait_converged(&c);
+    // Every acknowledged write is on every running node.
     let acked = acked.lock().unwrap();
-    for id in c.ids() {
+    for id in c.running() {
         for (k, v) in acked.iter() {
             assert_eq!(
                 get(&c, id, k).as_ref(),

@@ -12,5 +12,6 @@ mod durability;
 mod engine_failure;
 mod errors;
 mod failover;
+mod identity;
 mod restart;
 mod snapshot;

@@ -93,11 +93,6 @@ fn by_log(engine: EngineKind, down: Down) {
 }
 
 #[test]
-fn stopped_memory_node_catches_up_by_snapshot() {
-    by_snapshot(EngineKind::Memory, Down::Stopped);
-}
-
-#[test]
 fn isolated_memory_node_catches_up_by_snapshot() {
     by_snapshot(EngineKind::Memory, Down::Isolated);
 }
@@ -113,8 +108,13 @@ fn isolated_rocksdb_node_catches_up_by_snapshot() {
 }
 
 #[test]
-fn stopped_memory_node_catches_up_by_log() {
-    by_log(EngineKind::Memory, Down::Stopped);
+fn isolated_memory_node_catches_up_by_log() {
+    by_log(EngineKind::Memory, Down::Isolated);
+}
+
+#[test]
+fn stopped_rocksdb_node_catches_up_by_log() {
+    by_log(EngineKind::RocksDb, Down::Stopped);
 }
 
 #[test]

@@ -30,6 +30,7 @@ use self::wal_sync::WalSyncer;
 use super::{raft_err, Durability, Engine, SyncOutcome};
 use crate::config::EngineKind;
 use crate::error::{Error, Result};
+use crate::identity::{self, Bootstrap, Identity};
 use crate::kv::decode_snapshot;
 use crate::stats::{StorageStats, SyncClock};
 
@@ -46,6 +47,21 @@ pub const KEY_CONF_STATE: &[u8] = b"conf_state";
 pub const KEY_TRUNCATED: &[u8] = b"truncated";
 /// `u64 BE`: the last index whose commands are in `kv`.
 pub const KEY_APPLIED: &[u8] = b"applied";
+/// Whose state this is: [`Identity::encode`].
+pub const KEY_IDENTITY: &[u8] = b"identity";
+
+/// What a database without a cluster identity holds, in errors.
+const NO_IDENTITY: &str =
+    "raft state without a cluster identity (written before identities were recorded)";
+/// What an empty data dir holds, where an existing member's state is expected.
+const EMPTY: &str = "nothing, where the group expects this member's state (a member whose \
+    state is gone must not rejoin under its id: it could vote twice in a term or forget writes \
+    the group acknowledged)";
+
+/// Whether `dir` holds a RocksDB database (its `CURRENT` file).
+fn holds_database(dir: &Path) -> bool {
+    dir.join("CURRENT").is_file()
+}
 
 fn log_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
@@ -89,13 +105,18 @@ pub struct RocksEngine {
 }
 
 impl RocksEngine {
-    /// Opens (or creates, with `peers` as the initial voters) the database in
-    /// `dir` and recovers the raft state from it.
-    pub fn open(dir: &Path, peers: &[u64]) -> Result<Self> {
+    /// Opens the database in `dir` and recovers the raft state from it. The
+    /// database must belong to `identity`; with [`Bootstrap::New`] an empty
+    /// one is created for it, with [`Bootstrap::Existing`] an empty or missing
+    /// one is refused ([`Error::DataDirMismatch`]).
+    pub fn open(dir: &Path, identity: &Identity, bootstrap: Bootstrap) -> Result<Self> {
         let path = dir.to_path_buf();
         let storage_err = |what: &str, e: &dyn std::fmt::Display| {
             Error::Storage(format!("{what} {}: {e}", path.display()))
         };
+        if bootstrap == Bootstrap::Existing && !holds_database(dir) {
+            return Err(identity::mismatch(dir, EMPTY, identity));
+        }
         std::fs::create_dir_all(&path)
             .map_err(|e| storage_err("cannot create data directory", &e))?;
 
@@ -130,8 +151,48 @@ impl RocksEngine {
             syncer,
             sync_clock,
         };
-        engine.recover(peers)?;
+        engine.recover(identity, bootstrap)?;
         Ok(engine)
+    }
+
+    /// The identity stored in the database at `dir`: `None` when there is
+    /// none (no database), an error when the database holds raft state but
+    /// no identity. Opens the database read-only and closes it again.
+    pub fn stored_identity(dir: &Path) -> Result<Option<Identity>> {
+        if !holds_database(dir) {
+            return Ok(None);
+        }
+        let db =
+            DB::open_cf_for_read_only(&Options::default(), dir, [CF_LOG, CF_META, CF_KV], false)
+                .map_err(|e| {
+                    Error::Storage(format!("cannot open RocksDB at {}: {e}", dir.display()))
+                })?;
+        let meta = db.cf_handle(CF_META).ok_or_else(|| {
+            Error::Storage(format!(
+                "{}: column family {CF_META} missing",
+                dir.display()
+            ))
+        })?;
+        let read = |key: &[u8]| {
+            db.get_cf(meta, key)
+                .map_err(|e| Error::Storage(format!("cannot read {}: {e}", dir.display())))
+        };
+        match read(KEY_IDENTITY)? {
+            Some(bytes) => Identity::decode(&bytes).map(Some).map_err(|e| {
+                Error::Storage(format!(
+                    "corrupted cluster identity in {}: {e}",
+                    dir.display()
+                ))
+            }),
+            None if read(KEY_CONF_STATE)?.is_some() || read(KEY_HARD_STATE)?.is_some() => {
+                Err(Error::DataDirMismatch {
+                    dir: dir.display().to_string(),
+                    holds: NO_IDENTITY.into(),
+                    asked: "a node of a new or existing cluster".into(),
+                })
+            }
+            None => Ok(None),
+        }
     }
 
     fn err(&self, what: &str, e: impl std::fmt::Display) -> Error {
@@ -157,7 +218,8 @@ impl RocksEngine {
             .map_err(|e| self.err("cannot read meta", e))
     }
 
-    fn recover(&mut self, peers: &[u64]) -> Result<()> {
+    fn recover(&mut self, identity: &Identity, bootstrap: Bootstrap) -> Result<()> {
+        let stored = self.read_meta(KEY_IDENTITY)?;
         let hs = self.read_meta(KEY_HARD_STATE)?;
         let cs = self.read_meta(KEY_CONF_STATE)?;
         let truncated = self.read_meta(KEY_TRUNCATED)?;
@@ -212,8 +274,13 @@ impl RocksEngine {
                 }
             }
             None if hs.is_none() && self.last_index == 0 && self.applied == 0 => {
-                // A new database: bootstrap with the initial voter set.
-                self.conf_state = ConfState::from((peers.to_vec(), Vec::<u64>::new()));
+                if bootstrap == Bootstrap::Existing {
+                    return Err(identity::mismatch(&self.path, EMPTY, identity));
+                }
+                // A new database: bootstrap with the identity and the initial
+                // voter set, in one synced write.
+                self.conf_state =
+                    ConfState::from((identity.initial_voters.clone(), Vec::<u64>::new()));
                 let mut wb = WriteBatch::default();
                 let meta = self.cf(CF_META)?;
                 let bytes = self
@@ -221,12 +288,25 @@ impl RocksEngine {
                     .write_to_bytes()
                     .map_err(|e| self.err("cannot encode conf state", e))?;
                 wb.put_cf(meta, KEY_CONF_STATE, bytes);
+                wb.put_cf(meta, KEY_IDENTITY, identity.encode());
                 self.write(wb, true)?;
+                return self.check_invariants();
             }
             None => return Err(self.corrupt("conf state missing")),
         }
+        match stored {
+            Some(b) => {
+                let stored = Identity::decode(&b)
+                    .map_err(|e| self.corrupt(format!("cluster identity: {e}")))?;
+                identity::check(&self.path, &stored, identity)?;
+            }
+            None => return Err(identity::mismatch(&self.path, NO_IDENTITY, identity)),
+        }
+        self.check_invariants()
+    }
 
-        // Invariants raft-rs would otherwise panic on.
+    /// Invariants of the recovered state that raft-rs would otherwise panic on.
+    fn check_invariants(&mut self) -> Result<()> {
         if self.applied < self.truncated_index || self.applied > self.last_index {
             return Err(self.corrupt(format!(
                 "applied index {} outside the log [{}, {}]",
