@@ -229,6 +229,27 @@ describe('node identity', () => {
   })
 })
 
+describe('error outcomes', () => {
+  it('a write proposed when its node stops ends with an unknown outcome; one refused after close was not applied', async () => {
+    const cluster = await LocalCluster.start({ nodes: 3, engine: 'memory', config: testConfig() })
+    try {
+      const leader = await cluster.leader()
+      for (const id of cluster.ids()) if (id !== leader.nodeId) cluster.cut(leader.nodeId, id)
+      const before = leader.stats().raft.lastIndex
+      const pending = leader.put('k', 'v').catch((e: unknown) => e)
+      await eventually(() => leader.stats().raft.lastIndex > before)
+      cluster.stop(leader.nodeId)
+      const err = await pending
+      expect(err).toBeInstanceOf(MetaStoreError)
+      expect(err).toMatchObject({ code: 'ERR_CLOSED', outcome: 'unknown', retryable: false })
+      const refused = await leader.put('k', 'w').catch((e: unknown) => e)
+      expect(refused).toMatchObject({ code: 'ERR_CLOSED', outcome: 'not-applied' })
+    } finally {
+      await cluster.close()
+    }
+  })
+})
+
 describe('batching on and off', () => {
   it('gives identical final state', async () => {
     const states: (string | undefined)[][] = []

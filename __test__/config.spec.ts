@@ -529,9 +529,9 @@ describe('MetaStoreError', () => {
     expect(toMetaStoreError('text')).toBe('text')
   })
 
-  it('marks dropped and timed-out failures retryable, and only those', () => {
-    const retryable = ['ERR_PROPOSAL_DROPPED', 'ERR_TIMEOUT'] as const
-    const fatal = ['ERR_INVALID_CONFIG', 'ERR_CLOSED', 'ERR_TOO_LARGE', 'ERR_CORRUPT_BATCH', 'ERR_STORAGE', 'ERR_INTERNAL'] as const
+  it('marks dropped failures retryable, and only those: a timed-out write may have been applied', () => {
+    const retryable = ['ERR_PROPOSAL_DROPPED'] as const
+    const fatal = ['ERR_TIMEOUT', 'ERR_INVALID_CONFIG', 'ERR_CLOSED', 'ERR_TOO_LARGE', 'ERR_CORRUPT_BATCH', 'ERR_STORAGE', 'ERR_INTERNAL'] as const
     for (const code of retryable) {
       expect(isRetryable(new MetaStoreError(code, code))).toBe(true)
       expect(isRetryable(Object.assign(new Error(code), { code }))).toBe(true)

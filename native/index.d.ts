@@ -92,8 +92,9 @@ export interface ClusterOptions {
 }
 
 /**
- * The status byte of each completion sent to JS. `Value` and `Failed` also
- * push entries to `extras` (the value, or the error code then its message).
+ * The status byte of each completion sent to JS. `Value` and the failures
+ * also push entries to `extras` (the value, or the error code then its
+ * message). A failure's status says its outcome.
  */
 export declare enum CompletionStatus {
   Written = 0,
@@ -101,7 +102,10 @@ export declare enum CompletionStatus {
   WrittenExisted = 1,
   Value = 2,
   NoValue = 3,
-  Failed = 4,
+  /** Failed, and certainly not applied. */
+  FailedNotApplied = 4,
+  /** Failed, and may have been applied. */
+  FailedUnknown = 5,
 }
 
 /** Decodes an entry payload: a batch frame, a legacy JSON batch or a raw proposal. */
@@ -193,6 +197,9 @@ export declare enum RequestKind {
   Raw = 3,
 }
 
+/** What a caller may conclude from a failed request (`MetaStoreError.outcome`). */
+export type RequestOutcome = 'not-applied' | 'unknown'
+
 /** The `server` section of a config file, in the units of the options objects. */
 export interface ServerOptions {
   raft: RaftOptions
@@ -227,4 +234,5 @@ export interface SubmitFailure {
   token: number
   code: ErrorCode
   message: string
+  outcome: RequestOutcome
 }

@@ -847,3 +847,4 @@ module.exports.errorCodes = nativeBinding.errorCodes
 module.exports.isBatchProposal = nativeBinding.isBatchProposal
 module.exports.RaftRole = nativeBinding.RaftRole
 module.exports.RequestKind = nativeBinding.RequestKind
+module.exports.RequestOutcome = nativeBinding.RequestOutcome

@@ -6,9 +6,9 @@
  * `toMetaStoreError` wraps those once, at the facade boundary, so callers can
  * rely on `instanceof MetaStoreError` and on `retryable`.
  */
-import { native, type ErrorCode, type ErrorCodeInfo } from './native.js'
+import { native, type ErrorCode, type ErrorCodeInfo, type RequestOutcome } from './native.js'
 
-export type { ErrorCode }
+export type { ErrorCode, RequestOutcome }
 
 /** The core's table of codes and what each means for a caller (crates/batch/src/error.rs). */
 const CODES: ReadonlyMap<string, ErrorCodeInfo> = new Map(native.errorCodes().map((info) => [info.code, info]))
@@ -20,14 +20,19 @@ export function isErrorCode(value: unknown): value is ErrorCode {
 export class MetaStoreError extends Error {
   readonly code: ErrorCode
   /**
-   * The same request may be sent again on this handle: it was certainly not
-   * applied, or it timed out (then only an idempotent request should be).
+   * What the caller may conclude about the request: `'not-applied'` (it was
+   * not applied and never will be) or `'unknown'` (it may have been applied,
+   * or may still be). Errors that are not about a request (an invalid config,
+   * a refused data dir) changed nothing: `'not-applied'`.
    */
+  readonly outcome: RequestOutcome
+  /** The same request may be sent again on this handle: it was certainly not applied, and the cause may pass. */
   readonly retryable: boolean
 
-  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown; outcome?: RequestOutcome }) {
     super(message, options)
     this.code = code
+    this.outcome = options?.outcome ?? 'not-applied'
     this.retryable = CODES.get(code)?.retryable ?? false
   }
 

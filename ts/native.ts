@@ -1,6 +1,6 @@
 // The addon, through the loader that `napi build` generates in native/ (it
 // picks the prebuilt binary of this platform: a local build or the
-// metastore-<platform> package). native/index.js and native/index.d.ts are
+// @metastore/node-<platform> package). native/index.js and native/index.d.ts are
 // generated and committed: every value and type that crosses the boundary is
 // declared once, in crates/napi, and read from there.
 import * as binding from '../native/index.js'
@@ -16,6 +16,7 @@ export type {
   NodeStats,
   RaftRole,
   RaftStats,
+  RequestOutcome,
   StorageStats,
   SubmitFailure,
 } from '../native/index.js'

@@ -8,7 +8,7 @@ export interface WriteResult {
 }
 
 // The status byte of each completion, as the addon declares it.
-const { Written, WrittenExisted, Value, NoValue, Failed } = CompletionStatus
+const { Written, WrittenExisted, Value, NoValue, FailedNotApplied } = CompletionStatus
 
 export const enum Kind {
   Write,
@@ -56,7 +56,7 @@ export class Requests {
       const waiter = this.#waiting.get(tokens[i])
       const status = statuses[i]
       if (waiter === undefined) {
-        extra += status === Value ? 1 : status === Failed ? 2 : 0
+        extra += status === Value ? 1 : status >= FailedNotApplied ? 2 : 0
         continue
       }
       this.#waiting.delete(tokens[i])
@@ -76,7 +76,8 @@ export class Requests {
         default: {
           const code = extras[extra++] as ErrorCode
           const message = extras[extra++] as string
-          waiter.reject(new MetaStoreError(code, message))
+          const outcome = status === FailedNotApplied ? 'not-applied' : 'unknown'
+          waiter.reject(new MetaStoreError(code, message, { outcome }))
         }
       }
     }

@@ -62,7 +62,7 @@ export class Submitter {
       return
     }
     for (const f of failures) {
-      this.#requests.fail(f.token, new MetaStoreError(f.code, f.message))
+      this.#requests.fail(f.token, new MetaStoreError(f.code, f.message, { outcome: f.outcome }))
     }
   }
 

@@ -66,17 +66,37 @@ impl ErrorCode {
     }
 
     /// Whether the same request may be sent again on the same handle: it was
-    /// certainly not applied (`ProposalDropped`), or it timed out (a write may
-    /// still commit, so only idempotent requests should be resent). `Closed`
-    /// is not: this handle will not serve again.
+    /// certainly not applied, and the cause may pass (`ProposalDropped`, a
+    /// leader change). Not `Timeout`: its outcome is unknown, so sending it
+    /// again could apply it twice. Not `Closed`: this handle will not serve
+    /// again.
     pub fn is_retryable(self) -> bool {
-        matches!(self, ErrorCode::ProposalDropped | ErrorCode::Timeout)
+        matches!(self, ErrorCode::ProposalDropped)
     }
 }
 
 impl std::fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// What a caller may conclude from a failed request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorOutcome {
+    /// It never reached the log, or it reached it and was certainly dropped:
+    /// it was not applied and never will be.
+    NotApplied,
+    /// It may have been applied, or may still be.
+    Unknown,
+}
+
+impl ErrorOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorOutcome::NotApplied => "not-applied",
+            ErrorOutcome::Unknown => "unknown",
+        }
     }
 }
 

@@ -23,6 +23,6 @@ pub use codec::{
     EncodeOptions,
 };
 pub use config::{BatchConfig, Compression};
-pub use error::{BatchError, ErrorCode};
+pub use error::{BatchError, ErrorCode, ErrorOutcome};
 pub use policy::{BatchPolicy, Clock, Flush, FlushReason, SystemClock};
 pub use stats::{BatchStats, LatencySummary};

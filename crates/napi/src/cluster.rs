@@ -6,8 +6,8 @@
 use std::sync::{Arc, Mutex};
 
 use metastore_raft::{
-    CommandOp, Completion, CompletionSink, EngineKind, ErrorCode as Code, LocalCluster, NodeStats,
-    Outcome, Request, Role,
+    CommandOp, Completion, CompletionSink, EngineKind, ErrorCode as Code, ErrorOutcome,
+    LocalCluster, NodeStats, Outcome, Request, Role,
 };
 use napi::Result;
 use napi::{
@@ -23,8 +23,9 @@ use crate::{
     error::{from_raft, js_error, ErrorCode},
 };
 
-/// The status byte of each completion sent to JS. `Value` and `Failed` also
-/// push entries to `extras` (the value, or the error code then its message).
+/// The status byte of each completion sent to JS. `Value` and the failures
+/// also push entries to `extras` (the value, or the error code then its
+/// message). A failure's status says its outcome.
 #[napi]
 pub enum CompletionStatus {
     Written = 0,
@@ -32,7 +33,10 @@ pub enum CompletionStatus {
     WrittenExisted = 1,
     Value = 2,
     NoValue = 3,
-    Failed = 4,
+    /// Failed, and certainly not applied.
+    FailedNotApplied = 4,
+    /// Failed, and may have been applied.
+    FailedUnknown = 5,
 }
 
 type CompletionArgs = FnArgs<(
@@ -68,7 +72,11 @@ fn pack(completions: Vec<Completion>) -> CompletionArgs {
             Err(err) => {
                 extras.push(Either::B(err.code().to_string()));
                 extras.push(Either::B(err.to_string()));
-                (CompletionStatus::Failed, 0)
+                let status = match err.outcome() {
+                    ErrorOutcome::NotApplied => CompletionStatus::FailedNotApplied,
+                    ErrorOutcome::Unknown => CompletionStatus::FailedUnknown,
+                };
+                (status, 0)
             }
         };
         statuses.push(status as u8);
@@ -89,6 +97,7 @@ pub struct SubmitFailure {
     pub token: f64,
     pub code: ErrorCode,
     pub message: String,
+    pub outcome: crate::error::RequestOutcome,
 }
 
 /// The kind byte of each request in a `submitMany` buffer (ts/submitter.ts
@@ -313,6 +322,7 @@ impl NativeCluster {
                 token: token as f64,
                 code: err.error_code().into(),
                 message: err.to_string(),
+                outcome: err.outcome().into(),
             })
         });
         Ok(failures)

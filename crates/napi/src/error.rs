@@ -4,7 +4,7 @@
 //! ([`metastore_batch::ErrorCode`]); `errorCodes()` hands that table to
 //! TypeScript, which defines no rule of its own.
 
-use metastore_batch::ErrorCode as Code;
+use metastore_batch::{ErrorCode as Code, ErrorOutcome};
 use napi::Error;
 use napi_derive::napi;
 
@@ -40,6 +40,24 @@ impl From<Code> for ErrorCode {
             Code::DataDirMismatch => ErrorCode::ErrDataDirMismatch,
             Code::StateLost => ErrorCode::ErrStateLost,
             Code::Internal => ErrorCode::ErrInternal,
+        }
+    }
+}
+
+/// What a caller may conclude from a failed request (`MetaStoreError.outcome`).
+#[napi(string_enum = "kebab-case")]
+pub enum RequestOutcome {
+    /// It was not applied, and never will be.
+    NotApplied,
+    /// It may have been applied, or may still be.
+    Unknown,
+}
+
+impl From<ErrorOutcome> for RequestOutcome {
+    fn from(outcome: ErrorOutcome) -> Self {
+        match outcome {
+            ErrorOutcome::NotApplied => RequestOutcome::NotApplied,
+            ErrorOutcome::Unknown => RequestOutcome::Unknown,
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use metastore_batch::{BatchError, ErrorCode};
+use metastore_batch::{BatchError, ErrorCode, ErrorOutcome};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
@@ -45,6 +45,11 @@ pub enum Error {
     /// its old id it could vote twice or forget acknowledged writes.
     #[error("{0}")]
     StateLost(String),
+    /// The request was in flight when `cause` happened (its node stopped or
+    /// failed after proposing it): it may have been applied, or may still be.
+    /// Its code is the cause's.
+    #[error("{cause}; the request was already proposed, so it may have been applied")]
+    InFlight { cause: Box<Error> },
     /// A bug: the node thread panicked. The node is stopped; its pending
     /// requests are rejected with this error instead of hanging.
     #[error("internal error: {0}")]
@@ -60,6 +65,7 @@ impl Error {
             Error::TooLarge { .. } => ErrorCode::TooLarge,
             Error::DataDirMismatch { .. } => ErrorCode::DataDirMismatch,
             Error::StateLost(_) => ErrorCode::StateLost,
+            Error::InFlight { cause } => cause.error_code(),
             Error::Storage(_) => ErrorCode::Storage,
             Error::InvalidConfig { .. } => ErrorCode::InvalidConfig,
             Error::CorruptBatch(_) => ErrorCode::CorruptBatch,
@@ -72,10 +78,31 @@ impl Error {
         self.error_code().as_str()
     }
 
+    /// What the caller may conclude: a request that failed before it was
+    /// proposed, or whose entry was certainly dropped, was not applied; one
+    /// that timed out, or was in flight when its node stopped, may have been.
+    pub fn outcome(&self) -> ErrorOutcome {
+        match self {
+            Error::Timeout(_) | Error::InFlight { .. } => ErrorOutcome::Unknown,
+            _ => ErrorOutcome::NotApplied,
+        }
+    }
+
     /// Whether the same request may be sent again on the same handle (see
-    /// [`ErrorCode::is_retryable`], the one definition).
+    /// [`ErrorCode::is_retryable`], the one definition: only codes whose
+    /// outcome is always [`ErrorOutcome::NotApplied`] qualify).
     pub fn is_retryable(&self) -> bool {
         self.error_code().is_retryable()
+    }
+
+    /// `self` for a request that was already proposed when it happened.
+    pub fn in_flight(self) -> Error {
+        match self {
+            Error::Timeout(_) | Error::InFlight { .. } => self,
+            cause => Error::InFlight {
+                cause: Box::new(cause),
+            },
+        }
     }
 
     pub(crate) fn invalid(key: impl Into<String>, rule: impl Into<String>) -> Self {
@@ -122,9 +149,27 @@ mod tests {
     }
 
     #[test]
-    fn closed_is_not_retryable() {
+    fn only_what_was_certainly_not_applied_is_retryable() {
         assert!(!Error::Closed.is_retryable());
-        assert!(Error::Timeout(Duration::from_secs(1)).is_retryable());
+        assert!(!Error::Timeout(Duration::from_secs(1)).is_retryable());
         assert!(Error::ProposalDropped("leader changed".into()).is_retryable());
+        for code in ErrorCode::ALL.into_iter().filter(|c| c.is_retryable()) {
+            assert_eq!(code, ErrorCode::ProposalDropped, "{code}");
+        }
+    }
+
+    #[test]
+    fn a_request_in_flight_keeps_its_code_and_has_an_unknown_outcome() {
+        let e = Error::Closed.in_flight();
+        assert_eq!(e.code(), "ERR_CLOSED");
+        assert_eq!(e.outcome(), ErrorOutcome::Unknown);
+        assert_eq!(Error::Closed.outcome(), ErrorOutcome::NotApplied);
+        let e = Error::Storage("disk".into()).in_flight().in_flight();
+        assert_eq!(e.code(), "ERR_STORAGE");
+        assert!(e.to_string().starts_with("storage error: disk; "), "{e}");
+        assert_eq!(
+            Error::Timeout(Duration::from_secs(1)).in_flight().outcome(),
+            ErrorOutcome::Unknown
+        );
     }
 }

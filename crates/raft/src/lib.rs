@@ -28,6 +28,6 @@ pub use cluster::LocalCluster;
 pub use command::CommandOp;
 pub use config::{ClusterConfig, EngineKind, NodeConfig, RaftSettings, StorageConfig};
 pub use error::Error;
-pub use metastore_batch::{BatchConfig, BatchStats, ErrorCode};
+pub use metastore_batch::{BatchConfig, BatchStats, ErrorCode, ErrorOutcome};
 pub use node::{Completion, CompletionSink, Op, Outcome, RaftNode, Request};
 pub use stats::{NodeStats, RaftStats, Role, StorageStats, SyncClock};

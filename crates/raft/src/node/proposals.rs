@@ -131,10 +131,19 @@ impl Proposals {
             .retain(|b| b.tokens.iter().any(|t| pending.contains(t)));
     }
 
-    /// Rejects everything (the node is stopping or failed).
-    pub fn drain(&mut self, mut rejected: impl FnMut(u64)) {
+    /// Rejects everything (the node is stopping or failed): `rejected(token,
+    /// proposed)`, where `proposed` is false for the writes of batches still
+    /// held (never proposed, so certainly not applied).
+    pub fn drain(&mut self, mut rejected: impl FnMut(u64, bool)) {
+        for b in &self.held {
+            for t in b.tokens.iter() {
+                if self.pending.remove(t) {
+                    rejected(*t, false);
+                }
+            }
+        }
         for t in self.pending.drain() {
-            rejected(t);
+            rejected(t, true);
         }
         self.deadlines.clear();
         self.at_index.clear();

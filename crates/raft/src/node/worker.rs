@@ -311,7 +311,14 @@ impl<E: Engine> Worker<E> {
 
     fn reject_all(&mut self, err: &Error) {
         let outbox = &mut self.outbox;
-        self.writes.drain(|t| outbox.write(t, Err(err.clone())));
+        self.writes.drain(|t, proposed| {
+            let e = if proposed {
+                err.clone().in_flight()
+            } else {
+                err.clone()
+            };
+            outbox.write(t, Err(e))
+        });
         self.reads.drain(|t| outbox.read(t, Err(err.clone())));
     }
 

@@ -13,5 +13,6 @@ mod engine_failure;
 mod errors;
 mod failover;
 mod identity;
+mod outcomes;
 mod restart;
 mod snapshot;
