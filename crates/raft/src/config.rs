@@ -133,7 +133,8 @@ pub struct StorageConfig {
     pub engine: EngineKind,
     /// Root directory; each node uses `data_dir/node-<id>` (RocksDB only).
     pub data_dir: PathBuf,
-    /// fsync the raft log when raft requires it (`Ready::must_sync`).
+    /// fsync the raft log when raft requires it (`Ready::must_sync`). When
+    /// false, changes of term and vote are still synced.
     pub sync: bool,
 }
 

@@ -57,7 +57,7 @@ mod ready;
 mod worker;
 
 use self::outbox::Outbox;
-use self::worker::{NodeMsg, ProposedBatch, Worker};
+use self::worker::{NodeMsg, ProposedBatch, SyncPolicy, Worker};
 
 /// A request borrowed from the caller's buffer, for [`RaftNode::submit_many`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,7 +166,11 @@ impl RaftNode {
             .map_err(|e| Error::invalid("raft", e.to_string()))?;
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let stats = Arc::new(SharedStats::new(engine.sync_clock()));
-        let sync = cfg.storage.sync && engine.durable_by_sync();
+        let sync = match (engine.durable_by_sync(), cfg.storage.sync) {
+            (false, _) => SyncPolicy::Never,
+            (true, false) => SyncPolicy::TermAndVote,
+            (true, true) => SyncPolicy::Always,
+        };
         // raft-rs panics on storage it finds inconsistent; that is a storage
         // error here, not a reason to take the host process down.
         let raft_group = catch_unwind(AssertUnwindSafe(|| {

@@ -289,7 +289,15 @@ mod tests {
         let outbox = Outbox::new(Arc::new(|_| {}), batcher.handle());
         let stats = Arc::new(SharedStats::new(Arc::default()));
         let transport: Arc<dyn Transport> = sent.clone();
-        let worker = Worker::new(&cfg, 7, false, raft_group, transport, outbox, stats);
+        let worker = Worker::new(
+            &cfg,
+            7,
+            super::super::worker::SyncPolicy::Never,
+            raft_group,
+            transport,
+            outbox,
+            stats,
+        );
         (worker, sent, batcher)
     }
 

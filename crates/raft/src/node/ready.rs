@@ -8,7 +8,9 @@ use std::time::Instant;
 
 use raft::{StateRole, INVALID_ID};
 
-use super::worker::Worker;
+use raft::eraftpb::HardState;
+
+use super::worker::{SyncPolicy, Worker};
 use crate::error::Result;
 use crate::storage::{Durability, Engine};
 
@@ -58,6 +60,20 @@ impl<E: Engine> Worker<E> {
         self.propose_held();
     }
 
+    /// Whether a `Ready` that raft requires on disk is synced, under the
+    /// node's [`SyncPolicy`]; `hs` is the hard state it writes, if any.
+    fn must_sync(&mut self, hs: Option<&HardState>) -> bool {
+        let before = self.term_and_vote;
+        if let Some(hs) = hs {
+            self.term_and_vote = (hs.term, hs.vote);
+        }
+        match self.settings.sync {
+            SyncPolicy::Always => true,
+            SyncPolicy::TermAndVote => self.term_and_vote != before,
+            SyncPolicy::Never => false,
+        }
+    }
+
     fn handle_ready(&mut self, busy: bool) -> Result<()> {
         let mut ready = self.raft_group.ready();
         if !ready.messages().is_empty() {
@@ -68,7 +84,7 @@ impl<E: Engine> Worker<E> {
         if snapshot.is_some() || !ready.entries().is_empty() || ready.hs().is_some() {
             self.count_log_write();
         }
-        let must_sync = self.settings.sync && ready.must_sync();
+        let must_sync = ready.must_sync() && self.must_sync(ready.hs());
         let committed = ready.take_committed_entries();
         // Inline when nothing else would happen during the sync: nothing
         // queued, nothing waiting for a sync or to apply, and at most one

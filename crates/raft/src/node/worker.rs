@@ -41,13 +41,26 @@ const DRAIN_LIMIT: usize = 4096;
 /// How often the engine's size estimate (a RocksDB property query) is refreshed.
 const STORAGE_STATS_EVERY: Duration = Duration::from_millis(200);
 
+/// Which writes are synced before what depends on them goes out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum SyncPolicy {
+    /// Every `Ready` raft requires on disk (`storage.sync: true`).
+    Always,
+    /// Only changes of term or vote (`storage.sync: false`): a node that
+    /// forgot its vote after a power loss could vote twice in a term, and
+    /// these writes come once per election, not once per request.
+    TermAndVote,
+    /// Nothing (the memory engine keeps nothing across a crash).
+    Never,
+}
+
 /// The node's settings, fixed for its life.
 pub(super) struct Settings {
     pub tick_interval: Duration,
     /// How long a request may wait for its outcome.
     pub proposal_timeout: Duration,
-    /// Whether a `Ready` that raft requires on disk is synced.
-    pub sync: bool,
+    /// Which `Ready`s that raft requires on disk are synced.
+    pub sync: SyncPolicy,
     /// Ticks after which a read index request with no answer is asked again.
     pub reissue_ticks: u64,
     /// A one-voter group campaigns at once instead of waiting for an
@@ -79,6 +92,8 @@ pub(super) struct Worker<E: Engine> {
     pub outbox: Outbox,
     stats: StatsPublisher,
     pub ticks: u64,
+    /// The term and vote of the last hard state written.
+    pub term_and_vote: (u64, u64),
     /// The leader as of the last check, to notice a change.
     pub last_leader: u64,
     /// Set once the node hit a storage error or a panic: from then on it only
@@ -90,12 +105,13 @@ impl<E: Engine> Worker<E> {
     pub fn new(
         cfg: &NodeConfig,
         epoch: u64,
-        sync: bool,
+        sync: SyncPolicy,
         raft_group: RawNode<E>,
         transport: Arc<dyn Transport>,
         outbox: Outbox,
         stats: Arc<SharedStats>,
     ) -> Self {
+        let term_and_vote = (raft_group.raft.term, raft_group.raft.vote);
         let mut worker = Worker {
             id: cfg.id,
             epoch,
@@ -119,6 +135,7 @@ impl<E: Engine> Worker<E> {
                 storage_published_at: None,
             },
             ticks: 0,
+            term_and_vote,
             last_leader: INVALID_ID,
             failed: None,
         };

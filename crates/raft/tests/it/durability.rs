@@ -9,7 +9,9 @@ use crate::common::*;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use metastore_raft::storage::{Durability, Engine, MemoryEngine, SyncOutcome};
 use metastore_raft::transport::LocalRouter;
-use metastore_raft::{Completion, EngineKind, Error, NodeConfig, Op, Outcome, RaftNode};
+use metastore_raft::{
+    Completion, EngineKind, Error, NodeConfig, Op, Outcome, RaftNode, SyncClient,
+};
 use raft::eraftpb::{Entry, HardState, Snapshot};
 
 /// A disk that can be held, and that records how far each node's log is
@@ -312,4 +314,33 @@ fn every_acknowledged_write_was_durable_on_a_majority() {
         n.disk.open();
         n.node.close();
     }
+}
+
+/// `sync: false` leaves the log to the OS's write-back, but not a node's
+/// term and vote: forgetting a vote after a power loss could let it vote
+/// twice in one term. Those writes come once per election.
+#[test]
+fn without_sync_a_vote_is_still_synced_but_writes_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = start(config(3, EngineKind::RocksDb, dir.path()));
+    let syncs = |c: &SyncClient| -> u64 {
+        c.running()
+            .iter()
+            .map(|&id| c.node(id).map_or(0, |n| n.stats().storage.syncs))
+            .sum()
+    };
+    let after_election = syncs(&c);
+    assert!(after_election > 0, "the first election's votes were synced");
+    for i in 0..200 {
+        put_retry(&c, &key(i), b"v");
+    }
+    assert_eq!(syncs(&c), after_election, "writes are not synced");
+    let old = leader(&c);
+    c.stop(old).unwrap();
+    let survivors = syncs(&c);
+    wait_until(Duration::from_secs(10), "a new leader", || {
+        c.leader().is_some_and(|l| l != old)
+    });
+    assert!(syncs(&c) > survivors, "the new term's votes were synced");
+    c.close().unwrap();
 }
