@@ -222,6 +222,7 @@ describe('node identity', () => {
       }
       expect(err).toMatchObject({ code: 'ERR_STATE_LOST' })
       expect(cluster.isRunning(follower)).toBe(true)
+      expect(() => cluster.stop(0)).toThrow(expect.objectContaining({ code: 'ERR_UNKNOWN_NODE' }))
       await leader.put('k', 'v')
     } finally {
       await cluster.close()

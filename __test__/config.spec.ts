@@ -552,6 +552,7 @@ describe('MetaStoreError', () => {
       'ERR_TOO_LARGE',
       'ERR_CORRUPT_BATCH',
       'ERR_STORAGE',
+      'ERR_UNKNOWN_NODE',
       'ERR_DATA_DIR_MISMATCH',
       'ERR_STATE_LOST',
       'ERR_INTERNAL',

@@ -123,7 +123,7 @@ export declare function encodeBatch(proposals: Array<Uint8Array | string>): Buff
 export type Engine = 'memory' | 'rocksdb'
 
 /** The code of every `MetaStoreError`. */
-export type ErrorCode = 'ERR_INVALID_CONFIG' | 'ERR_NOT_STARTED' | 'ERR_PROPOSAL_DROPPED' | 'ERR_TIMEOUT' | 'ERR_CLOSED' | 'ERR_TOO_LARGE' | 'ERR_CORRUPT_BATCH' | 'ERR_STORAGE' | 'ERR_DATA_DIR_MISMATCH' | 'ERR_STATE_LOST' | 'ERR_INTERNAL'
+export type ErrorCode = 'ERR_INVALID_CONFIG' | 'ERR_NOT_STARTED' | 'ERR_PROPOSAL_DROPPED' | 'ERR_TIMEOUT' | 'ERR_CLOSED' | 'ERR_TOO_LARGE' | 'ERR_CORRUPT_BATCH' | 'ERR_STORAGE' | 'ERR_UNKNOWN_NODE' | 'ERR_DATA_DIR_MISMATCH' | 'ERR_STATE_LOST' | 'ERR_INTERNAL'
 
 /** One row of the error table: a code and what it tells the caller. */
 export interface ErrorCodeInfo {

@@ -24,6 +24,8 @@ pub enum ErrorCode {
     CorruptBatch,
     /// The storage engine failed.
     Storage,
+    /// A node id that is not a member of the group.
+    UnknownNode,
     /// A data dir belongs to another cluster or node, or is empty where the
     /// group expects the node's state; nothing was changed.
     DataDirMismatch,
@@ -35,7 +37,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order the table is shown to JavaScript.
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 12] = [
         ErrorCode::InvalidConfig,
         ErrorCode::NotStarted,
         ErrorCode::ProposalDropped,
@@ -44,6 +46,7 @@ impl ErrorCode {
         ErrorCode::TooLarge,
         ErrorCode::CorruptBatch,
         ErrorCode::Storage,
+        ErrorCode::UnknownNode,
         ErrorCode::DataDirMismatch,
         ErrorCode::StateLost,
         ErrorCode::Internal,
@@ -59,6 +62,7 @@ impl ErrorCode {
             ErrorCode::TooLarge => "ERR_TOO_LARGE",
             ErrorCode::CorruptBatch => "ERR_CORRUPT_BATCH",
             ErrorCode::Storage => "ERR_STORAGE",
+            ErrorCode::UnknownNode => "ERR_UNKNOWN_NODE",
             ErrorCode::DataDirMismatch => "ERR_DATA_DIR_MISMATCH",
             ErrorCode::StateLost => "ERR_STATE_LOST",
             ErrorCode::Internal => "ERR_INTERNAL",

@@ -312,10 +312,7 @@ impl NativeCluster {
         let requests = parse_requests(&ops).map_err(|what| {
             js_error(Code::Internal, format!("malformed request buffer: {what}"))
         })?;
-        let node = self
-            .inner
-            .node(node as u64)
-            .ok_or_else(|| js_error(Code::Closed, format!("node {node} is not running")))?;
+        let node = self.inner.running_node(node as u64).map_err(from_raft)?;
         let mut failures = Vec::new();
         node.submit_many(requests, |token, err| {
             failures.push(SubmitFailure {
@@ -345,10 +342,7 @@ impl NativeCluster {
 
     #[napi(catch_unwind)]
     pub fn stats(&self, node: u32) -> Result<NodeStatsView, String> {
-        let node = self
-            .inner
-            .node(node as u64)
-            .ok_or_else(|| js_error(Code::Closed, format!("node {node} is not running")))?;
+        let node = self.inner.running_node(node as u64).map_err(from_raft)?;
         Ok(node.stats().into())
     }
 

@@ -80,10 +80,10 @@ impl SyncClient {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(token, tx);
-        let submitted = match self.cluster.node(node) {
-            Some(n) => n.submit(token, op),
-            None => Err(Error::Closed),
-        };
+        let submitted = self
+            .cluster
+            .running_node(node)
+            .and_then(|n| n.submit(token, op));
         if let Err(e) = submitted {
             self.waiters
                 .lock()

@@ -128,10 +128,10 @@ impl LocalCluster {
 
     fn check_id(&self, id: u64) -> Result<()> {
         if id == 0 || id > self.cfg.nodes as u64 {
-            return Err(Error::invalid(
-                "id",
-                format!("node {id} is not in this cluster (1..={})", self.cfg.nodes),
-            ));
+            return Err(Error::UnknownNode {
+                id,
+                nodes: self.cfg.nodes as u64,
+            });
         }
         Ok(())
     }
@@ -139,6 +139,13 @@ impl LocalCluster {
     /// The running node `id`; `None` when stopped or unknown.
     pub fn node(&self, id: u64) -> Option<Arc<RaftNode>> {
         self.nodes().get(&id).cloned()
+    }
+
+    /// The running node `id`: `UnknownNode` if it is no member, `Closed` if
+    /// it is stopped or the cluster closed.
+    pub fn running_node(&self, id: u64) -> Result<Arc<RaftNode>> {
+        self.check_id(id)?;
+        self.node(id).ok_or(Error::Closed)
     }
 
     /// Every member id, running or not.

@@ -30,6 +30,9 @@ pub enum Error {
     InvalidConfig { key: String, rule: String },
     #[error("corrupt batch: {0}")]
     CorruptBatch(String),
+    /// A node id that is not a member of the group.
+    #[error("node {id} is not in this cluster (its nodes are 1..={nodes})")]
+    UnknownNode { id: u64, nodes: u64 },
     /// A node's data dir belongs to another cluster or node, or holds nothing
     /// where the group expects the node's state. Nothing was changed.
     #[error(
@@ -65,6 +68,7 @@ impl Error {
             Error::TooLarge { .. } => ErrorCode::TooLarge,
             Error::DataDirMismatch { .. } => ErrorCode::DataDirMismatch,
             Error::StateLost(_) => ErrorCode::StateLost,
+            Error::UnknownNode { .. } => ErrorCode::UnknownNode,
             Error::InFlight { cause } => cause.error_code(),
             Error::Storage(_) => ErrorCode::Storage,
             Error::InvalidConfig { .. } => ErrorCode::InvalidConfig,

@@ -190,3 +190,21 @@ fn completions_arrive_in_batches_with_their_tokens() {
     drop(calls);
     c.close().unwrap();
 }
+
+#[test]
+fn an_id_outside_the_cluster_is_unknown_and_a_stopped_node_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = start(config(3, EngineKind::Memory, dir.path()));
+    assert_code(c.stop(0), "ERR_UNKNOWN_NODE");
+    assert_code(c.restart(4), "ERR_UNKNOWN_NODE");
+    let e = c.put(4, "k", "v").expect_err("no node 4");
+    assert_eq!(e.code(), "ERR_UNKNOWN_NODE");
+    assert!(
+        e.to_string().contains("node 4 is not in this cluster"),
+        "{e}"
+    );
+    let f = follower(&c);
+    c.stop(f).unwrap();
+    assert_code(c.put(f, "k", "v"), "ERR_CLOSED");
+    c.close().unwrap();
+}
