@@ -224,7 +224,10 @@ impl RaftNode {
 
     /// Submits a request; its result arrives later through the completion
     /// sink with the same `token`. Tokens must be unique among this node's
-    /// unresolved requests. Blocks only while the batcher queue is full.
+    /// unresolved requests, and a token whose request ended with an unknown
+    /// outcome ([`Error::outcome`]) must not be used again while this node
+    /// runs: its entry may still commit, and would answer the new request.
+    /// Blocks only while the batcher queue is full.
     /// Errors known up front (`TooLarge`, `Closed`) are returned here.
     pub fn submit(&self, token: u64, op: Op) -> Result<()> {
         let mut failed = None;
