@@ -1,0 +1,193 @@
+// One Jepsen-style run: a 3-node LocalCluster, clients bound to every node
+// under a nemesis, the history checked for linearizability with porcupine.
+// Shared by __test__/jepsen.spec.ts and scripts/jepsen.ts; no vitest here.
+import { defaultConfig, LocalCluster, type Engine, type MetaStoreConfig } from '../../ts/index.js'
+import { HistoryRecorder, overlapping } from './history.js'
+import { checkHistory, type Verdict } from './lincheck.js'
+import { FAULT_KINDS, startNemesis, type FaultKind, type NemesisResult } from './nemesis.js'
+import { startWorkload } from './workload.js'
+
+export interface JepsenOptions {
+  engine: Engine
+  /** RocksDB data dir (a fresh one per run). */
+  dataDir?: string
+  /** Seconds of load. */
+  seconds: number
+  /** Clients, bound to nodes 1, 2, 3, 1, ... */
+  clients?: number
+  /** Keys the clients share. */
+  keys?: number
+  /** Operations per client, at most. */
+  maxOpsPerClient?: number
+  /** Faults, at most. */
+  maxFaults?: number
+  /** Default: every kind the engine allows (no stop-restart on memory). */
+  kinds?: readonly FaultKind[]
+  seed?: number
+  /** How long the nemesis holds a fault, ms (default 300-2000: some heal before a request times out, some after). */
+  holdMs?: [number, number]
+  /** Rest between faults, ms. */
+  quietMs?: [number, number]
+  /** Seconds each of the two checks may take. */
+  checkTimeoutS?: number
+  /** Keep the history even when it is linearizable. */
+  keep?: boolean
+  /** Adjusts the run's config. */
+  config?: (c: MetaStoreConfig) => void
+}
+
+export interface JepsenReport {
+  engine: Engine
+  seed: number
+  clients: number
+  loadMs: number
+  totalMs: number
+  ops: { total: number; ok: number; put: number; get: number; delete: number }
+  /** Failed operations: writes by reported outcome, and reads. */
+  failed: { unknownWrites: number; notAppliedWrites: number; reads: number; byError: Record<string, number> }
+  /** Requests that had not settled a while after the cluster closed (recorded as unknown). */
+  hung: number
+  nemesis: NemesisResult
+  /** Operations whose [call, return] intersects a fault window. */
+  overlapping: number
+  verdict: Verdict
+  /** A one-line summary. */
+  summary: string
+}
+
+/** The kinds a run may use on `engine`: a memory node is never restarted. */
+export function faultKinds(engine: Engine): FaultKind[] {
+  return FAULT_KINDS.filter((k) => engine === 'rocksdb' || k !== 'stop-restart')
+}
+
+/** Fast elections and short proposal timeouts, so that faults show in a short run. */
+export function jepsenConfig(patch: (c: MetaStoreConfig) => void = () => {}): MetaStoreConfig {
+  const config = defaultConfig()
+  config.server.raft.tickIntervalMs = 10
+  config.server.raft.proposalTimeoutMs = 1_000
+  // Compact now and then, so that a node that was away may catch up by snapshot.
+  config.server.raft.snapshotCount = 2_000
+  config.server.storage.sync = false
+  patch(config)
+  return config
+}
+
+/** Resolves true if `p` settles within `ms`; the timer never keeps the process alive. */
+function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms)
+    timer.unref()
+  })
+  return Promise.race([p.then(() => true, () => true), timeout]).finally(() => clearTimeout(timer))
+}
+
+const NS_PER_MS = 1_000_000
+
+export async function runJepsen(opts: JepsenOptions): Promise<JepsenReport> {
+  const started = Date.now()
+  const seed = opts.seed ?? Math.floor(Math.random() * 2 ** 31)
+  const clients = opts.clients ?? 9
+  const keys = Array.from({ length: opts.keys ?? 4 }, (_, i) => `k${i}`)
+  const config = jepsenConfig(opts.config)
+  const recorder = new HistoryRecorder()
+  const cluster = await LocalCluster.start({ nodes: 3, engine: opts.engine, dataDir: opts.dataDir, config })
+  let nemesisResult: NemesisResult
+  let hung = 0
+  const loadStart = recorder.now()
+  const loadMs = opts.seconds * 1000
+  try {
+    const ids = cluster.ids()
+    const loadEnd = loadStart + loadMs * NS_PER_MS
+    // The last stretch is quiet: the group must serve again once healed.
+    const tailMs = Math.min(2_000, loadMs / 5)
+    const workload = startWorkload({
+      handles: Array.from({ length: clients }, (_, i) => cluster.node(ids[i % ids.length])),
+      keys,
+      recorder,
+      deadline: loadEnd,
+      maxOpsPerClient: opts.maxOpsPerClient ?? Math.ceil(opts.seconds * 2_000),
+      seed,
+    })
+    const nemesis = startNemesis({
+      cluster,
+      recorder,
+      kinds: opts.kinds ?? faultKinds(opts.engine),
+      deadline: loadEnd - tailMs * NS_PER_MS,
+      maxFaults: opts.maxFaults ?? Math.max(4, Math.ceil(opts.seconds)),
+      seed,
+      holdMs: opts.holdMs,
+      quietMs: opts.quietMs,
+    })
+    try {
+      nemesisResult = await nemesis.done
+    } catch (err) {
+      workload.stop()
+      throw err
+    }
+    // Operations in flight at the deadline finish, or fail by their own timeout.
+    const drainMs = (loadEnd - recorder.now()) / NS_PER_MS + 2 * config.server.raft.proposalTimeoutMs + 2_000
+    if (!(await settlesWithin(workload.done, drainMs))) {
+      workload.stop()
+      // Still pending: closing the cluster rejects them (ERR_CLOSED), recorded as they come.
+      await cluster.close()
+      if (!(await settlesWithin(workload.done, 10_000))) hung = recorder.abandonPending('HUNG')
+    }
+  } finally {
+    await cluster.close()
+  }
+  // Anything called and not recorded (there should be none) counts as hung.
+  hung += recorder.abandonPending('HUNG')
+
+  const records = recorder.records()
+  const ops = { total: records.length, ok: 0, put: 0, get: 0, delete: 0 }
+  const failed = { unknownWrites: 0, notAppliedWrites: 0, reads: 0, byError: {} as Record<string, number> }
+  for (const r of records) {
+    ops[r.op]++
+    if (r.ok) {
+      ops.ok++
+      continue
+    }
+    if (r.op === 'get') failed.reads++
+    else if (r.outcome === 'not-applied') failed.notAppliedWrites++
+    else failed.unknownWrites++
+    const name = r.error ?? 'unknown error'
+    failed.byError[name] = (failed.byError[name] ?? 0) + 1
+  }
+  const overlap = overlapping(records, nemesisResult.faults)
+  const verdict = await checkHistory(recorder, {
+    label: opts.engine,
+    timeoutS: opts.checkTimeoutS ?? 60,
+    keep: opts.keep,
+  })
+  const totalMs = Date.now() - started
+  const kinds = Object.entries(nemesisResult.counts)
+    .map(([k, n]) => `${k} ${n}`)
+    .join(', ')
+  const errors = Object.entries(failed.byError)
+    .map(([k, n]) => `${k} ${n}`)
+    .join(', ')
+  const summary =
+    `jepsen ${opts.engine} seed ${seed}: ${clients} clients, ${(loadMs / 1000).toFixed(1)} s load, ${(totalMs / 1000).toFixed(1)} s total; ` +
+    `${ops.total} ops (${ops.ok} ok; put ${ops.put}, get ${ops.get}, delete ${ops.delete}); ` +
+    `failed: ${failed.unknownWrites} unknown writes, ${failed.notAppliedWrites} not-applied writes, ${failed.reads} reads` +
+    (errors ? ` [${errors}]` : '') +
+    `; hung ${hung}; faults ${nemesisResult.faults.length} (${kinds || 'none'})` +
+    (nemesisResult.skipped.length ? `, skipped ${nemesisResult.skipped.length}` : '') +
+    (nemesisResult.errors.length ? `, nemesis errors: ${nemesisResult.errors.join('; ')}` : '') +
+    `; ${overlap} ops overlapped faults; ${verdict.message}`
+  return {
+    engine: opts.engine,
+    seed,
+    clients,
+    loadMs,
+    totalMs,
+    ops,
+    failed,
+    hung,
+    nemesis: nemesisResult,
+    overlapping: overlap,
+    verdict,
+    summary,
+  }
+}
