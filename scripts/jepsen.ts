@@ -1,0 +1,104 @@
+// `npm run test:jepsen -- --seconds 300`: the linearizability test of
+// __test__/jepsen.spec.ts, run longer, for changes to the node. Same harness
+// (__test__/jepsen/); exits 1 when a history is not linearizable (its path and
+// porcupine's visualization are printed) or when the run was too quiet to tell.
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+
+import { Command, InvalidArgumentError, Option } from 'commander'
+
+import { buildChecker } from '../__test__/jepsen/lincheck.js'
+import { runJepsen, type JepsenReport } from '../__test__/jepsen/run.js'
+import type { Engine } from '../ts/index.js'
+
+function positiveInt(value: string): number {
+  const n = Number(value)
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('must be a positive integer')
+  return n
+}
+
+function seedArg(value: string): number {
+  const n = Number(value)
+  if (!Number.isInteger(n) || n < 0 || n >= 2 ** 31) throw new InvalidArgumentError('must be an integer in [0, 2^31)')
+  return n
+}
+
+interface Options {
+  seconds: number
+  engine: Engine | 'both'
+  clients: number
+  keys: number
+  seed?: number
+  checkTimeout: number
+  keep: boolean
+}
+
+/** What makes a run count as a test at all, scaled to its length. */
+function shortfalls(r: JepsenReport): string[] {
+  const seconds = r.loadMs / 1000
+  const out: string[] = []
+  const kinds = Object.keys(r.nemesis.counts).length
+  const minFaults = Math.max(4, Math.floor(seconds / 4))
+  if (r.nemesis.faults.length < minFaults) out.push(`only ${r.nemesis.faults.length} faults applied (< ${minFaults})`)
+  if (kinds < 2) out.push(`faults of only ${kinds} kind(s)`)
+  if (r.overlapping < 50) out.push(`only ${r.overlapping} operations overlapped a fault`)
+  if (r.ops.ok < 80 * seconds) out.push(`only ${r.ops.ok} operations succeeded`)
+  if (r.hung > 0) out.push(`${r.hung} requests never settled`)
+  if (r.nemesis.errors.length > 0) out.push(`the nemesis could not heal: ${r.nemesis.errors.join('; ')}`)
+  return out
+}
+
+async function main(opts: Options): Promise<number> {
+  await buildChecker()
+  const engines: Engine[] = opts.engine === 'both' ? ['memory', 'rocksdb'] : [opts.engine]
+  let status = 0
+  for (const engine of engines) {
+    const dataDir = mkdtempSync(join(tmpdir(), 'metastore-jepsen-data-'))
+    try {
+      console.log(`${engine}: ${opts.clients} clients, ${opts.seconds} s of load under the nemesis ...`)
+      const report = await runJepsen({
+        engine,
+        dataDir: engine === 'rocksdb' ? dataDir : undefined,
+        seconds: opts.seconds,
+        clients: opts.clients,
+        keys: opts.keys,
+        seed: opts.seed,
+        checkTimeoutS: opts.checkTimeout,
+        keep: opts.keep,
+      })
+      console.log(report.summary)
+      if (opts.keep) console.log(`history kept: ${report.verdict.history}`)
+      if (!report.verdict.ok) {
+        console.error(`NOT LINEARIZABLE (${engine}, seed ${report.seed}):\n${report.verdict.message}`)
+        status = 1
+      }
+      for (const s of shortfalls(report)) {
+        console.error(`too quiet to tell (${engine}): ${s}`)
+        status = 1
+      }
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true })
+    }
+  }
+  return status
+}
+
+new Command()
+  .name('test:jepsen')
+  .description('Clients on every node of a 3-node LocalCluster under a nemesis; the history checked for linearizability with porcupine')
+  .option('-s, --seconds <n>', 'seconds of load per engine', positiveInt, 60)
+  .addOption(new Option('-e, --engine <engine>', 'storage engine').choices(['memory', 'rocksdb', 'both']).default('both'))
+  .option('-c, --clients <n>', 'clients, bound to nodes 1, 2, 3, 1, ...', positiveInt, 9)
+  .option('-k, --keys <n>', 'keys the clients share', positiveInt, 4)
+  .option('--seed <n>', 'seed of the clients and the nemesis (default random; printed)', seedArg)
+  .option('--check-timeout <s>', 'seconds each porcupine check may take', positiveInt, 600)
+  .option('--keep', 'keep the history even when it is linearizable', false)
+  .action(async (opts: Options) => {
+    process.exitCode = await main(opts)
+  })
+  .parseAsync()
+  .catch((err: unknown) => {
+    console.error(err instanceof Error ? err.message : err)
+    process.exitCode = 1
+  })
