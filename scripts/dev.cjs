@@ -113,6 +113,7 @@ const tasks = {
     checkGenerated()
     run('cargo', ['test', '--release', '--workspace', '--target', hostTriple()])
     run(bin('tsc'), ['-p', 'tsconfig.check.json'])
+    run(process.env.GO || 'go', ['test', './...'], { cwd: path.join(root, 'tools', 'lincheck') })
     run(bin('vitest'), ['run'])
   },
   start(args) {
