@@ -39,7 +39,7 @@ function shortfalls(r: JepsenReport): string[] {
   const seconds = r.loadMs / 1000
   const out: string[] = []
   const kinds = Object.keys(r.nemesis.counts).length
-  const minFaults = Math.max(4, Math.floor(seconds / 4))
+  const minFaults = Math.max(2, Math.floor(seconds / 5))
   if (r.nemesis.faults.length < minFaults) out.push(`only ${r.nemesis.faults.length} faults applied (< ${minFaults})`)
   if (kinds < 2) out.push(`faults of only ${kinds} kind(s)`)
   if (r.overlapping < 50) out.push(`only ${r.overlapping} operations overlapped a fault`)
