@@ -111,35 +111,39 @@ export function startNemesis(opts: NemesisOptions): Nemesis {
     }
   }
 
-  /** Applies a fault of `kind`; returns its nodes and how to heal it, or why it was not applied. */
-  const apply = async (kind: FaultKind): Promise<{ nodes: number[]; heal: () => Promise<void> } | string> => {
+  /** Applies a fault of `kind`; returns its nodes, when it took force and how to heal it, or why it was not applied. */
+  const apply = async (kind: FaultKind): Promise<{ nodes: number[]; start: number; heal: () => Promise<void> } | string> => {
     switch (kind) {
       case 'stop-restart': {
         const running = ids.filter((id) => cluster.isRunning(id))
         if (running.length < ids.length) return 'a node is down'
         const id = rng.pick(ids)
+        const start = recorder.now()
         try {
           cluster.stop(id)
         } catch (err) {
           return `stop of node ${id} failed: ${(err as Error).message}`
         }
-        return { nodes: [id], heal: async () => void (await restart(id)) }
+        return { nodes: [id], start, heal: async () => void (await restart(id)) }
       }
       case 'isolate': {
         const id = rng.pick(ids)
+        const start = recorder.now()
         const heal = isolate(id)
-        return { nodes: [id], heal: async () => heal() }
+        return { nodes: [id], start, heal: async () => heal() }
       }
       case 'isolate-leader': {
         const id = await leaderId()
         if (id === undefined) return 'no leader known'
+        const start = recorder.now()
         const heal = isolate(id)
-        return { nodes: [id], heal: async () => heal() }
+        return { nodes: [id], start, heal: async () => heal() }
       }
       case 'cut-link': {
         const [a, b] = rng.shuffle(ids)
+        const start = recorder.now()
         cluster.cut(a, b)
-        return { nodes: [a, b], heal: async () => cluster.heal(a, b) }
+        return { nodes: [a, b], start, heal: async () => cluster.heal(a, b) }
       }
     }
   }
@@ -153,7 +157,6 @@ export function startNemesis(opts: NemesisOptions): Nemesis {
       if (!timeLeft() || opts.deadline - recorder.now() < holdMin * NS_PER_MS) break
       if (round.length === 0) round = rng.shuffle(opts.kinds)
       const kind = round.shift()!
-      const start = recorder.now()
       const applied = await apply(kind)
       if (typeof applied === 'string') {
         result.skipped.push(`${kind}: ${applied}`)
@@ -164,15 +167,16 @@ export function startNemesis(opts: NemesisOptions): Nemesis {
       } finally {
         await applied.heal()
       }
-      result.faults.push({ kind, nodes: applied.nodes, start, end: recorder.now() })
+      result.faults.push({ kind, nodes: applied.nodes, start: applied.start, end: recorder.now() })
       result.counts[kind] = (result.counts[kind] ?? 0) + 1
     }
     return result
   }
 
-  /** Whatever happened, leaves every link healed and every node running. */
+  /** Whatever happened, leaves every link healed and every node it stopped running again. */
   const healAll = async (): Promise<void> => {
     for (const a of ids) for (const b of ids) if (a < b) cluster.heal(a, b)
+    if (!opts.kinds.includes('stop-restart')) return
     for (const id of ids) if (!cluster.isRunning(id)) await restart(id)
   }
 
