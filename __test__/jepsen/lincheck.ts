@@ -83,7 +83,10 @@ export function buildChecker(): Promise<string> {
   return built
 }
 
-function run(bin: string, args: string[]): Promise<{ status: number; stdout: string; stderr: string; ms: number }> {
+function run(
+  bin: string,
+  args: string[],
+): Promise<{ status: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string; ms: number }> {
   const started = Date.now()
   return new Promise((resolveRun, reject) => {
     const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] })
@@ -92,15 +95,19 @@ function run(bin: string, args: string[]): Promise<{ status: number; stdout: str
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
     child.on('error', reject)
-    child.on('close', (code, signal) =>
-      resolveRun({ status: code ?? (signal ? 128 : 1), stdout, stderr, ms: Date.now() - started }),
-    )
+    child.on('close', (status, signal) => resolveRun({ status, signal, stdout, stderr, ms: Date.now() - started }))
   })
 }
 
 async function checkOnce(bin: string, history: string, dir: string, mode: CheckMode, timeoutS: number): Promise<CheckResult> {
   const html = join(dir, `${mode}.html`)
   const r = await run(bin, ['-history', history, '-mode', mode, '-html', html, '-timeout', `${timeoutS}s`])
+  if (r.signal !== null) {
+    throw new Error(
+      `lincheck -mode ${mode} was killed by ${r.signal} on ${history}` +
+        (r.signal === 'SIGKILL' ? ' (out of memory? porcupine needs memory in the square of the operations per key)' : ''),
+    )
+  }
   if (r.status !== 0 && r.status !== 1 && r.status !== 3) {
     throw new Error(`lincheck -mode ${mode} failed on ${history} (exit ${r.status}): ${r.stderr.trim()}`)
   }

@@ -15,8 +15,10 @@ export interface JepsenOptions {
   seconds: number
   /** Clients, bound to nodes 1, 2, 3, 1, ... */
   clients?: number
-  /** Keys the clients share. */
+  /** Keys the clients share at a time. */
   keys?: number
+  /** Operations on a key before the clients move to fresh keys (bounds porcupine's memory). */
+  opsPerKey?: number
   /** Operations per client, at most. */
   maxOpsPerClient?: number
   /** Faults, at most. */
@@ -43,6 +45,8 @@ export interface JepsenReport {
   loadMs: number
   totalMs: number
   ops: { total: number; ok: number; put: number; get: number; delete: number }
+  /** Keys used in all (fresh keys every so many operations). */
+  keys: number
   /** Failed operations: writes by reported outcome, and reads. */
   failed: { unknownWrites: number; notAppliedWrites: number; reads: number; byError: Record<string, number> }
   /** Requests that had not settled a while after the cluster closed (recorded as unknown). */
@@ -88,7 +92,6 @@ export async function runJepsen(opts: JepsenOptions): Promise<JepsenReport> {
   const started = Date.now()
   const seed = opts.seed ?? Math.floor(Math.random() * 2 ** 31)
   const clients = opts.clients ?? 9
-  const keys = Array.from({ length: opts.keys ?? 4 }, (_, i) => `k${i}`)
   const config = jepsenConfig(opts.config)
   const recorder = new HistoryRecorder()
   const cluster = await LocalCluster.start({ nodes: 3, engine: opts.engine, dataDir: opts.dataDir, config })
@@ -103,7 +106,8 @@ export async function runJepsen(opts: JepsenOptions): Promise<JepsenReport> {
     const tailMs = Math.min(2_000, loadMs / 5)
     const workload = startWorkload({
       handles: Array.from({ length: clients }, (_, i) => cluster.node(ids[i % ids.length])),
-      keys,
+      keys: opts.keys ?? 4,
+      opsPerKey: opts.opsPerKey,
       recorder,
       deadline: loadEnd,
       maxOpsPerClient: opts.maxOpsPerClient ?? Math.ceil(opts.seconds * 2_000),
@@ -140,6 +144,7 @@ export async function runJepsen(opts: JepsenOptions): Promise<JepsenReport> {
   hung += recorder.abandonPending('HUNG')
 
   const records = recorder.records()
+  const keysUsed = new Set(records.map((r) => r.key)).size
   const ops = { total: records.length, ok: 0, put: 0, get: 0, delete: 0 }
   const failed = { unknownWrites: 0, notAppliedWrites: 0, reads: 0, byError: {} as Record<string, number> }
   for (const r of records) {
@@ -169,7 +174,7 @@ export async function runJepsen(opts: JepsenOptions): Promise<JepsenReport> {
     .join(', ')
   const summary =
     `jepsen ${opts.engine} seed ${seed}: ${clients} clients, ${(loadMs / 1000).toFixed(1)} s load, ${(totalMs / 1000).toFixed(1)} s total; ` +
-    `${ops.total} ops (${ops.ok} ok; put ${ops.put}, get ${ops.get}, delete ${ops.delete}); ` +
+    `${ops.total} ops (${ops.ok} ok; put ${ops.put}, get ${ops.get}, delete ${ops.delete}) on ${keysUsed} keys; ` +
     `failed: ${failed.unknownWrites} unknown writes, ${failed.notAppliedWrites} not-applied writes, ${failed.reads} reads` +
     (errors ? ` [${errors}]` : '') +
     `; hung ${hung}; faults ${nemesisResult.faults.length} (${kinds || 'none'})` +
@@ -183,6 +188,7 @@ export async function runJepsen(opts: JepsenOptions): Promise<JepsenReport> {
     loadMs,
     totalMs,
     ops,
+    keys: keysUsed,
     failed,
     hung,
     nemesis: nemesisResult,
