@@ -12,7 +12,7 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import { HistoryRecorder } from './jepsen/history.js'
-import { buildChecker, checkHistory } from './jepsen/lincheck.js'
+import { buildChecker, checkHistory, removeChecker } from './jepsen/lincheck.js'
 import { runJepsen } from './jepsen/run.js'
 
 /** Seconds of load per engine; the whole file stays well under two minutes. */
@@ -38,6 +38,7 @@ describe('linearizability under faults (porcupine)', () => {
   beforeAll(async () => {
     await buildChecker()
   }, 180_000)
+  afterAll(removeChecker)
 
   it('the harness catches a stale read and a not-applied write that took effect, and keeps the files', async () => {
     // A put acknowledged, then a read that does not see it.

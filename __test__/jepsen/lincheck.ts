@@ -69,7 +69,7 @@ export function buildChecker(): Promise<string> {
       return
     }
     binDir = mkdtempSync(join(tmpdir(), 'metastore-lincheck-'))
-    process.once('exit', () => binDir && rmSync(binDir, { recursive: true, force: true }))
+    process.once('exit', removeChecker)
     const out = join(binDir, process.platform === 'win32' ? 'lincheck.exe' : 'lincheck')
     const child = spawn(go, ['-C', SOURCE, 'build', '-o', out, '.'], { stdio: ['ignore', 'ignore', 'pipe'] })
     let stderr = ''
@@ -81,6 +81,13 @@ export function buildChecker(): Promise<string> {
     })
   })
   return built
+}
+
+/** Removes the built checker (a test runner's worker may end without an 'exit' event). */
+export function removeChecker(): void {
+  if (binDir !== undefined) rmSync(binDir, { recursive: true, force: true })
+  binDir = undefined
+  built = undefined
 }
 
 function run(
