@@ -55,6 +55,16 @@ function ensureToolchain() {
   }
 }
 
+// The Go toolchain for tools/lincheck: $GO, then go on PATH, then the
+// official install location.
+function goBinary() {
+  if (process.env.GO) return process.env.GO
+  if (has('go')) return 'go'
+  if (fs.existsSync('/usr/local/go/bin/go')) return '/usr/local/go/bin/go'
+  console.error('npm test needs Go for the linearizability checker (tools/lincheck): install it from https://go.dev/dl')
+  process.exit(1)
+}
+
 // `napi build` always passes `--target <triple>`, which gives cargo a separate
 // output folder; cargo test gets the same flag so RocksDB is compiled once.
 function hostTriple() {
@@ -113,7 +123,7 @@ const tasks = {
     checkGenerated()
     run('cargo', ['test', '--release', '--workspace', '--target', hostTriple()])
     run(bin('tsc'), ['-p', 'tsconfig.check.json'])
-    run(process.env.GO || 'go', ['test', './...'], { cwd: path.join(root, 'tools', 'lincheck') })
+    run(goBinary(), ['test', './...'], { cwd: path.join(root, 'tools', 'lincheck') })
     run(bin('vitest'), ['run'])
   },
   start(args) {
