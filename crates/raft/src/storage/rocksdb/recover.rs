@@ -1,0 +1,183 @@
+//! Opening a node's database: whose it is (the identity check), and the raft
+//! state recovered from it.
+
+use std::path::Path;
+
+use protobuf::Message as _;
+use raft::eraftpb::{ConfState, HardState};
+use raft::Storage;
+use rocksdb::{Options, WriteBatch, DB};
+
+use super::{
+    be_u64, RocksEngine, CF_KV, CF_LOG, CF_META, KEY_APPLIED, KEY_CONF_STATE, KEY_HARD_STATE,
+    KEY_IDENTITY, KEY_TRUNCATED,
+};
+use crate::error::{Error, Result};
+use crate::identity::{self, Bootstrap, Identity};
+
+/// What a database without a cluster identity holds, in errors.
+pub(super) const NO_IDENTITY: &str =
+    "raft state without a cluster identity (written before identities were recorded)";
+/// What an empty data dir holds, where an existing member's state is expected.
+pub(super) const EMPTY: &str =
+    "nothing, where the group expects this member's state (a member whose \
+    state is gone must not rejoin under its id: it could vote twice in a term or forget writes \
+    the group acknowledged)";
+
+/// Whether `dir` holds a RocksDB database (its `CURRENT` file).
+pub(super) fn holds_database(dir: &Path) -> bool {
+    dir.join("CURRENT").is_file()
+}
+
+impl RocksEngine {
+    /// The identity stored in the database at `dir`: `None` when there is
+    /// none (no database), an error when the database holds raft state but
+    /// no identity. Opens the database read-only and closes it again.
+    pub fn stored_identity(dir: &Path) -> Result<Option<Identity>> {
+        if !holds_database(dir) {
+            return Ok(None);
+        }
+        let db =
+            DB::open_cf_for_read_only(&Options::default(), dir, [CF_LOG, CF_META, CF_KV], false)
+                .map_err(|e| {
+                    Error::Storage(format!("cannot open RocksDB at {}: {e}", dir.display()))
+                })?;
+        let meta = db.cf_handle(CF_META).ok_or_else(|| {
+            Error::Storage(format!(
+                "{}: column family {CF_META} missing",
+                dir.display()
+            ))
+        })?;
+        let read = |key: &[u8]| {
+            db.get_cf(meta, key)
+                .map_err(|e| Error::Storage(format!("cannot read {}: {e}", dir.display())))
+        };
+        match read(KEY_IDENTITY)? {
+            Some(bytes) => Identity::decode(&bytes).map(Some).map_err(|e| {
+                Error::Storage(format!(
+                    "corrupted cluster identity in {}: {e}",
+                    dir.display()
+                ))
+            }),
+            None if read(KEY_CONF_STATE)?.is_some() || read(KEY_HARD_STATE)?.is_some() => {
+                Err(Error::DataDirMismatch {
+                    dir: dir.display().to_string(),
+                    holds: NO_IDENTITY.into(),
+                    asked: "a node of a new or existing cluster".into(),
+                })
+            }
+            None => Ok(None),
+        }
+    }
+
+    pub(super) fn recover(&mut self, identity: &Identity, bootstrap: Bootstrap) -> Result<()> {
+        let stored = self.read_meta(KEY_IDENTITY)?;
+        let hs = self.read_meta(KEY_HARD_STATE)?;
+        let cs = self.read_meta(KEY_CONF_STATE)?;
+        let truncated = self.read_meta(KEY_TRUNCATED)?;
+        let applied = self.read_meta(KEY_APPLIED)?;
+
+        if let Some(b) = &hs {
+            self.hard_state = HardState::parse_from_bytes(b)
+                .map_err(|e| self.corrupt(format!("hard state: {e}")))?;
+        }
+        if let Some(b) = &truncated {
+            match (b.get(..8).and_then(be_u64), b.get(8..).and_then(be_u64)) {
+                (Some(i), Some(t)) => (self.truncated_index, self.truncated_term) = (i, t),
+                _ => return Err(self.corrupt("truncated state has the wrong length")),
+            }
+        }
+        if let Some(b) = &applied {
+            self.applied =
+                be_u64(b).ok_or_else(|| self.corrupt("applied index has the wrong length"))?;
+        }
+
+        // First and last log keys.
+        let log = self.cf(CF_LOG)?;
+        let mut it = self.db.raw_iterator_cf(log);
+        it.seek_to_last();
+        let last_key = it.key().map(<[u8]>::to_vec);
+        it.seek_to_first();
+        let first_key = it.key().map(<[u8]>::to_vec);
+        it.status()
+            .map_err(|e| self.err("cannot read the raft log", e))?;
+        drop(it);
+        self.last_index = self.truncated_index;
+        if let (Some(first), Some(last)) = (first_key, last_key) {
+            let first =
+                be_u64(&first).ok_or_else(|| self.corrupt("raft log key of the wrong length"))?;
+            let last =
+                be_u64(&last).ok_or_else(|| self.corrupt("raft log key of the wrong length"))?;
+            if first != self.truncated_index + 1 {
+                return Err(self.corrupt(format!(
+                    "raft log starts at {first}, expected {}",
+                    self.truncated_index + 1
+                )));
+            }
+            self.last_index = last;
+        }
+
+        match cs {
+            Some(b) => {
+                self.conf_state = ConfState::parse_from_bytes(&b)
+                    .map_err(|e| self.corrupt(format!("conf state: {e}")))?;
+                if self.conf_state.voters.is_empty() {
+                    return Err(self.corrupt("conf state has no voters"));
+                }
+            }
+            None if hs.is_none() && self.last_index == 0 && self.applied == 0 => {
+                if bootstrap == Bootstrap::Existing {
+                    return Err(identity::mismatch(&self.path, EMPTY, identity));
+                }
+                // A new database: bootstrap with the identity and the initial
+                // voter set, in one synced write.
+                self.conf_state =
+                    ConfState::from((identity.initial_voters.clone(), Vec::<u64>::new()));
+                let mut wb = WriteBatch::default();
+                let meta = self.cf(CF_META)?;
+                let bytes = self
+                    .conf_state
+                    .write_to_bytes()
+                    .map_err(|e| self.err("cannot encode conf state", e))?;
+                wb.put_cf(meta, KEY_CONF_STATE, bytes);
+                wb.put_cf(meta, KEY_IDENTITY, identity.encode());
+                self.write(wb, true)?;
+                return self.check_invariants();
+            }
+            None => return Err(self.corrupt("conf state missing")),
+        }
+        match stored {
+            Some(b) => {
+                let stored = Identity::decode(&b)
+                    .map_err(|e| self.corrupt(format!("cluster identity: {e}")))?;
+                identity::check(&self.path, &stored, identity)?;
+            }
+            None => return Err(identity::mismatch(&self.path, NO_IDENTITY, identity)),
+        }
+        self.check_invariants()
+    }
+
+    /// Invariants of the recovered state that raft-rs would otherwise panic on.
+    fn check_invariants(&mut self) -> Result<()> {
+        if self.applied < self.truncated_index || self.applied > self.last_index {
+            return Err(self.corrupt(format!(
+                "applied index {} outside the log [{}, {}]",
+                self.applied, self.truncated_index, self.last_index
+            )));
+        }
+        // Everything applied was committed; the commit index itself is only
+        // written lazily.
+        self.hard_state.commit = self.hard_state.commit.max(self.applied);
+        if self.hard_state.commit > self.last_index {
+            return Err(self.corrupt(format!(
+                "commit index {} beyond the last log index {}",
+                self.hard_state.commit, self.last_index
+            )));
+        }
+        if self.last_index > self.truncated_index {
+            // The term of the last entry must be readable.
+            self.term(self.last_index).map_err(|e| self.corrupt(e))?;
+        }
+        Ok(())
+    }
+}
