@@ -33,7 +33,7 @@
 //! and shutdown are in `worker.rs`.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
@@ -120,6 +120,38 @@ pub struct RaftNode {
     mailbox: Sender<NodeMsg>,
     stats: Arc<SharedStats>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Set by the node thread once it has exited and dropped its engine.
+    exited: Arc<Exited>,
+}
+
+/// A latch the node thread sets as its last act, so that `close` can wait
+/// for the engine to be closed even when another caller took the join.
+#[derive(Default)]
+struct Exited {
+    done: Mutex<bool>,
+    cond: Condvar,
+}
+
+struct SetOnDrop(Arc<Exited>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.set();
+    }
+}
+
+impl Exited {
+    fn set(&self) {
+        *self.done.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.cond.notify_all();
+    }
+
+    fn wait(&self) {
+        let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        while !*done {
+            done = self.cond.wait(done).unwrap_or_else(|p| p.into_inner());
+        }
+    }
 }
 
 impl RaftNode {
@@ -203,9 +235,18 @@ impl RaftNode {
             outbox,
             Arc::clone(&stats),
         );
+        let exited = Arc::new(Exited::default());
         let thread = std::thread::Builder::new()
             .name(format!("metastore-raft-{id}"))
-            .spawn(move || worker.run(inbox, batch_rx, mailbox_rx))
+            .spawn({
+                let exited = Arc::clone(&exited);
+                move || {
+                    // Set last, even if the thread unwinds: `run` consumes the
+                    // worker, so the engine is closed by then.
+                    let _exited = SetOnDrop(exited);
+                    worker.run(inbox, batch_rx, mailbox_rx);
+                }
+            })
             .map_err(|e| {
                 batcher.stop();
                 Error::Internal(format!("cannot spawn the thread of node {id}: {e}"))
@@ -219,6 +260,7 @@ impl RaftNode {
             mailbox: mailbox_tx,
             stats,
             thread: Mutex::new(Some(thread)),
+            exited,
         })
     }
 
@@ -304,26 +346,35 @@ impl RaftNode {
     /// Stops the node: new requests fail with ERR_CLOSED, and everything
     /// pending (including what is still in the batcher) rejects with
     /// ERR_CLOSED. Returns when the node thread has exited and the engine is
-    /// closed. Idempotent.
+    /// closed, so the same data dir can be opened again at once; called from
+    /// the node's own thread (a sink closing its node), it only starts the
+    /// stop, and a later `close` from another thread waits for it.
+    /// Idempotent.
     pub fn close(&self) {
-        {
+        let first = {
             let mut closed = self.closed.write().unwrap_or_else(|p| p.into_inner());
-            if *closed {
-                return;
-            }
-            *closed = true;
+            !std::mem::replace(&mut *closed, true)
+        };
+        if first {
+            // Flushes whatever is queued into the node thread's channel, before Stop.
+            self.batcher.stop();
+            let _ = self.mailbox.send(NodeMsg::Stop);
+            self.stats.mark_stopped();
         }
-        // Flushes whatever is queued into the node thread's channel, before Stop.
-        self.batcher.stop();
-        let _ = self.mailbox.send(NodeMsg::Stop);
-        let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let mut thread = self.thread.lock().unwrap_or_else(|p| p.into_inner());
+        if thread
+            .as_ref()
+            .is_some_and(|h| h.thread().id() == std::thread::current().id())
+        {
+            // A sink that closes its own node must not wait for itself.
+            return;
+        }
+        let handle = thread.take();
+        drop(thread);
         if let Some(h) = handle {
-            // A sink that closes its own node must not join itself.
-            if h.thread().id() != std::thread::current().id() {
-                let _ = h.join();
-            }
+            let _ = h.join();
         }
-        self.stats.mark_stopped();
+        self.exited.wait();
     }
 }
 

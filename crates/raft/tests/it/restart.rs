@@ -89,3 +89,70 @@ fn restart_single_node_rocksdb_keeps_existed_flags() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A completion sink may close its own node; the node cannot wait for
+/// itself then, but a `close` from another thread waits until the engine is
+/// closed, so the data dir opens again at once (it used to fail on RocksDB's
+/// LOCK file).
+#[test]
+fn a_node_closed_by_its_own_sink_releases_its_data_dir_to_the_next_close() {
+    use metastore_raft::identity::{Bootstrap, ClusterId, Identity};
+    use metastore_raft::storage::RocksEngine;
+    use metastore_raft::transport::LocalRouter;
+    use metastore_raft::{CompletionSink, NodeConfig, Op, RaftNode};
+    use std::sync::{Arc, OnceLock};
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg: NodeConfig = config(1, EngineKind::RocksDb, dir.path()).node_config(1);
+    let identity = Identity::new(ClusterId::random(), 1, &[1]);
+    for round in 0..20 {
+        let bootstrap = if round == 0 {
+            Bootstrap::New
+        } else {
+            Bootstrap::Existing
+        };
+        let node: Arc<OnceLock<Arc<RaftNode>>> = Arc::default();
+        let (closed_tx, closed_rx) = crossbeam_channel::bounded(1);
+        let sink: CompletionSink = {
+            let node = Arc::clone(&node);
+            Arc::new(move |_| {
+                if let Some(n) = node.get() {
+                    n.close();
+                    let _ = closed_tx.try_send(());
+                }
+            })
+        };
+        let router = LocalRouter::new();
+        let inbox = router.register(1);
+        let started = RaftNode::start(
+            cfg.clone(),
+            &identity,
+            bootstrap,
+            router.transport(1),
+            inbox,
+            sink,
+        )
+        .unwrap();
+        let started = Arc::new(started);
+        let _ = node.set(Arc::clone(&started));
+        wait_until(Duration::from_secs(10), "the node leads", || {
+            started.raft_stats().role == metastore_raft::Role::Leader
+        });
+        started
+            .submit(
+                1,
+                Op::Put {
+                    key: b"k".to_vec(),
+                    value: b"v".to_vec(),
+                },
+            )
+            .unwrap();
+        closed_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the sink closed its node");
+        started.close();
+        let reopened = RocksEngine::open(&cfg.storage.node_dir(1), &identity, Bootstrap::Existing);
+        assert!(reopened.is_ok(), "round {round}: {:?}", reopened.err());
+    }
+}
