@@ -33,6 +33,11 @@ const HEADER_LEN: usize = 3;
 /// 255 bytes of match); a larger claimed length is a lie, not a reason to
 /// allocate.
 const LZ4_MAX_RATIO: usize = 255;
+/// The largest body a compressed frame may hold. The encoder compresses no
+/// larger body, so every frame it writes decodes; a claim above it is refused
+/// before anything is allocated, which bounds what a few bytes of untrusted
+/// input can make the decoder allocate (LZ4 alone allows 255 times the input).
+pub const MAX_COMPRESSED_BODY: usize = 64 << 20;
 
 /// How [`encode_batch_with`] writes a batch. Decoding needs none of this.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,7 +80,9 @@ pub fn encode_batch<T: AsRef<[u8]>>(proposals: &[T]) -> Vec<u8> {
 /// (a large single proposal too, as a compressed frame of one).
 pub fn encode_batch_with<T: AsRef<[u8]>>(proposals: &[T], opts: &EncodeOptions) -> Vec<u8> {
     let compress = |body_len: usize| {
-        opts.compression == Compression::Lz4 && body_len >= opts.compress_min_bytes
+        opts.compression == Compression::Lz4
+            && body_len >= opts.compress_min_bytes
+            && body_len <= MAX_COMPRESSED_BODY
     };
 
     if let [only] = proposals {
@@ -218,6 +225,11 @@ fn frame_body(data: &[u8]) -> Result<Body<'_>, BatchError> {
     let mut pos = 0;
     let len = varint::read_usize(rest, &mut pos)?;
     let block = &rest[pos..];
+    if len > MAX_COMPRESSED_BODY {
+        return Err(corrupt(format!(
+            "decompressed length {len} is above the {MAX_COMPRESSED_BODY} bytes a frame may hold"
+        )));
+    }
     if len > block.len().saturating_mul(LZ4_MAX_RATIO).saturating_add(64) {
         return Err(corrupt(format!(
             "decompressed length {len} is impossible for {} compressed bytes",

@@ -364,3 +364,36 @@ fn extremely_compressible_batches_decode() {
     assert!(enc.len() < 10_000, "{}", enc.len());
     assert_eq!(decoded(&enc), xs);
 }
+
+/// A few hundred kilobytes of valid LZ4 can claim a body of 255 times their
+/// size; a frame may hold at most `MAX_COMPRESSED_BODY`, so such a claim is
+/// refused before anything is allocated for it. The encoder never
+/// compresses a larger body, so what it writes always decodes.
+#[test]
+fn a_compressed_frame_holds_at_most_max_compressed_body() {
+    use metastore_batch::codec::MAX_COMPRESSED_BODY;
+    // Zeros compress about 250 times: 80 MiB in about 330 KB.
+    let zeros = vec![0u8; 80 << 20];
+    let block = lz4_flex::block::compress(&zeros);
+    assert!(block.len() < 1 << 20);
+    let mut frame = vec![MAGIC, VERSION, FLAG_LZ4];
+    let mut len = zeros.len() as u64;
+    while len >= 0x80 {
+        frame.push((len as u8) | 0x80);
+        len >>= 7;
+    }
+    frame.push(len as u8);
+    frame.extend_from_slice(&block);
+    match decode_batch(&frame) {
+        Err(BatchError::CorruptBatch(reason)) => {
+            assert!(reason.contains("a frame may hold"), "{reason}")
+        }
+        other => panic!("expected CorruptBatch, got {:?}", other.map(|v| v.len())),
+    }
+
+    // One proposal of 65 MiB: above the bound, so it stays uncompressed.
+    let big = vec![7u8; MAX_COMPRESSED_BODY + (1 << 20)];
+    let encoded = encode_batch_with(&[&big[..], b"x"], &lz4(1));
+    assert_eq!(encoded[2], 0, "not compressed");
+    assert_eq!(decoded(&encoded), vec![big, b"x".to_vec()]);
+}
