@@ -232,6 +232,16 @@ impl LocalCluster {
         self.router.heal(a, b);
     }
 
+    /// Holds what `from` sends to `to` until [`release`](Self::release).
+    pub fn hold(&self, from: u64, to: u64) {
+        self.router.hold(from, to);
+    }
+
+    /// Delivers, in order, what `from` sent to `to` while held.
+    pub fn release(&self, from: u64, to: u64) {
+        self.router.release(from, to);
+    }
+
     /// Cuts every link of `id`.
     pub fn isolate(&self, id: u64) {
         self.router.isolate(id, &self.ids());

@@ -1,5 +1,7 @@
 //! In-process transport: one unbounded crossbeam channel per node (raft's own
-//! flow control bounds what is in flight), plus link cuts for fault tests.
+//! flow control bounds what is in flight), plus link cuts for fault tests and
+//! held links, whose messages wait until released, for tests that need a
+//! message to arrive at a chosen moment.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
@@ -14,6 +16,8 @@ struct Links {
     mailboxes: HashMap<u64, Sender<Inbound>>,
     /// Cut links, stored as (min id, max id); a cut drops both directions.
     cut: HashSet<(u64, u64)>,
+    /// Held directed links (from, to) and what was sent on them, in order.
+    held: HashMap<(u64, u64), Vec<Vec<Message>>>,
 }
 
 fn link(a: u64, b: u64) -> (u64, u64) {
@@ -83,6 +87,24 @@ impl LocalRouter {
         }
     }
 
+    /// Holds the messages `from` sends to `to` until [`release`](Self::release).
+    pub fn hold(&self, from: u64, to: u64) {
+        self.write().held.entry((from, to)).or_default();
+    }
+
+    /// Delivers what `from` sent to `to` while held, in order, and stops holding.
+    pub fn release(&self, from: u64, to: u64) {
+        let links = &mut *self.write();
+        let Some(groups) = links.held.remove(&(from, to)) else {
+            return;
+        };
+        if let Some(tx) = links.mailboxes.get(&to) {
+            for group in groups {
+                let _ = tx.send(Inbound::Raft(group));
+            }
+        }
+    }
+
     pub fn heal_all(&self) {
         self.write().cut.clear();
     }
@@ -105,6 +127,17 @@ impl Transport for LocalTransport {
                 Some((_, g)) => g.push(m),
                 None => groups.push((m.to, vec![m])),
             }
+        }
+        let mut groups = groups;
+        if !self.router.read().held.is_empty() {
+            let mut links = self.router.write();
+            groups.retain_mut(|(to, group)| match links.held.get_mut(&(self.from, *to)) {
+                Some(held) => {
+                    held.push(std::mem::take(group));
+                    false
+                }
+                None => true,
+            });
         }
         let links = self.router.read();
         let own = links.mailboxes.get(&self.from);

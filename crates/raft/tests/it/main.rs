@@ -13,6 +13,7 @@ mod engine_failure;
 mod errors;
 mod failover;
 mod identity;
+mod order;
 mod outcomes;
 mod restart;
 mod snapshot;
