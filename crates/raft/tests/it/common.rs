@@ -131,6 +131,17 @@ pub fn leader(c: &SyncClient) -> u64 {
         .expect("a leader")
 }
 
+/// Isolates node `id` and waits until it no longer knows a leader (its
+/// election timeout passed and its pre-vote found none).
+pub fn isolate_until_leaderless(c: &SyncClient, id: u64) {
+    c.isolate(id);
+    wait_until(
+        Duration::from_secs(10),
+        "the isolated node loses its leader",
+        || c.node(id).is_some_and(|n| n.raft_stats().leader_id == 0),
+    );
+}
+
 /// A follower that is running.
 pub fn follower(c: &SyncClient) -> u64 {
     let l = leader(c);

@@ -13,12 +13,7 @@ fn batches_held_until_the_leader_is_heard_keep_their_order() {
     let l = leader(&c);
     let f = follower(&c);
     // The follower loses its leader, then hears from everyone but the leader.
-    c.isolate(f);
-    wait_until(
-        Duration::from_secs(10),
-        "the follower loses its leader",
-        || c.node(f).unwrap().raft_stats().leader_id == 0,
-    );
+    isolate_until_leaderless(&c, f);
     c.hold(l, f);
     c.heal_all();
     let put = |v: &str| Op::Put {

@@ -41,12 +41,7 @@ fn a_write_held_for_lack_of_a_leader_is_not_applied_when_its_node_stops() {
     let dir = tempfile::tempdir().unwrap();
     let c = start(config(3, EngineKind::RocksDb, dir.path()));
     let f = follower(&c);
-    c.isolate(f);
-    wait_until(
-        Duration::from_secs(10),
-        "the follower loses its leader",
-        || c.node(f).unwrap().raft_stats().leader_id == 0,
-    );
+    isolate_until_leaderless(&c, f);
     let pending = c.submit(f, put_op(b"held")).unwrap();
     std::thread::sleep(Duration::from_millis(50));
     c.stop(f).unwrap();
