@@ -251,6 +251,67 @@ describe('error outcomes', () => {
   })
 })
 
+describe('exactly-once writes', () => {
+  it('sends a write again when an attempt times out, applies it once and answers its first result', async () => {
+    const config = testConfig((c) => {
+      c.server.raft.proposalTimeoutMs = 200
+      c.server.raft.requestTimeoutMs = 20_000
+    })
+    const cluster = await LocalCluster.start({ nodes: 3, engine: 'memory', config })
+    try {
+      const leader = await cluster.leader()
+      const follower = cluster.node(cluster.ids().find((id) => id !== leader.nodeId)!)
+      expect((await follower.put('k', 'v')).existed).toBe(false)
+      await follower.put('x', '1')
+      // The follower's writes reach the leader and commit, but it hears
+      // nothing back: its attempts time out, and it sends them again.
+      cluster.hold(leader.nodeId, follower.nodeId)
+      const before = leader.stats().raft.commitIndex
+      const deleted = follower.delete('k')
+      const put = follower.put('x', '2')
+      await eventually(async () => (await leader.get('k')) === undefined && (await leader.get('x'))?.toString() === '2')
+      const committed = leader.stats().raft.commitIndex
+      expect(committed).toBeGreaterThan(before)
+      await eventually(() => follower.stats().client.retries >= 2)
+      cluster.release(leader.nodeId, follower.nodeId)
+      // Applied twice, the delete would answer false and the put existed = false.
+      expect(await deleted).toBe(true)
+      const { index, existed } = await put
+      expect(existed).toBe(true)
+      expect(index).toBeLessThanOrEqual(committed)
+      expect((await follower.get('k')) ?? 'absent').toBe('absent')
+    } finally {
+      await cluster.close()
+    }
+  })
+
+  it('ends with an unknown outcome when the attempts run out', async () => {
+    const config = testConfig((c) => {
+      c.server.raft.proposalTimeoutMs = 100
+      c.server.raft.requestTimeoutMs = 400
+    })
+    const cluster = await LocalCluster.start({ nodes: 3, engine: 'memory', config })
+    try {
+      const leader = await cluster.leader()
+      const follower = cluster.node(cluster.ids().find((id) => id !== leader.nodeId)!)
+      for (const id of cluster.ids()) if (id !== follower.nodeId) cluster.cut(follower.nodeId, id)
+      const started = Date.now()
+      const err = await follower.put('k', 'v').catch((e: unknown) => e)
+      expect(Date.now() - started).toBeGreaterThanOrEqual(400)
+      expect(err).toMatchObject({ code: 'ERR_TIMEOUT', outcome: 'unknown' })
+      expect((err as Error).message).toMatch(/after \d+ attempts/)
+      expect(follower.stats().client.retries).toBeGreaterThan(0)
+      // A write that was certainly not applied is not sent again.
+      const retries = follower.stats().client.retries
+      const tooLarge = await leader.put('big', Buffer.alloc(2 << 20)).catch((e: unknown) => e)
+      expect(tooLarge).toMatchObject({ code: 'ERR_TOO_LARGE', outcome: 'not-applied' })
+      expect(follower.stats().client.retries).toBe(retries)
+    } finally {
+      await cluster.close()
+    }
+  })
+})
+
 describe('batching on and off', () => {
   it('gives identical final state', async () => {
     const states: (string | undefined)[][] = []

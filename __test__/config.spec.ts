@@ -37,6 +37,7 @@ const DEFAULTS: MetaStoreConfig = {
       snapshotCount: 10000,
       maxLogSize: 16777216,
       proposalTimeoutMs: 5000,
+      requestTimeoutMs: 15000,
       batch: {
         enable: true,
         minBatchSize: 1,
@@ -165,6 +166,7 @@ describe('valid configuration files', () => {
     const { raft } = (await loadConfig(fixture('units.yaml'))).server
     expect(raft.tickIntervalMs).toBe(1500) // 1.5s
     expect(raft.proposalTimeoutMs).toBe(120_000) // 2m
+    expect(raft.requestTimeoutMs).toBe(5_400_000) // 1h30m
     expect(raft.maxSizePerMsg).toBe(512 * 1024) // 512KB, KB = 1024
     expect(raft.batch.minTimeoutMs).toBe(0.1) // 100us
     expect(raft.batch.maxTimeoutMs).toBe(20) // bare number = ms
@@ -555,6 +557,7 @@ describe('MetaStoreError', () => {
       'ERR_UNKNOWN_NODE',
       'ERR_DATA_DIR_MISMATCH',
       'ERR_STATE_LOST',
+      'ERR_SESSION_EXPIRED',
       'ERR_INTERNAL',
     ])
     for (const { code, retryable } of table) expect(new MetaStoreError(code, code).retryable).toBe(retryable)
@@ -584,6 +587,7 @@ describe('the loader and the core agree on the rules', () => {
     ['raft.snapshot_count', { 'raft.snapshot_count': 0 }],
     ['raft.max_log_size', { 'raft.max_log_size': 0 }],
     ['raft.proposal_timeout', { 'raft.proposal_timeout': 0 }],
+    ['raft.proposal_timeout', { 'raft.proposal_timeout': 20_000 }],
     ['raft.batch.min_batch_size', { 'raft.batch.min_batch_size': 0 }],
     ['raft.batch.min_batch_size', { 'raft.batch.min_batch_size': 300 }],
     ['raft.batch.max_batch_size', { 'raft.batch.max_batch_size': 0 }],

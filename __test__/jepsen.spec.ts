@@ -105,8 +105,11 @@ describe('linearizability under faults (porcupine)', () => {
         expect(Object.keys(counts).length, `fault kinds applied: ${JSON.stringify(counts)}`).toBeGreaterThanOrEqual(MIN_KINDS)
         expect(report.overlapping, 'operations that overlapped a fault').toBeGreaterThanOrEqual(MIN_OVERLAPPING)
         expect(report.ops.ok, 'operations that succeeded').toBeGreaterThanOrEqual(MIN_OK_OPS)
-        // The faults outlast the proposal timeout, so writes on cut-off nodes end unknown.
-        expect(report.failed.unknownWrites, 'writes the faults left with an unknown outcome').toBeGreaterThan(0)
+        // The faults outlast the proposal timeout, so attempts on cut-off
+        // nodes end unknown; the handles send those writes again (applied
+        // once), so few reach the caller as unknown.
+        expect(report.client.unknownOutcomes, 'attempts the faults left with an unknown outcome').toBeGreaterThan(0)
+        expect(report.client.retries, 'writes sent again').toBeGreaterThan(0)
         expect(report.hung, 'requests that never settled, even after close').toBe(0)
       }, 150_000)
     })

@@ -29,6 +29,8 @@ export declare class NativeCluster {
   restartNode(node: number): void
   cut(a: number, b: number): void
   heal(a: number, b: number): void
+  hold(from: number, to: number): void
+  release(from: number, to: number): void
   /**
    * Stops every node (pending requests reject with ERR_CLOSED) and releases
    * the callback once those rejections are queued. Idempotent.
@@ -123,7 +125,7 @@ export declare function encodeBatch(proposals: Array<Uint8Array | string>): Buff
 export type Engine = 'memory' | 'rocksdb'
 
 /** The code of every `MetaStoreError`. */
-export type ErrorCode = 'ERR_INVALID_CONFIG' | 'ERR_NOT_STARTED' | 'ERR_PROPOSAL_DROPPED' | 'ERR_TIMEOUT' | 'ERR_CLOSED' | 'ERR_TOO_LARGE' | 'ERR_CORRUPT_BATCH' | 'ERR_STORAGE' | 'ERR_UNKNOWN_NODE' | 'ERR_DATA_DIR_MISMATCH' | 'ERR_STATE_LOST' | 'ERR_INTERNAL'
+export type ErrorCode = 'ERR_INVALID_CONFIG' | 'ERR_NOT_STARTED' | 'ERR_PROPOSAL_DROPPED' | 'ERR_TIMEOUT' | 'ERR_CLOSED' | 'ERR_TOO_LARGE' | 'ERR_CORRUPT_BATCH' | 'ERR_STORAGE' | 'ERR_UNKNOWN_NODE' | 'ERR_DATA_DIR_MISMATCH' | 'ERR_STATE_LOST' | 'ERR_SESSION_EXPIRED' | 'ERR_INTERNAL'
 
 /** One row of the error table: a code and what it tells the caller. */
 export interface ErrorCodeInfo {
@@ -165,6 +167,7 @@ export interface RaftOptions {
   snapshotCount: number
   maxLogSize: number
   proposalTimeoutMs: number
+  requestTimeoutMs: number
   batch: BatchOptions
 }
 
@@ -184,6 +187,11 @@ export interface RaftStats {
    * entries and hard state); the synced ones are `storage.syncs`.
    */
   logWrites: number
+  /**
+   * This node's writes answered with the result of an earlier attempt of
+   * the same request (sent again after an unknown outcome), since start.
+   */
+  duplicateWrites: number
 }
 
 /**

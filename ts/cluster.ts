@@ -74,6 +74,15 @@ export class LocalCluster {
     this.#group.call((n) => n.heal(a, b))
   }
 
+  /** Holds the messages from node `from` to node `to` until `release`, which delivers them in order (for failure tests). */
+  hold(from: number, to: number): void {
+    this.#group.call((n) => n.hold(from, to))
+  }
+
+  release(from: number, to: number): void {
+    this.#group.call((n) => n.release(from, to))
+  }
+
   async close(): Promise<void> {
     this.#group.close()
   }

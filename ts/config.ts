@@ -53,8 +53,10 @@ export interface RaftConfig {
   snapshotCount: number
   /** Bytes of applied log that also trigger a compaction, which keeps at most a quarter of it. */
   maxLogSize: number
-  /** A proposal not applied within this time fails with ERR_TIMEOUT. YAML `proposal_timeout`. */
+  /** An attempt not applied within this time fails with ERR_TIMEOUT. YAML `proposal_timeout`. */
   proposalTimeoutMs: number
+  /** A write is sent again after attempts with an unknown outcome until this long after the call. YAML `request_timeout`. */
+  requestTimeoutMs: number
   batch: BatchConfig
 }
 
@@ -240,7 +242,10 @@ const SPEC: SectionSpec<MetaStoreConfig> = {
       fields: {
         raft: {
           kind: 'section',
-          rules: [ordered<RaftConfig>('heartbeatTick', '<', 'electionTick')],
+          rules: [
+            ordered<RaftConfig>('heartbeatTick', '<', 'electionTick'),
+            ordered<RaftConfig>('proposalTimeoutMs', '<=', 'requestTimeoutMs', ms),
+          ],
           fields: {
             tickIntervalMs: leaf('tick_interval', duration(), RAFT.tickIntervalMs),
             electionTick: leaf('election_tick', count(), RAFT.electionTick),
@@ -252,6 +257,7 @@ const SPEC: SectionSpec<MetaStoreConfig> = {
             snapshotCount: leaf('snapshot_count', count(), RAFT.snapshotCount),
             maxLogSize: leaf('max_log_size', size(), RAFT.maxLogSize),
             proposalTimeoutMs: leaf('proposal_timeout', duration(), RAFT.proposalTimeoutMs),
+            requestTimeoutMs: leaf('request_timeout', duration(), RAFT.requestTimeoutMs),
             batch: {
               kind: 'section',
               rules: [

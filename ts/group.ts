@@ -25,7 +25,7 @@ export interface GroupOptions {
 
 /** One native Raft group in this process and the promises waiting on it. */
 export class Group {
-  readonly requests = new Requests()
+  readonly requests: Requests
   readonly config: MetaStoreConfig
   readonly #native: InstanceType<typeof native.NativeCluster>
   readonly #submitters = new Map<number, Submitter>()
@@ -33,6 +33,7 @@ export class Group {
 
   private constructor(config: MetaStoreConfig, nodes: number) {
     this.config = config
+    this.requests = new Requests(config.server.raft.requestTimeoutMs)
     try {
       this.#native = native.NativeCluster.start(
         { nodes, raft: config.server.raft, storage: config.server.storage },

@@ -4,7 +4,7 @@ export type { MetaStoreConfig, RaftConfig, BatchConfig, StorageConfig } from './
 export { ProposalBatcher } from './batcher.js'
 export type { OnBatch } from './batcher.js'
 export { MetaStore } from './store.js'
-export type { OpenOptions } from './store.js'
+export type { OpenOptions, StoreStats } from './store.js'
 export { LocalCluster } from './cluster.js'
 export type { ClusterStartOptions } from './cluster.js'
 export type { Engine } from './group.js'

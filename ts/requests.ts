@@ -1,5 +1,7 @@
-import { MetaStoreError } from './errors.js'
-import { CompletionStatus, type ErrorCode } from './native.js'
+import { randomBytes } from 'node:crypto'
+
+import { MetaStoreError, toMetaStoreError } from './errors.js'
+import { CompletionStatus, type ErrorCode, type RequestOutcome } from './native.js'
 
 /** What a write resolves with: its Raft log index and whether the key had a value. */
 export interface WriteResult {
@@ -16,30 +18,93 @@ export const enum Kind {
   Get,
 }
 
+/** Hands one attempt of a request to its node: `token` routes the answer, `seq` names the request in its session. */
+export type Send = (token: number, seq: number) => void
+
+/** The first retry waits this long; each next one twice as long, up to `MAX_BACKOFF_MS`. */
+const FIRST_BACKOFF_MS = 10
+const MAX_BACKOFF_MS = 500
+
 interface Waiter {
   kind: Kind
   resolve: (value: any) => void
   reject: (err: Error) => void
+  send: Send
+  /** The request's number in the session (its first token); 0 for a get. */
+  seq: number
+  /** Until when a write whose outcome is unknown is sent again. */
+  deadline: number
+  attempts: number
+  /** Some attempt ended with an unknown outcome. */
+  unknown: boolean
 }
 
 /**
  * Promises waiting on the Raft group, keyed by a token the addon echoes back.
  * The addon reports many results per call, so one JS callback resolves a
  * whole apply round.
+ *
+ * Writes are exactly-once: the group's requests share one client session (a
+ * random 64-bit id), each write carries its sequence number, and the nodes
+ * apply a `(session, seq)` once and answer any later attempt with the first
+ * result. So a write whose attempt ended with an unknown outcome (a timeout,
+ * its node stopping after proposing it) or was dropped by a leader change is
+ * sent again, under a new token, until `retryWindowMs` after it was made;
+ * the caller sees its one result, or a final error whose `outcome` is
+ * `'unknown'` if any attempt's was.
  */
 export class Requests {
   readonly #waiting = new Map<number, Waiter>()
   #next = 1
+  /** This group's client session: 8 random bytes, never 0. */
+  readonly session: Buffer
+  readonly #retryWindowMs: number
+  /** Sequence numbers of writes not yet answered. */
+  readonly #open = new Set<number>()
+  /** No open write has a sequence number below this. */
+  #floor = 1
+  #retries = 0
+  #unknownOutcomes = 0
 
-  /** Registers a waiter and runs `submit(token)`; a synchronous throw rejects the promise. */
-  track<T>(kind: Kind, submit: (token: number) => void): Promise<T> {
+  constructor(retryWindowMs: number) {
+    this.#retryWindowMs = retryWindowMs
+    let session = randomBytes(8)
+    while (session.readBigUInt64LE() === 0n) session = randomBytes(8)
+    this.session = session
+  }
+
+  /** Attempts sent again after an unknown or dropped outcome, since start. */
+  get retries(): number {
+    return this.#retries
+  }
+
+  /** Attempts of writes that ended with an unknown outcome (sent again, or reported), since start. */
+  get unknownOutcomes(): number {
+    return this.#unknownOutcomes
+  }
+
+  /** The lowest sequence number this client still waits on (the nodes may forget results below it). */
+  floor(): number {
+    while (this.#floor < this.#next && !this.#open.has(this.#floor)) this.#floor++
+    return this.#floor
+  }
+
+  /** Registers a waiter and runs `send(token, seq)`; a synchronous throw rejects the promise. */
+  track<T>(kind: Kind, send: Send): Promise<T> {
     const token = this.#next++
+    const seq = kind === Kind.Get ? 0 : token
     return new Promise<T>((resolve, reject) => {
-      this.#waiting.set(token, { kind, resolve, reject })
+      const waiter: Waiter = { kind, resolve, reject, send, seq, deadline: 0, attempts: 1, unknown: false }
+      if (seq !== 0) {
+        waiter.deadline = Date.now() + this.#retryWindowMs
+        this.#open.add(seq)
+      }
+      this.#waiting.set(token, waiter)
       try {
-        submit(token)
+        send(token, seq)
       } catch (err) {
         this.#waiting.delete(token)
+        this.#open.delete(seq)
         reject(err)
       }
     })
@@ -63,6 +128,7 @@ export class Requests {
       switch (status) {
         case Written:
         case WrittenExisted: {
+          this.#open.delete(waiter.seq)
           const existed = status === WrittenExisted
           waiter.resolve(waiter.kind === Kind.Delete ? existed : { index: indexes[i], existed })
           break
@@ -77,17 +143,62 @@ export class Requests {
           const code = extras[extra++] as ErrorCode
           const message = extras[extra++] as string
           const outcome = status === FailedNotApplied ? 'not-applied' : 'unknown'
-          waiter.reject(new MetaStoreError(code, message, { outcome }))
+          this.#failed(waiter, code, message, outcome)
         }
       }
     }
   }
 
-  /** Rejects the request of `token`, if it still waits. */
+  /** Fails the attempt of `token`, if it still waits (a submission refused up front). */
   fail(token: number, err: Error): void {
     const waiter = this.#waiting.get(token)
     if (waiter === undefined) return
     this.#waiting.delete(token)
+    if (err instanceof MetaStoreError) this.#failed(waiter, err.code, err.message, err.outcome, err)
+    else this.#settle(waiter, err)
+  }
+
+  /** One attempt failed: send the write again if that is safe and useful, else reject. */
+  #failed(waiter: Waiter, code: ErrorCode, message: string, outcome: RequestOutcome, cause?: Error): void {
+    if (outcome === 'unknown' && waiter.seq !== 0) {
+      waiter.unknown = true
+      this.#unknownOutcomes++
+    }
+    const again =
+      waiter.seq !== 0 &&
+      (outcome === 'unknown' || code === 'ERR_PROPOSAL_DROPPED') &&
+      code !== 'ERR_SESSION_EXPIRED' &&
+      Date.now() < waiter.deadline
+    if (again) {
+      this.#retry(waiter)
+      return
+    }
+    const tries = waiter.attempts > 1 ? ` (after ${waiter.attempts} attempts)` : ''
+    const final = waiter.unknown ? 'unknown' : outcome
+    if (cause !== undefined && tries === '' && final === outcome) this.#settle(waiter, cause)
+    else this.#settle(waiter, new MetaStoreError(code, message + tries, { outcome: final, cause }))
+  }
+
+  #retry(waiter: Waiter): void {
+    const delay = Math.min(FIRST_BACKOFF_MS << Math.min(waiter.attempts - 1, 10), MAX_BACKOFF_MS)
+    waiter.attempts++
+    this.#retries++
+    setTimeout(() => {
+      const token = this.#next++
+      this.#waiting.set(token, waiter)
+      try {
+        waiter.send(token, waiter.seq)
+      } catch (err) {
+        this.#waiting.delete(token)
+        const e = toMetaStoreError(err)
+        if (e instanceof MetaStoreError) this.#failed(waiter, e.code, e.message, e.outcome, e)
+        else this.#settle(waiter, e as Error)
+      }
+    }, delay)
+  }
+
+  #settle(waiter: Waiter, err: Error): void {
+    this.#open.delete(waiter.seq)
     waiter.reject(err)
   }
 }

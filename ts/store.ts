@@ -7,6 +7,16 @@ import type { Submitter } from './submitter.js'
 
 export type OpenOptions = GroupOptions
 
+/** A node's figures, and those of the client its handles share. */
+export interface StoreStats extends NodeStats {
+  client: {
+    /** Attempts of writes sent again (after an unknown or dropped outcome) by this group's handles, since start. */
+    retries: number
+    /** Attempts of writes that ended with an unknown outcome (each sent again while time was left), since start. */
+    unknownOutcomes: number
+  }
+}
+
 /**
  * A replicated key-value store: the handle of one Raft node. `MetaStore.open`
  * runs a single-node group; `LocalCluster.node(id)` hands out handles to the
@@ -61,9 +71,11 @@ export class MetaStore {
     return this.#submit(Kind.Write, RequestKind.Raw, data)
   }
 
-  stats(): NodeStats {
+  stats(): StoreStats {
     this.#checkOpen()
-    return this.#group.call((n) => n.stats(this.#node))
+    const stats = this.#group.call((n) => n.stats(this.#node))
+    const { retries, unknownOutcomes } = this.#group.requests
+    return { ...stats, client: { retries, unknownOutcomes } }
   }
 
   /** Closes this handle (and the group, for a store from `MetaStore.open`). Idempotent. */

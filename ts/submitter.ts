@@ -10,6 +10,9 @@ export type SendMany = (ops: Uint8Array) => SubmitFailure[]
 const FLUSH_BYTES = 1 << 20
 const INITIAL_BYTES = 64 << 10
 
+/** `session u64 | floor f64` before the requests. */
+const HEADER = 16
+
 /**
  * Packs the requests of one node handle into a buffer and hands them to the
  * addon in one call per microtask turn: a loop of `put`s, or every
@@ -17,14 +20,16 @@ const INITIAL_BYTES = 64 << 10
  * per request. Order is kept. Nothing waits on a timer: the flush runs as
  * soon as the current synchronous code yields.
  *
- * Layout, little-endian: `kind u8 | token f64 | len u32 | bytes`, and for a
- * put `| len u32 | value`.
+ * Layout, little-endian: `session u64 | floor f64` (the group's client
+ * session and its floor, see `Requests`), then per request
+ * `kind u8 | token f64 | seq f64 | len u32 | bytes`, and for a put
+ * `| len u32 | value`.
  */
 export class Submitter {
   readonly #requests: Requests
   readonly #send: SendMany
   #buf = Buffer.allocUnsafe(INITIAL_BYTES)
-  #len = 0
+  #len = HEADER
   /** Tokens in the buffer, to reject them if the whole call fails. */
   #tokens: number[] = []
   #scheduled = false
@@ -35,8 +40,8 @@ export class Submitter {
   }
 
   submit<T>(kind: Kind, op: RequestKind, first: Bytes, value?: Bytes): Promise<T> {
-    return this.#requests.track<T>(kind, (token) => {
-      this.#append(op, token, first, value)
+    return this.#requests.track<T>(kind, (token, seq) => {
+      this.#append(op, token, seq, first, value)
       if (this.#len >= FLUSH_BYTES) this.flush()
       else if (!this.#scheduled) {
         this.#scheduled = true
@@ -48,11 +53,13 @@ export class Submitter {
   /** Sends what is buffered now. */
   readonly flush = (): void => {
     this.#scheduled = false
-    if (this.#len === 0) return
+    if (this.#len === HEADER) return
     const tokens = this.#tokens
+    this.#requests.session.copy(this.#buf, 0)
+    this.#buf.writeDoubleLE(this.#requests.floor(), 8)
     const ops = this.#buf.subarray(0, this.#len)
     this.#tokens = []
-    this.#len = 0
+    this.#len = HEADER
     let failures: SubmitFailure[]
     try {
       failures = this.#send(ops)
@@ -66,15 +73,16 @@ export class Submitter {
     }
   }
 
-  #append(op: RequestKind, token: number, first: Bytes, value: Bytes | undefined): void {
+  #append(op: RequestKind, token: number, seq: number, first: Bytes, value: Bytes | undefined): void {
     // Worst case: UTF-8 takes at most 3 bytes per UTF-16 unit.
-    const need = 1 + 8 + 4 + first.length * 3 + (value === undefined ? 0 : 4 + value.length * 3)
+    const need = 1 + 16 + 4 + first.length * 3 + (value === undefined ? 0 : 4 + value.length * 3)
     this.#reserve(need)
     const buf = this.#buf
     let at = this.#len
     buf[at] = op
     buf.writeDoubleLE(token, at + 1)
-    at = this.#bytes(first, at + 9)
+    buf.writeDoubleLE(seq, at + 9)
+    at = this.#bytes(first, at + 17)
     if (value !== undefined) at = this.#bytes(value, at)
     this.#len = at
     this.#tokens.push(token)

@@ -14,10 +14,13 @@ import { Random } from './random.js'
  * - `isolate`: cut every link of a node, then heal them.
  * - `isolate-leader`: the same, on the node that leads now.
  * - `cut-link`: cut the link between two nodes, then heal it.
+ * - `delay-link`: hold the leader's messages to one follower, then deliver
+ *   them in order (a slow one-way link): the follower's writes commit
+ *   without it hearing so, time out, and are sent again.
  */
-export type FaultKind = 'stop-restart' | 'isolate' | 'isolate-leader' | 'cut-link'
+export type FaultKind = 'stop-restart' | 'isolate' | 'isolate-leader' | 'cut-link' | 'delay-link'
 
-export const FAULT_KINDS: readonly FaultKind[] = ['stop-restart', 'isolate', 'isolate-leader', 'cut-link']
+export const FAULT_KINDS: readonly FaultKind[] = ['stop-restart', 'isolate', 'isolate-leader', 'cut-link', 'delay-link']
 
 export interface Fault extends FaultWindow {
   kind: FaultKind
@@ -145,6 +148,14 @@ export function startNemesis(opts: NemesisOptions): Nemesis {
         cluster.cut(a, b)
         return { nodes: [a, b], start, heal: async () => cluster.heal(a, b) }
       }
+      case 'delay-link': {
+        const leader = await leaderId()
+        if (leader === undefined) return 'no leader known'
+        const follower = rng.pick(ids.filter((id) => id !== leader))
+        const start = recorder.now()
+        cluster.hold(leader, follower)
+        return { nodes: [leader, follower], start, heal: async () => cluster.release(leader, follower) }
+      }
     }
   }
 
@@ -176,6 +187,7 @@ export function startNemesis(opts: NemesisOptions): Nemesis {
   /** Whatever happened, leaves every link healed and every node it stopped running again. */
   const healAll = async (): Promise<void> => {
     for (const a of ids) for (const b of ids) if (a < b) cluster.heal(a, b)
+    for (const a of ids) for (const b of ids) if (a !== b) cluster.release(a, b)
     if (!opts.kinds.includes('stop-restart')) return
     for (const id of ids) if (!cluster.isRunning(id)) await restart(id)
   }

@@ -49,6 +49,8 @@ export interface JepsenReport {
   keys: number
   /** Failed operations: writes by reported outcome, and reads. */
   failed: { unknownWrites: number; notAppliedWrites: number; reads: number; byError: Record<string, number> }
+  /** Attempts whose outcome was unknown, the retries they caused, and the duplicates the nodes answered. */
+  client: ClientFigures
   /** Requests that had not settled a while after the cluster closed (recorded as unknown). */
   hung: number
   nemesis: NemesisResult
@@ -69,6 +71,7 @@ export function jepsenConfig(patch: (c: MetaStoreConfig) => void = () => {}): Me
   const config = defaultConfig()
   config.server.raft.tickIntervalMs = 10
   config.server.raft.proposalTimeoutMs = 1_000
+  config.server.raft.requestTimeoutMs = 3_000
   // Compact now and then, so that a node that was away may catch up by snapshot.
   config.server.raft.snapshotCount = 2_000
   config.server.storage.sync = false
@@ -88,6 +91,26 @@ function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
 
 const NS_PER_MS = 1_000_000
 
+/** What the clients' retries did (see `StoreStats.client`), and the duplicates the running nodes answered. */
+export interface ClientFigures {
+  retries: number
+  unknownOutcomes: number
+  /** Summed over the nodes running at the end (a restart resets a node's count). */
+  duplicateWrites: number
+}
+
+function clientFigures(cluster: LocalCluster): ClientFigures {
+  const figures: ClientFigures = { retries: 0, unknownOutcomes: 0, duplicateWrites: 0 }
+  for (const id of cluster.ids()) {
+    if (!cluster.isRunning(id)) continue
+    const stats = cluster.node(id).stats()
+    figures.retries = stats.client.retries
+    figures.unknownOutcomes = stats.client.unknownOutcomes
+    figures.duplicateWrites += stats.raft.duplicateWrites
+  }
+  return figures
+}
+
 export async function runJepsen(opts: JepsenOptions): Promise<JepsenReport> {
   const started = Date.now()
   const seed = opts.seed ?? Math.floor(Math.random() * 2 ** 31)
@@ -96,6 +119,7 @@ export async function runJepsen(opts: JepsenOptions): Promise<JepsenReport> {
   const recorder = new HistoryRecorder()
   const cluster = await LocalCluster.start({ nodes: 3, engine: opts.engine, dataDir: opts.dataDir, config })
   let nemesisResult: NemesisResult
+  let client: ClientFigures = { retries: 0, unknownOutcomes: 0, duplicateWrites: 0 }
   let hung = 0
   const loadStart = recorder.now()
   const loadMs = opts.seconds * 1000
@@ -130,7 +154,7 @@ export async function runJepsen(opts: JepsenOptions): Promise<JepsenReport> {
       throw err
     }
     // Operations in flight at the deadline finish, or fail by their own timeout.
-    const drainMs = (loadEnd - recorder.now()) / NS_PER_MS + 2 * config.server.raft.proposalTimeoutMs + 2_000
+    const drainMs = (loadEnd - recorder.now()) / NS_PER_MS + config.server.raft.requestTimeoutMs + config.server.raft.proposalTimeoutMs + 2_000
     if (!(await settlesWithin(workload.done, drainMs))) {
       workload.stop()
       // Still pending: closing the cluster rejects them (ERR_CLOSED), recorded as they come.
@@ -138,6 +162,7 @@ export async function runJepsen(opts: JepsenOptions): Promise<JepsenReport> {
       if (!(await settlesWithin(workload.done, 10_000))) hung = recorder.abandonPending('HUNG')
     }
   } finally {
+    client = clientFigures(cluster)
     await cluster.close()
   }
   // Anything called and not recorded (there should be none) counts as hung.
@@ -177,6 +202,7 @@ export async function runJepsen(opts: JepsenOptions): Promise<JepsenReport> {
     `${ops.total} ops (${ops.ok} ok; put ${ops.put}, get ${ops.get}, delete ${ops.delete}) on ${keysUsed} keys; ` +
     `failed: ${failed.unknownWrites} unknown writes, ${failed.notAppliedWrites} not-applied writes, ${failed.reads} reads` +
     (errors ? ` [${errors}]` : '') +
+    `; attempts: ${client.unknownOutcomes} unknown, ${client.retries} sent again, ${client.duplicateWrites} answered as duplicates` +
     `; hung ${hung}; faults ${nemesisResult.faults.length} (${kinds || 'none'})` +
     (nemesisResult.skipped.length ? `, skipped ${nemesisResult.skipped.length}` : '') +
     (nemesisResult.errors.length ? `, nemesis errors: ${nemesisResult.errors.join('; ')}` : '') +
@@ -190,6 +216,7 @@ export async function runJepsen(opts: JepsenOptions): Promise<JepsenReport> {
     ops,
     keys: keysUsed,
     failed,
+    client,
     hung,
     nemesis: nemesisResult,
     overlapping: overlap,

@@ -31,13 +31,16 @@ pub enum ErrorCode {
     DataDirMismatch,
     /// A node that kept its state in memory cannot rejoin its group.
     StateLost,
+    /// A retried write's session no longer holds its result; an earlier
+    /// attempt may have been applied.
+    SessionExpired,
     /// A bug; the node is stopped.
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, in the order the table is shown to JavaScript.
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::InvalidConfig,
         ErrorCode::NotStarted,
         ErrorCode::ProposalDropped,
@@ -49,6 +52,7 @@ impl ErrorCode {
         ErrorCode::UnknownNode,
         ErrorCode::DataDirMismatch,
         ErrorCode::StateLost,
+        ErrorCode::SessionExpired,
         ErrorCode::Internal,
     ];
 
@@ -65,6 +69,7 @@ impl ErrorCode {
             ErrorCode::UnknownNode => "ERR_UNKNOWN_NODE",
             ErrorCode::DataDirMismatch => "ERR_DATA_DIR_MISMATCH",
             ErrorCode::StateLost => "ERR_STATE_LOST",
+            ErrorCode::SessionExpired => "ERR_SESSION_EXPIRED",
             ErrorCode::Internal => "ERR_INTERNAL",
         }
     }

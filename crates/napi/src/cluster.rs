@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use metastore_raft::{
     CommandOp, Completion, CompletionSink, EngineKind, ErrorCode as Code, ErrorOutcome,
-    LocalCluster, NodeStats, Outcome, Request, Role,
+    LocalCluster, NodeStats, Outcome, Request, Role, SessionStamp,
 };
 use napi::Result;
 use napi::{
@@ -125,8 +125,16 @@ impl RequestKind {
 }
 
 /// Reads the requests packed by ts/submitter.ts, all little-endian:
-/// `kind u8 | token f64 | len u32 | bytes`, and for a put `| len u32 | value`.
-/// Tokens are integers below 2^53 (exact in an f64).
+///
+/// ```text
+/// session u64 | floor f64 | request*
+/// request: kind u8 | token f64 | seq f64 | len u32 | bytes [| len u32 | value]
+/// ```
+///
+/// The value follows for a put only. A session of 0 means none; otherwise
+/// every write is a [`Request::SessionWrite`] with its `seq` and the shared
+/// `floor`. Tokens and sequence numbers are integers below 2^53 (exact in an
+/// f64).
 fn parse_requests(mut buf: &[u8]) -> std::result::Result<Vec<(u64, Request<'_>)>, &'static str> {
     fn take<'a>(buf: &mut &'a [u8], n: usize) -> std::result::Result<&'a [u8], &'static str> {
         if buf.len() < n {
@@ -140,24 +148,45 @@ fn parse_requests(mut buf: &[u8]) -> std::result::Result<Vec<(u64, Request<'_>)>
         let len = u32::from_le_bytes(take(buf, 4)?.try_into().map_err(|_| "truncated")?);
         take(buf, len as usize)
     }
+    fn integer(buf: &mut &[u8], what: &'static str) -> std::result::Result<u64, &'static str> {
+        let n = f64::from_le_bytes(take(buf, 8)?.try_into().map_err(|_| "truncated")?);
+        if (0.0..9_007_199_254_740_992.0).contains(&n) && n.fract() == 0.0 {
+            Ok(n as u64)
+        } else {
+            Err(what)
+        }
+    }
+    let session = u64::from_le_bytes(take(&mut buf, 8)?.try_into().map_err(|_| "truncated")?);
+    let floor = integer(&mut buf, "bad floor")?;
     let mut requests = Vec::new();
     while !buf.is_empty() {
         let kind = take(&mut buf, 1)?[0];
-        let token = f64::from_le_bytes(take(&mut buf, 8)?.try_into().map_err(|_| "truncated")?);
-        if !((0.0..9_007_199_254_740_992.0).contains(&token) && token.fract() == 0.0) {
-            return Err("bad token");
-        }
+        let token = integer(&mut buf, "bad token")?;
+        let seq = integer(&mut buf, "bad seq")?;
         let first = bytes(&mut buf)?;
-        let request = match RequestKind::from_byte(kind).ok_or("unknown request kind")? {
-            RequestKind::Put => Request::Write(CommandOp::Put {
+        let op = match RequestKind::from_byte(kind).ok_or("unknown request kind")? {
+            RequestKind::Put => CommandOp::Put {
                 key: first,
                 value: bytes(&mut buf)?,
-            }),
-            RequestKind::Delete => Request::Write(CommandOp::Delete { key: first }),
-            RequestKind::Get => Request::Get(first),
-            RequestKind::Raw => Request::Write(CommandOp::Raw(first)),
+            },
+            RequestKind::Delete => CommandOp::Delete { key: first },
+            RequestKind::Get => {
+                requests.push((token, Request::Get(first)));
+                continue;
+            }
+            RequestKind::Raw => CommandOp::Raw(first),
         };
-        requests.push((token as u64, request));
+        let request = if session == 0 {
+            Request::Write(op)
+        } else {
+            let stamp = SessionStamp {
+                session,
+                seq,
+                floor: floor.min(seq),
+            };
+            Request::SessionWrite(op, stamp)
+        };
+        requests.push((token, request));
     }
     Ok(requests)
 }
@@ -211,6 +240,9 @@ pub struct RaftStatsView {
     /// Raft `Ready`s written to the log since start (each one write of new
     /// entries and hard state); the synced ones are `storage.syncs`.
     pub log_writes: f64,
+    /// This node's writes answered with the result of an earlier attempt of
+    /// the same request (sent again after an unknown outcome), since start.
+    pub duplicate_writes: f64,
 }
 
 #[napi(object, js_name = "StorageStats")]
@@ -244,6 +276,7 @@ impl From<NodeStats> for NodeStatsView {
                 applied_index: s.raft.applied_index as f64,
                 last_index: s.raft.last_index as f64,
                 log_writes: s.raft.log_writes as f64,
+                duplicate_writes: s.raft.duplicate_writes as f64,
             },
             batch: s.batch.into(),
             storage: StorageStatsView {
@@ -364,6 +397,16 @@ impl NativeCluster {
     #[napi(catch_unwind)]
     pub fn heal(&self, a: u32, b: u32) {
         self.inner.heal(a as u64, b as u64)
+    }
+
+    #[napi(catch_unwind)]
+    pub fn hold(&self, from: u32, to: u32) {
+        self.inner.hold(from as u64, to as u64)
+    }
+
+    #[napi(catch_unwind)]
+    pub fn release(&self, from: u32, to: u32) {
+        self.inner.release(from as u64, to as u64)
     }
 
     /// Stops every node (pending requests reject with ERR_CLOSED) and releases

@@ -41,6 +41,7 @@ pub struct RaftOptions {
     pub snapshot_count: f64,
     pub max_log_size: f64,
     pub proposal_timeout_ms: f64,
+    pub request_timeout_ms: f64,
     pub batch: BatchOptions,
 }
 
@@ -83,6 +84,7 @@ pub fn default_server_options() -> ServerOptions {
         snapshot_count,
         max_log_size,
         proposal_timeout,
+        request_timeout,
     } = RaftSettings::default();
     let BatchConfig {
         enable,
@@ -113,6 +115,7 @@ pub fn default_server_options() -> ServerOptions {
             snapshot_count: snapshot_count as f64,
             max_log_size: max_log_size as f64,
             proposal_timeout_ms: to_millis(proposal_timeout),
+            request_timeout_ms: to_millis(request_timeout),
             batch: BatchOptions {
                 enable,
                 min_batch_size: min_batch_size as f64,
@@ -207,6 +210,7 @@ fn raft_settings(o: &RaftOptions) -> std::result::Result<RaftSettings, Violation
         snapshot_count: count("snapshot_count", o.snapshot_count)? as u64,
         max_log_size: count("max_log_size", o.max_log_size)? as u64,
         proposal_timeout: millis("proposal_timeout", o.proposal_timeout_ms)?,
+        request_timeout: millis("request_timeout", o.request_timeout_ms)?,
     })
 }
 

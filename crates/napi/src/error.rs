@@ -24,6 +24,7 @@ pub enum ErrorCode {
     ErrUnknownNode,
     ErrDataDirMismatch,
     ErrStateLost,
+    ErrSessionExpired,
     ErrInternal,
 }
 
@@ -41,6 +42,7 @@ impl From<Code> for ErrorCode {
             Code::UnknownNode => ErrorCode::ErrUnknownNode,
             Code::DataDirMismatch => ErrorCode::ErrDataDirMismatch,
             Code::StateLost => ErrorCode::ErrStateLost,
+            Code::SessionExpired => ErrorCode::ErrSessionExpired,
             Code::Internal => ErrorCode::ErrInternal,
         }
     }

@@ -9,9 +9,10 @@ use std::time::Duration;
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::cluster::LocalCluster;
+use crate::command::{CommandOp, SessionStamp};
 use crate::config::ClusterConfig;
 use crate::error::{Error, Result};
-use crate::node::{Completion, CompletionSink, Op, Outcome};
+use crate::node::{Completion, CompletionSink, Op, Outcome, RaftNode, Request};
 
 type Waiters = Mutex<HashMap<u64, Sender<Result<Outcome>>>>;
 
@@ -74,6 +75,33 @@ impl SyncClient {
 
     /// Submits `op` to node `node` without waiting.
     pub fn submit(&self, node: u64, op: Op) -> Result<Pending> {
+        self.submit_with(node, |n, token| n.submit(token, op))
+    }
+
+    /// Submits a write of a client session to node `node` and waits for its
+    /// outcome (a get is refused).
+    pub fn session_write(&self, node: u64, op: &Op, stamp: SessionStamp) -> Result<Outcome> {
+        let op = match op {
+            Op::Put { key, value } => CommandOp::Put { key, value },
+            Op::Delete { key } => CommandOp::Delete { key },
+            Op::Raw(data) => CommandOp::Raw(data),
+            Op::Get { .. } => return Err(Error::invalid("op", "a get has no session")),
+        };
+        self.submit_with(node, |n, token| {
+            let mut failed = None;
+            n.submit_many([(token, Request::SessionWrite(op, stamp))], |_, e| {
+                failed = Some(e)
+            });
+            failed.map_or(Ok(()), Err)
+        })?
+        .wait()
+    }
+
+    fn submit_with(
+        &self,
+        node: u64,
+        submit: impl FnOnce(&RaftNode, u64) -> Result<()>,
+    ) -> Result<Pending> {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = bounded(1);
         self.waiters
@@ -83,7 +111,7 @@ impl SyncClient {
         let submitted = self
             .cluster
             .running_node(node)
-            .and_then(|n| n.submit(token, op));
+            .and_then(|n| submit(&n, token));
         if let Err(e) = submitted {
             self.waiters
                 .lock()

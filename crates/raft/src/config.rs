@@ -36,6 +36,10 @@ pub struct RaftSettings {
     pub max_log_size: u64,
     /// Deadline of every request; past it the request rejects with ERR_TIMEOUT.
     pub proposal_timeout: Duration,
+    /// How long a client sends a write again after attempts whose outcome
+    /// is unknown (the TypeScript facade; each attempt may take up to
+    /// `proposal_timeout`). Not used by the node itself.
+    pub request_timeout: Duration,
 }
 
 impl Default for RaftSettings {
@@ -51,6 +55,7 @@ impl Default for RaftSettings {
             snapshot_count: 10_000,
             max_log_size: 16 << 20,
             proposal_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -86,6 +91,15 @@ impl RaftSettings {
         }
         if self.proposal_timeout.is_zero() {
             return Err(Error::invalid("raft.proposal_timeout", "must be > 0"));
+        }
+        if self.proposal_timeout > self.request_timeout {
+            return Err(Error::invalid(
+                "raft.proposal_timeout",
+                format!(
+                    "({:?}) must be <= request_timeout ({:?})",
+                    self.proposal_timeout, self.request_timeout
+                ),
+            ));
         }
         Ok(())
     }

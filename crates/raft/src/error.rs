@@ -53,6 +53,12 @@ pub enum Error {
     /// Its code is the cause's.
     #[error("{cause}; the request was already proposed, so it may have been applied")]
     InFlight { cause: Box<Error> },
+    /// A retry of a session's write arrived after its session had forgotten
+    /// the write's result (the client's floor passed it, or the session
+    /// expired): it was not applied again, but an earlier attempt may have
+    /// been.
+    #[error("{0}; an earlier attempt may have been applied")]
+    SessionExpired(String),
     /// A bug: the node thread panicked. The node is stopped; its pending
     /// requests are rejected with this error instead of hanging.
     #[error("internal error: {0}")]
@@ -70,6 +76,7 @@ impl Error {
             Error::StateLost(_) => ErrorCode::StateLost,
             Error::UnknownNode { .. } => ErrorCode::UnknownNode,
             Error::InFlight { cause } => cause.error_code(),
+            Error::SessionExpired(_) => ErrorCode::SessionExpired,
             Error::Storage(_) => ErrorCode::Storage,
             Error::InvalidConfig { .. } => ErrorCode::InvalidConfig,
             Error::CorruptBatch(_) => ErrorCode::CorruptBatch,
@@ -87,7 +94,9 @@ impl Error {
     /// that timed out, or was in flight when its node stopped, may have been.
     pub fn outcome(&self) -> ErrorOutcome {
         match self {
-            Error::Timeout(_) | Error::InFlight { .. } => ErrorOutcome::Unknown,
+            Error::Timeout(_) | Error::InFlight { .. } | Error::SessionExpired(_) => {
+                ErrorOutcome::Unknown
+            }
             _ => ErrorOutcome::NotApplied,
         }
     }
@@ -102,7 +111,7 @@ impl Error {
     /// `self` for a request that was already proposed when it happened.
     pub fn in_flight(self) -> Error {
         match self {
-            Error::Timeout(_) | Error::InFlight { .. } => self,
+            Error::Timeout(_) | Error::InFlight { .. } | Error::SessionExpired(_) => self,
             cause => Error::InFlight {
                 cause: Box::new(cause),
             },

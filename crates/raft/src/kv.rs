@@ -1,27 +1,34 @@
 //! The KV state machine: applying a committed entry to an engine, and the
-//! snapshot format (the serialized KV map).
+//! snapshot format (the client sessions and the serialized KV map).
 
 use metastore_batch::for_each_proposal;
 
 use crate::command::{self, CommandOp, RequestId};
 use crate::error::{Error, Result};
+use crate::session::{Record, Sessions, Verdict};
 use crate::storage::Engine;
 use metastore_batch::codec::varint;
 
 /// What one applied command produced, for the proposer to resolve its caller.
 pub(crate) struct Applied {
     pub id: RequestId,
-    /// `existed` of a put or delete; false for raw commands.
-    pub existed: bool,
+    /// Where and how the write was applied: by this entry, or, for a
+    /// duplicate of a session's write, by the first attempt. `None`: a
+    /// session write the client had stopped waiting for, not applied now.
+    pub result: Option<Record>,
 }
 
 /// Applies the commands of the entry at `index` in order. Every node applies
 /// the same bytes the same way, so a command that does not decode is skipped
 /// identically everywhere rather than stopping the node. The commands for
-/// which `waited(id)` holds are reported to `applied`, in order; only those
-/// need to know whether their key existed.
+/// which `waited(id)` holds are reported to `applied`, in order.
+///
+/// Whether a key existed costs the RocksDB engine a read, so it is asked only
+/// for writes someone waits on here, and for writes of a client session
+/// (every node records their result, in case a retry asks for it later).
 pub(crate) fn apply_entry<E: Engine>(
     engine: &mut E,
+    index: u64,
     data: &[u8],
     waited: impl Fn(&RequestId) -> bool,
     applied: &mut Vec<Applied>,
@@ -36,37 +43,67 @@ pub(crate) fn apply_entry<E: Engine>(
             return;
         };
         let want = waited(&cmd.id);
+        if let Some(stamp) = &cmd.session {
+            let earlier = match engine.sessions().check(stamp, index) {
+                Verdict::Apply => None,
+                Verdict::Duplicate(first) => Some(Some(first)),
+                Verdict::Forgotten => Some(None),
+            };
+            if let Some(result) = earlier {
+                if want {
+                    applied.push(Applied { id: cmd.id, result });
+                }
+                return;
+            }
+        }
+        let ask = want || cmd.session.is_some();
         let existed = match cmd.op {
-            CommandOp::Put { key, value } => engine.apply_put(key, value, want),
-            CommandOp::Delete { key } => engine.apply_delete(key, want),
+            CommandOp::Put { key, value } => engine.apply_put(key, value, ask),
+            CommandOp::Delete { key } => engine.apply_delete(key, ask),
             CommandOp::Raw(_) => Ok(Some(false)),
         };
-        match existed {
-            Ok(existed) if want => applied.push(Applied {
-                id: cmd.id,
+        let record = match existed {
+            Ok(existed) => Record {
+                index,
                 existed: existed.unwrap_or(false),
-            }),
-            Ok(_) => {}
-            Err(e) => result = Err(e),
+            },
+            Err(e) => {
+                result = Err(e);
+                return;
+            }
+        };
+        if let Some(stamp) = &cmd.session {
+            if let Err(e) = engine.record_session(stamp, record) {
+                result = Err(e);
+                return;
+            }
+        }
+        if want {
+            applied.push(Applied {
+                id: cmd.id,
+                result: Some(record),
+            });
         }
     });
     result
 }
 
-const SNAPSHOT_VERSION: u8 = 1;
+/// Version 1 held the KV pairs alone; version 2 starts with the sessions.
+const SNAPSHOT_VERSION: u8 = 2;
 
-/// Serializes KV pairs (in key order) as snapshot data:
-/// `version u8 | (klen varint | key | vlen varint | value)*`.
+/// Serializes the state machine as snapshot data:
+/// `version u8 | sessions | (klen varint | key | vlen varint | value)*`,
+/// sessions in [`Sessions::encode`]'s form, pairs in key order.
 #[derive(Default)]
 pub struct SnapshotWriter {
     buf: Vec<u8>,
 }
 
 impl SnapshotWriter {
-    pub fn new() -> Self {
-        SnapshotWriter {
-            buf: vec![SNAPSHOT_VERSION],
-        }
+    pub fn new(sessions: &Sessions) -> Self {
+        let mut buf = vec![SNAPSHOT_VERSION];
+        sessions.encode(&mut buf);
+        SnapshotWriter { buf }
     }
 
     pub fn push(&mut self, key: &[u8], value: &[u8]) {
@@ -81,18 +118,30 @@ impl SnapshotWriter {
     }
 }
 
-/// Decodes snapshot data into KV pairs, or an error naming what is wrong.
-pub fn decode_snapshot(data: &[u8]) -> Result<Vec<(&[u8], &[u8])>> {
+/// A decoded snapshot.
+pub struct SnapshotData<'a> {
+    pub sessions: Sessions,
+    pub pairs: Vec<(&'a [u8], &'a [u8])>,
+}
+
+/// Decodes snapshot data, or an error naming what is wrong.
+pub fn decode_snapshot(data: &[u8]) -> Result<SnapshotData<'_>> {
     let bad = |what: &str| Error::Storage(format!("corrupt snapshot data: {what}"));
+    let mut snap = SnapshotData {
+        sessions: Sessions::default(),
+        pairs: Vec::new(),
+    };
     if data.is_empty() {
         // A snapshot of an empty state machine may carry no bytes at all.
-        return Ok(Vec::new());
-    }
-    if data[0] != SNAPSHOT_VERSION {
-        return Err(bad(&format!("unknown version {}", data[0])));
+        return Ok(snap);
     }
     let mut pos = 1;
-    let mut out = Vec::new();
+    match data[0] {
+        1 => {}
+        SNAPSHOT_VERSION => snap.sessions = Sessions::decode(data, &mut pos)?,
+        v => return Err(bad(&format!("unknown version {v}"))),
+    }
+    let out = &mut snap.pairs;
     fn take<'a>(data: &'a [u8], pos: &mut usize) -> Option<&'a [u8]> {
         let n = usize::try_from(varint::get(data, pos)?).ok()?;
         let end = pos.checked_add(n).filter(|&e| e <= data.len())?;
@@ -105,7 +154,7 @@ pub fn decode_snapshot(data: &[u8]) -> Result<Vec<(&[u8], &[u8])>> {
         let v = take(data, &mut pos).ok_or_else(|| bad("truncated value"))?;
         out.push((k, v));
     }
-    Ok(out)
+    Ok(snap)
 }
 
 #[cfg(test)]
@@ -114,14 +163,29 @@ mod tests {
 
     #[test]
     fn snapshot_round_trip() {
-        let mut w = SnapshotWriter::new();
+        let mut sessions = Sessions::default();
+        let stamp = command::SessionStamp {
+            session: 3,
+            seq: 8,
+            floor: 2,
+        };
+        sessions.check(&stamp, 40);
+        sessions.record(
+            &stamp,
+            Record {
+                index: 40,
+                existed: true,
+            },
+        );
+        let mut w = SnapshotWriter::new(&sessions);
         w.push(b"a", b"1");
         w.push(b"", b"");
         w.push(b"\xff", &[7u8; 300]);
         let data = w.finish();
-        let pairs = decode_snapshot(&data).unwrap();
+        let snap = decode_snapshot(&data).unwrap();
+        assert_eq!(snap.sessions, sessions);
         assert_eq!(
-            pairs,
+            snap.pairs,
             vec![
                 (&b"a"[..], &b"1"[..]),
                 (&b""[..], &b""[..]),
@@ -130,19 +194,24 @@ mod tests {
         );
         assert!(decode_snapshot(&data[..data.len() - 1]).is_err());
         assert!(decode_snapshot(&[9]).is_err());
-        assert!(decode_snapshot(&[]).unwrap().is_empty());
+        assert!(decode_snapshot(&[]).unwrap().pairs.is_empty());
+        // Version 1 (no sessions) still reads.
+        let v1 = [1, 1, b'k', 1, b'v'];
+        let snap = decode_snapshot(&v1).unwrap();
+        assert!(snap.sessions.is_empty());
+        assert_eq!(snap.pairs, vec![(&b"k"[..], &b"v"[..])]);
     }
 
     proptest::proptest! {
         #[test]
         fn any_map_round_trips(pairs: std::collections::BTreeMap<Vec<u8>, Vec<u8>>) {
-            let mut w = SnapshotWriter::new();
+            let mut w = SnapshotWriter::new(&Sessions::default());
             for (k, v) in &pairs {
                 w.push(k, v);
             }
             let data = w.finish();
             let back: Vec<(Vec<u8>, Vec<u8>)> =
-                decode_snapshot(&data).unwrap().into_iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
+                decode_snapshot(&data).unwrap().pairs.into_iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
             proptest::prop_assert_eq!(back, pairs.into_iter().collect::<Vec<_>>());
         }
 

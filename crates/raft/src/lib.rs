@@ -18,6 +18,7 @@ pub mod error;
 pub mod identity;
 pub mod kv;
 pub mod node;
+pub mod session;
 pub mod stats;
 pub mod storage;
 pub mod transport;
@@ -25,7 +26,7 @@ pub mod transport;
 #[cfg(feature = "test-support")]
 pub use client::SyncClient;
 pub use cluster::LocalCluster;
-pub use command::CommandOp;
+pub use command::{CommandOp, SessionStamp};
 pub use config::{ClusterConfig, EngineKind, NodeConfig, RaftSettings, StorageConfig};
 pub use error::Error;
 pub use metastore_batch::{BatchConfig, BatchStats, ErrorCode, ErrorOutcome};

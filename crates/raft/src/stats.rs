@@ -61,6 +61,10 @@ pub struct RaftStats {
     /// `Ready`s written to the log (entries, hard state or snapshot), since
     /// start. The syncs among them are `StorageStats::syncs`.
     pub log_writes: u64,
+    /// This node's writes answered with the result of an earlier attempt of
+    /// the same request (a retry after an unknown outcome, applied once), since
+    /// start.
+    pub duplicate_writes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +113,7 @@ pub(crate) struct SharedStats {
     applied_index: AtomicU64,
     last_index: AtomicU64,
     log_writes: AtomicU64,
+    duplicate_writes: AtomicU64,
     log_entries: AtomicU64,
     approximate_bytes: AtomicU64,
     pub(crate) syncs: Arc<SyncClock>,
@@ -130,6 +135,7 @@ impl SharedStats {
         self.applied_index.store(s.applied_index, Relaxed);
         self.last_index.store(s.last_index, Relaxed);
         self.log_writes.store(s.log_writes, Relaxed);
+        self.duplicate_writes.store(s.duplicate_writes, Relaxed);
     }
 
     pub(crate) fn publish_log_entries(&self, n: u64) {
@@ -157,6 +163,7 @@ impl SharedStats {
             applied_index: self.applied_index.load(Relaxed),
             last_index: self.last_index.load(Relaxed),
             log_writes: self.log_writes.load(Relaxed),
+            duplicate_writes: self.duplicate_writes.load(Relaxed),
         }
     }
 

@@ -108,19 +108,33 @@ impl<E: Engine> Worker<E> {
             let index = e.index;
             let writes = &mut self.writes;
             let outbox = &mut self.outbox;
+            let duplicates = &mut self.stats.duplicate_writes;
             // Empty entries are leader no-ops; conf changes beyond the initial
             // voter set are not supported, so none is ever proposed.
+            let store = self.raft_group.mut_store();
             if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
                 let mine =
                     |r: &RequestId| r.node == id && r.epoch == epoch && writes.is_pending(r.token);
-                kv::apply_entry(self.raft_group.mut_store(), &e.data, mine, &mut applied)?;
+                kv::apply_entry(store, index, &e.data, mine, &mut applied)?;
                 for a in applied.drain(..) {
                     if writes.resolve(a.id.token) {
-                        let existed = a.existed;
-                        outbox.write(a.id.token, Ok(Outcome::Written { index, existed }));
+                        let result = match a.result {
+                            Some(r) => {
+                                *duplicates += u64::from(r.index != index);
+                                Ok(Outcome::Written {
+                                    index: r.index,
+                                    existed: r.existed,
+                                })
+                            }
+                            None => Err(Error::SessionExpired(format!(
+                                "log index {index}: its session no longer waits for this write"
+                            ))),
+                        };
+                        outbox.write(a.id.token, result);
                     }
                 }
             }
+            store.sessions().sweep(index);
             writes.after_apply(index, |t| {
                 let why = format!("log index {index} was taken by another leader's entry");
                 outbox.write(t, Err(Error::ProposalDropped(why)));

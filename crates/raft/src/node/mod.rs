@@ -40,7 +40,7 @@ use crossbeam_channel::{unbounded, Receiver, Sender};
 use metastore_batch::ProposalBatcher;
 use raft::RawNode;
 
-use crate::command::{self, CommandOp, RequestId};
+use crate::command::{self, CommandOp, RequestId, SessionStamp};
 use crate::config::{EngineKind, NodeConfig};
 use crate::error::{Error, Result};
 use crate::identity::{Bootstrap, Identity};
@@ -64,6 +64,10 @@ use self::worker::{NodeMsg, ProposedBatch, SyncPolicy, Worker};
 pub enum Request<'a> {
     /// A put, delete or raw command, proposed through the log.
     Write(CommandOp<'a>),
+    /// A write of a client session: applied at most once per
+    /// `(session, seq)`, so it may be sent again, under a new token, after
+    /// an unknown outcome (see [`crate::session`]).
+    SessionWrite(CommandOp<'a>, SessionStamp),
     /// A linearizable read of a key.
     Get(&'a [u8]),
 }
@@ -269,6 +273,8 @@ impl RaftNode {
     /// unresolved requests, and a token whose request ended with an unknown
     /// outcome ([`Error::outcome`]) must not be used again while this node
     /// runs: its entry may still commit, and would answer the new request.
+    /// (To send such a write again, use a [`Request::SessionWrite`] with a
+    /// new token and the same stamp.)
     /// Blocks only while the batcher queue is full.
     /// Errors known up front (`TooLarge`, `Closed`) are returned here.
     pub fn submit(&self, token: u64, op: Op) -> Result<()> {
@@ -297,17 +303,20 @@ impl RaftNode {
                 rejected(token, Error::Closed);
                 continue;
             }
+            let id = RequestId {
+                node: self.id,
+                epoch: self.epoch,
+                token,
+            };
             let sent = match request {
-                Request::Write(op) => {
-                    let id = RequestId {
-                        node: self.id,
-                        epoch: self.epoch,
-                        token,
-                    };
-                    self.batcher
-                        .propose(command::encode_command(id, op))
-                        .map_err(Error::from)
-                }
+                Request::Write(op) => self
+                    .batcher
+                    .propose(command::encode_command(id, None, op))
+                    .map_err(Error::from),
+                Request::SessionWrite(op, stamp) => self
+                    .batcher
+                    .propose(command::encode_command(id, Some(stamp), op))
+                    .map_err(Error::from),
                 Request::Get(key) => self
                     .mailbox
                     .send(NodeMsg::Get {

@@ -308,7 +308,7 @@ mod tests {
             token,
         };
         ProposedBatch {
-            data: encode_command(id, CommandOp::Put { key: b"k", value }),
+            data: encode_command(id, None, CommandOp::Put { key: b"k", value }),
             count: 1,
         }
     }

@@ -69,10 +69,11 @@ pub(super) struct Settings {
 }
 
 /// The figures the node thread publishes for [`RaftNode::stats`](super::RaftNode::stats).
-struct StatsPublisher {
+pub(super) struct StatsPublisher {
     shared: Arc<SharedStats>,
     /// `Ready`s written to the log.
     log_writes: u64,
+    pub duplicate_writes: u64,
     storage_published_at: Option<Instant>,
 }
 
@@ -90,7 +91,7 @@ pub(super) struct Worker<E: Engine> {
     pub writer: AsyncWriter,
     pub applied_log: AppliedLog,
     pub outbox: Outbox,
-    stats: StatsPublisher,
+    pub(super) stats: StatsPublisher,
     pub ticks: u64,
     /// The term and vote of the last hard state written.
     pub term_and_vote: (u64, u64),
@@ -132,6 +133,7 @@ impl<E: Engine> Worker<E> {
             stats: StatsPublisher {
                 shared: stats,
                 log_writes: 0,
+                duplicate_writes: 0,
                 storage_published_at: None,
             },
             ticks: 0,
@@ -303,6 +305,7 @@ impl<E: Engine> Worker<E> {
             applied_index: store.applied_index(),
             last_index: raft.raft_log.last_index(),
             log_writes: stats.log_writes,
+            duplicate_writes: stats.duplicate_writes,
         });
         if stats
             .storage_published_at

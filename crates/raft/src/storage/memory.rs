@@ -12,6 +12,7 @@ use super::{Durability, Engine};
 use crate::config::EngineKind;
 use crate::error::{Error, Result};
 use crate::kv::{decode_snapshot, SnapshotWriter};
+use crate::session::Sessions;
 use crate::stats::StorageStats;
 
 pub struct MemoryEngine {
@@ -19,6 +20,7 @@ pub struct MemoryEngine {
     kv: BTreeMap<Vec<u8>, Vec<u8>>,
     /// Sum of key and value lengths in `kv`.
     kv_bytes: u64,
+    sessions: Sessions,
     applied: u64,
 }
 
@@ -30,19 +32,21 @@ impl MemoryEngine {
             log: MemStorage::new_with_conf_state(cs),
             kv: BTreeMap::new(),
             kv_bytes: 0,
+            sessions: Sessions::default(),
             applied: 0,
         }
     }
 
     fn install_snapshot(&mut self, snap: &Snapshot) -> Result<()> {
-        let pairs = decode_snapshot(&snap.data)?;
+        let data = decode_snapshot(&snap.data)?;
         self.log
             .wl()
             .apply_snapshot(snap.clone())
             .map_err(|e| Error::Storage(format!("memory engine: cannot apply snapshot: {e}")))?;
         self.kv.clear();
         self.kv_bytes = 0;
-        for (k, v) in pairs {
+        self.sessions.replace(data.sessions);
+        for (k, v) in data.pairs {
             self.kv_bytes += (k.len() + v.len()) as u64;
             self.kv.insert(k.to_vec(), v.to_vec());
         }
@@ -90,7 +94,7 @@ impl Storage for MemoryEngine {
         meta.index = self.applied;
         meta.term = self.log.term(self.applied)?;
         meta.set_conf_state(self.log.initial_state()?.conf_state);
-        let mut w = SnapshotWriter::new();
+        let mut w = SnapshotWriter::new(&self.sessions);
         for (k, v) in &self.kv {
             w.push(k, v);
         }
@@ -150,6 +154,10 @@ impl Engine for MemoryEngine {
             }
             None => Ok(Some(false)),
         }
+    }
+
+    fn sessions(&mut self) -> &mut Sessions {
+        &mut self.sessions
     }
 
     fn finish_apply(&mut self, applied: u64) -> Result<()> {

@@ -13,8 +13,10 @@ use crossbeam_channel::Receiver;
 
 use raft::eraftpb::{Entry, HardState, Snapshot};
 
+use crate::command::SessionStamp;
 use crate::config::EngineKind;
 use crate::error::Result;
+use crate::session::{Record, Sessions};
 use crate::stats::{StorageStats, SyncClock};
 
 pub mod memory;
@@ -92,7 +94,18 @@ pub trait Engine: raft::Storage + Send + 'static {
     /// Applies a delete of the current apply round, like [`apply_put`](Self::apply_put).
     fn apply_delete(&mut self, key: &[u8], want_existed: bool) -> Result<Option<bool>>;
 
-    /// Ends an apply round: its writes and the new applied index land together,
+    /// The client sessions of the state machine (see [`crate::session`]);
+    /// changed only by apply rounds and snapshots.
+    fn sessions(&mut self) -> &mut Sessions;
+
+    /// Records the result of a session's write in the current apply round.
+    fn record_session(&mut self, stamp: &SessionStamp, record: Record) -> Result<()> {
+        self.sessions().record(stamp, record);
+        Ok(())
+    }
+
+    /// Ends an apply round: its writes, the sessions' changes and the new
+    /// applied index land together,
     /// so applying again after a crash is idempotent.
     fn finish_apply(&mut self, applied: u64) -> Result<()>;
 

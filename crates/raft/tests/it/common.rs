@@ -58,6 +58,16 @@ macro_rules! engine_methods_of_inner {
         ) -> Result<Option<bool>, metastore_raft::Error> {
             self.inner.apply_delete(key, want)
         }
+        fn sessions(&mut self) -> &mut metastore_raft::session::Sessions {
+            self.inner.sessions()
+        }
+        fn record_session(
+            &mut self,
+            stamp: &metastore_raft::SessionStamp,
+            record: metastore_raft::session::Record,
+        ) -> Result<(), metastore_raft::Error> {
+            self.inner.record_session(stamp, record)
+        }
         fn applied_index(&self) -> u64 {
             self.inner.applied_index()
         }

@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::common::*;
-use metastore_raft::storage::rocksdb::{CF_KV, CF_LOG, CF_META, KEY_HARD_STATE};
+use metastore_raft::storage::rocksdb::{CF_KV, CF_LOG, CF_META, CF_SESSIONS, KEY_HARD_STATE};
 use metastore_raft::{ClusterConfig, Completion, CompletionSink, EngineKind, LocalCluster, Op};
 
 #[test]
@@ -139,7 +139,7 @@ fn garbage_in_meta_is_a_storage_error() {
     {
         let path = dir.path().join("node-1");
         let opts = rocksdb::Options::default();
-        let db = rocksdb::DB::open_cf(&opts, &path, [CF_LOG, CF_META, CF_KV]).unwrap();
+        let db = rocksdb::DB::open_cf(&opts, &path, [CF_LOG, CF_META, CF_KV, CF_SESSIONS]).unwrap();
         db.put_cf(
             db.cf_handle(CF_META).unwrap(),
             KEY_HARD_STATE,

@@ -16,4 +16,5 @@ mod identity;
 mod order;
 mod outcomes;
 mod restart;
+mod sessions;
 mod snapshot;

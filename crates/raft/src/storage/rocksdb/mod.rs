@@ -4,6 +4,9 @@
 //! - `log`:  raft entries, key = index as big-endian u64 (so keys sort by index)
 //! - `meta`: hard state, conf state, truncated index/term, applied index
 //! - `kv`:   the KV state machine
+//! - `sessions`: the client sessions of the state machine
+//!   ([`crate::session`]): `id u64 BE | 0` holds a session's floor and last
+//!   index, `id u64 BE | 1 | seq u64 BE` one recorded result
 //!
 //! Each `Ready` is one `WriteBatch` (snapshot, entries, tail deletes, hard
 //! state), synced when raft requires it. Each apply round is one batch holding
@@ -29,10 +32,12 @@ use self::log_cache::LogCache;
 use self::recover::{holds_database, EMPTY};
 use self::wal_sync::WalSyncer;
 use super::{raft_err, Durability, Engine, SyncOutcome};
+use crate::command::SessionStamp;
 use crate::config::EngineKind;
 use crate::error::{Error, Result};
 use crate::identity::{self, Bootstrap, Identity};
 use crate::kv::decode_snapshot;
+use crate::session::{self, Record, Sessions};
 use crate::stats::{StorageStats, SyncClock};
 
 mod log_cache;
@@ -43,6 +48,7 @@ mod wal_sync;
 pub const CF_LOG: &str = "log";
 pub const CF_META: &str = "meta";
 pub const CF_KV: &str = "kv";
+pub const CF_SESSIONS: &str = "sessions";
 pub const KEY_HARD_STATE: &[u8] = b"hard_state";
 pub const KEY_CONF_STATE: &[u8] = b"conf_state";
 /// `index u64 BE | term u64 BE` of the last discarded log entry.
@@ -54,6 +60,27 @@ pub const KEY_IDENTITY: &[u8] = b"identity";
 
 fn log_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
+}
+
+fn session_key(id: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[..8].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn record_key(id: u64, seq: u64) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[..8].copy_from_slice(&id.to_be_bytes());
+    k[8] = 1;
+    k[9..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Past every key of session `id`.
+fn session_end_key(id: u64) -> [u8; 9] {
+    let mut k = session_key(id);
+    k[8] = 2;
+    k
 }
 
 fn be_u64(b: &[u8]) -> Option<u64> {
@@ -87,6 +114,9 @@ pub struct RocksEngine {
     /// (a key written twice in one round must see its own first write).
     apply_batch: WriteBatch,
     apply_overlay: HashMap<Vec<u8>, bool>,
+    /// The sessions as of `applied` plus the current round; the round's
+    /// changes are written with its batch.
+    sessions: Sessions,
     /// Declared after `db`: dropping it joins the thread holding the other
     /// reference, so the database is closed when the engine is dropped.
     syncer: WalSyncer,
@@ -117,6 +147,7 @@ impl RocksEngine {
             ColumnFamilyDescriptor::new(CF_LOG, Options::default()),
             ColumnFamilyDescriptor::new(CF_META, Options::default()),
             ColumnFamilyDescriptor::new(CF_KV, kv_options()),
+            ColumnFamilyDescriptor::new(CF_SESSIONS, Options::default()),
         ];
         let db = Arc::new(
             DB::open_cf_descriptors(&opts, &path, cfs)
@@ -137,6 +168,7 @@ impl RocksEngine {
             cache: LogCache::default(),
             apply_batch: WriteBatch::default(),
             apply_overlay: HashMap::new(),
+            sessions: Sessions::default(),
             syncer,
             sync_clock,
         };
@@ -215,10 +247,11 @@ impl RocksEngine {
         Ok(())
     }
 
-    /// Adds to `wb` the replacement of the whole state by `snap`.
-    fn stage_snapshot(&self, wb: &mut WriteBatch, snap: &Snapshot) -> Result<()> {
+    /// Adds to `wb` the replacement of the whole state by `snap`; returns
+    /// the snapshot's sessions, to take once `wb` is written.
+    fn stage_snapshot(&self, wb: &mut WriteBatch, snap: &Snapshot) -> Result<Sessions> {
         let meta = snap.get_metadata();
-        let pairs = decode_snapshot(&snap.data)?;
+        let data = decode_snapshot(&snap.data)?;
         let kv = self.cf(CF_KV)?;
         // Delete every current key: [b"", last_key ++ 0x00) covers them all.
         let mut it = self.db.raw_iterator_cf(kv);
@@ -230,8 +263,21 @@ impl RocksEngine {
         }
         it.status().map_err(|e| self.err("cannot read kv", e))?;
         drop(it);
-        for (k, v) in pairs {
+        for (k, v) in data.pairs {
             wb.put_cf(kv, k, v);
+        }
+        let cf = self.cf(CF_SESSIONS)?;
+        wb.delete_range_cf(cf, &[][..], &[0xFF; 18][..]);
+        let mut buf = Vec::new();
+        for (id, s) in data.sessions.iter() {
+            buf.clear();
+            session::encode_meta(s, &mut buf);
+            wb.put_cf(cf, session_key(id), &buf);
+            for (seq, r) in &s.records {
+                buf.clear();
+                session::encode_record(r, &mut buf);
+                wb.put_cf(cf, record_key(id, *seq), &buf);
+            }
         }
         wb.delete_range_cf(self.cf(CF_LOG)?, log_key(0), log_key(u64::MAX));
         let meta_cf = self.cf(CF_META)?;
@@ -241,7 +287,31 @@ impl RocksEngine {
             .map_err(|e| self.err("cannot encode conf state", e))?;
         wb.put_cf(meta_cf, KEY_CONF_STATE, cs);
         wb.put_cf(meta_cf, KEY_APPLIED, meta.index.to_be_bytes());
-        self.put_truncated(wb, meta.index, meta.term)
+        self.put_truncated(wb, meta.index, meta.term)?;
+        Ok(data.sessions)
+    }
+
+    /// Adds the sessions changed in this round to `wb`.
+    fn stage_sessions(&mut self, wb: &mut WriteBatch) -> Result<()> {
+        let db = Arc::clone(&self.db);
+        let cf = db
+            .cf_handle(CF_SESSIONS)
+            .ok_or_else(|| self.corrupt("column family sessions missing"))?;
+        let mut buf = Vec::new();
+        for (id, old_floor, now) in self.sessions.take_changed() {
+            match now {
+                Some(s) => {
+                    buf.clear();
+                    session::encode_meta(s, &mut buf);
+                    wb.put_cf(cf, session_key(id), &buf);
+                    if s.floor > old_floor {
+                        wb.delete_range_cf(cf, record_key(id, old_floor), record_key(id, s.floor));
+                    }
+                }
+                None => wb.delete_range_cf(cf, session_key(id), session_end_key(id)),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -268,8 +338,9 @@ impl Engine for RocksEngine {
             .cloned()
             .unwrap_or_else(|| self.hard_state.clone());
         let mut cs = None;
+        let mut sessions = None;
         if let Some(snap) = snapshot {
-            self.stage_snapshot(&mut wb, snap)?;
+            sessions = Some(self.stage_snapshot(&mut wb, snap)?);
             let meta = snap.get_metadata();
             (truncated_index, truncated_term, last, applied) =
                 (meta.index, meta.term, meta.index, meta.index);
@@ -301,6 +372,9 @@ impl Engine for RocksEngine {
         self.write(wb, durability == Durability::Synced)?;
 
         self.hard_state = hs;
+        if let Some(sessions) = sessions {
+            self.sessions.replace(sessions);
+        }
         if let Some(cs) = cs {
             self.conf_state = cs;
             self.cache.clear();
@@ -363,9 +437,27 @@ impl Engine for RocksEngine {
         Ok(existed)
     }
 
+    fn sessions(&mut self) -> &mut Sessions {
+        &mut self.sessions
+    }
+
+    fn record_session(&mut self, stamp: &SessionStamp, record: Record) -> Result<()> {
+        let cf = self
+            .db
+            .cf_handle(CF_SESSIONS)
+            .ok_or_else(|| self.corrupt("column family sessions missing"))?;
+        let mut buf = Vec::with_capacity(11);
+        session::encode_record(&record, &mut buf);
+        self.apply_batch
+            .put_cf(cf, record_key(stamp.session, stamp.seq), buf);
+        self.sessions.record(stamp, record);
+        Ok(())
+    }
+
     fn finish_apply(&mut self, applied: u64) -> Result<()> {
         let mut wb = std::mem::take(&mut self.apply_batch);
         self.apply_overlay.clear();
+        self.stage_sessions(&mut wb)?;
         wb.put_cf(self.cf(CF_META)?, KEY_APPLIED, applied.to_be_bytes());
         // Not synced: the entries are durable in the log and are re-applied
         // after a crash from the applied index written here.
@@ -404,7 +496,7 @@ impl Engine for RocksEngine {
 
     fn stats(&self) -> StorageStats {
         let mut bytes = 0;
-        for name in [CF_LOG, CF_META, CF_KV] {
+        for name in [CF_LOG, CF_META, CF_KV, CF_SESSIONS] {
             if let Ok(cf) = self.cf(name) {
                 for prop in [
                     "rocksdb.estimate-live-data-size",
