@@ -30,10 +30,15 @@ interface Waiter {
   resolve: (value: any) => void
   reject: (err: Error) => void
   send: Send
-  /** The request's number in the session (its first token); 0 for a get. */
+  /** When the request was made (`Date.now()`); 0 for a get, which is never sent again. */
+  since: number
+  /** Set once an attempt failed and the write is sent again. */
+  retry?: Retry
+}
+
+interface Retry {
+  /** The request's number in the session: its first token. */
   seq: number
-  /** Until when a write whose outcome is unknown is sent again. */
-  deadline: number
   attempts: number
   /** Some attempt ended with an unknown outcome. */
   unknown: boolean
@@ -59,9 +64,11 @@ export class Requests {
   /** This group's client session: 8 random bytes, never 0. */
   readonly session: Buffer
   readonly #retryWindowMs: number
-  /** Sequence numbers of writes not yet answered. */
-  readonly #open = new Set<number>()
-  /** No open write has a sequence number below this. */
+  /**
+   * No request still waiting has a first token below this. A request waits
+   * under its first token (its sequence number) until it settles, and also
+   * under the token of its current attempt when it is sent again.
+   */
   #floor = 1
   #retries = 0
   #unknownOutcomes = 0
@@ -85,26 +92,20 @@ export class Requests {
 
   /** The lowest sequence number this client still waits on (the nodes may forget results below it). */
   floor(): number {
-    while (this.#floor < this.#next && !this.#open.has(this.#floor)) this.#floor++
+    while (this.#floor < this.#next && !this.#waiting.has(this.#floor)) this.#floor++
     return this.#floor
   }
 
   /** Registers a waiter and runs `send(token, seq)`; a synchronous throw rejects the promise. */
   track<T>(kind: Kind, send: Send): Promise<T> {
     const token = this.#next++
-    const seq = kind === Kind.Get ? 0 : token
+    const write = kind !== Kind.Get
     return new Promise<T>((resolve, reject) => {
-      const waiter: Waiter = { kind, resolve, reject, send, seq, deadline: 0, attempts: 1, unknown: false }
-      if (seq !== 0) {
-        waiter.deadline = Date.now() + this.#retryWindowMs
-        this.#open.add(seq)
-      }
-      this.#waiting.set(token, waiter)
+      this.#waiting.set(token, { kind, resolve, reject, send, since: write ? Date.now() : 0 })
       try {
-        send(token, seq)
+        send(token, write ? token : 0)
       } catch (err) {
         this.#waiting.delete(token)
-        this.#open.delete(seq)
         reject(err)
       }
     })
@@ -118,17 +119,18 @@ export class Requests {
   ): void => {
     let extra = 0
     for (let i = 0; i < tokens.length; i++) {
-      const waiter = this.#waiting.get(tokens[i])
+      const token = tokens[i]
+      const waiter = this.#waiting.get(token)
       const status = statuses[i]
       if (waiter === undefined) {
         extra += status === Value ? 1 : status >= FailedNotApplied ? 2 : 0
         continue
       }
-      this.#waiting.delete(tokens[i])
+      this.#waiting.delete(token)
+      if (waiter.retry !== undefined && status < FailedNotApplied) this.#waiting.delete(waiter.retry.seq)
       switch (status) {
         case Written:
         case WrittenExisted: {
-          this.#open.delete(waiter.seq)
           const existed = status === WrittenExisted
           waiter.resolve(waiter.kind === Kind.Delete ? existed : { index: indexes[i], existed })
           break
@@ -143,7 +145,7 @@ export class Requests {
           const code = extras[extra++] as ErrorCode
           const message = extras[extra++] as string
           const outcome = status === FailedNotApplied ? 'not-applied' : 'unknown'
-          this.#failed(waiter, code, message, outcome)
+          this.#failed(waiter, token, code, message, outcome)
         }
       }
     }
@@ -154,51 +156,58 @@ export class Requests {
     const waiter = this.#waiting.get(token)
     if (waiter === undefined) return
     this.#waiting.delete(token)
-    if (err instanceof MetaStoreError) this.#failed(waiter, err.code, err.message, err.outcome, err)
+    if (err instanceof MetaStoreError) this.#failed(waiter, token, err.code, err.message, err.outcome, err)
     else this.#settle(waiter, err)
   }
 
-  /** One attempt failed: send the write again if that is safe and useful, else reject. */
-  #failed(waiter: Waiter, code: ErrorCode, message: string, outcome: RequestOutcome, cause?: Error): void {
-    if (outcome === 'unknown' && waiter.seq !== 0) {
-      waiter.unknown = true
+  /**
+   * The attempt of `token` failed: send the write again if that is safe and
+   * useful, else reject. Until it settles, the request keeps waiting under
+   * its first token, which holds the floor below its sequence number.
+   */
+  #failed(waiter: Waiter, token: number, code: ErrorCode, message: string, outcome: RequestOutcome, cause?: Error): void {
+    const write = waiter.since !== 0
+    const retry = (waiter.retry ??= { seq: token, attempts: 1, unknown: false })
+    if (outcome === 'unknown' && write) {
+      retry.unknown = true
       this.#unknownOutcomes++
     }
     const again =
-      waiter.seq !== 0 &&
+      write &&
       (outcome === 'unknown' || code === 'ERR_PROPOSAL_DROPPED') &&
       code !== 'ERR_SESSION_EXPIRED' &&
-      Date.now() < waiter.deadline
+      Date.now() < waiter.since + this.#retryWindowMs
     if (again) {
-      this.#retry(waiter)
+      this.#waiting.set(retry.seq, waiter)
+      this.#retry(waiter, retry)
       return
     }
-    const tries = waiter.attempts > 1 ? ` (after ${waiter.attempts} attempts)` : ''
-    const final = waiter.unknown ? 'unknown' : outcome
+    const tries = retry.attempts > 1 ? ` (after ${retry.attempts} attempts)` : ''
+    const final = retry.unknown ? 'unknown' : outcome
     if (cause !== undefined && tries === '' && final === outcome) this.#settle(waiter, cause)
     else this.#settle(waiter, new MetaStoreError(code, message + tries, { outcome: final, cause }))
   }
 
-  #retry(waiter: Waiter): void {
-    const delay = Math.min(FIRST_BACKOFF_MS << Math.min(waiter.attempts - 1, 10), MAX_BACKOFF_MS)
-    waiter.attempts++
+  #retry(waiter: Waiter, retry: Retry): void {
+    const delay = Math.min(FIRST_BACKOFF_MS << Math.min(retry.attempts - 1, 10), MAX_BACKOFF_MS)
+    retry.attempts++
     this.#retries++
     setTimeout(() => {
       const token = this.#next++
       this.#waiting.set(token, waiter)
       try {
-        waiter.send(token, waiter.seq)
+        waiter.send(token, retry.seq)
       } catch (err) {
         this.#waiting.delete(token)
         const e = toMetaStoreError(err)
-        if (e instanceof MetaStoreError) this.#failed(waiter, e.code, e.message, e.outcome, e)
+        if (e instanceof MetaStoreError) this.#failed(waiter, token, e.code, e.message, e.outcome, e)
         else this.#settle(waiter, e as Error)
       }
     }, delay)
   }
 
   #settle(waiter: Waiter, err: Error): void {
-    this.#open.delete(waiter.seq)
+    if (waiter.retry !== undefined) this.#waiting.delete(waiter.retry.seq)
     waiter.reject(err)
   }
 }

@@ -53,11 +53,12 @@ pub enum Error {
     /// Its code is the cause's.
     #[error("{cause}; the request was already proposed, so it may have been applied")]
     InFlight { cause: Box<Error> },
-    /// A retry of a session's write arrived after its session had forgotten
-    /// the write's result (the client's floor passed it, or the session
-    /// expired): it was not applied again, but an earlier attempt may have
-    /// been.
-    #[error("{0}; an earlier attempt may have been applied")]
+    /// A retry of a session's write found its session without the write's
+    /// whole result: forgotten (the client's floor passed it, or too many
+    /// results were kept), or recorded on this node without `existed`. It
+    /// was not applied again; an earlier attempt may have been (or was, and
+    /// the message says at which index).
+    #[error("{0}")]
     SessionExpired(String),
     /// A bug: the node thread panicked. The node is stopped; its pending
     /// requests are rejected with this error instead of hanging.

@@ -23,14 +23,20 @@ pub(crate) struct Applied {
 /// identically everywhere rather than stopping the node. The commands for
 /// which `waited(id)` holds are reported to `applied`, in order.
 ///
-/// Whether a key existed costs the RocksDB engine a read, so it is asked only
-/// for writes someone waits on here, and for writes of a client session
-/// (every node records their result, in case a retry asks for it later).
+/// Every node records the result of a session's write, in case a retry asks
+/// for it later. Whether its key existed costs the RocksDB engine a read, so
+/// it is asked for writes someone waits on here and for the session writes
+/// for which `keeps_existed(id)` holds: the node passes its own writes (a
+/// client retries on the node it first asked) and, while it leads, all of
+/// them (the leader is who sends snapshots). Elsewhere the record keeps
+/// `existed: None`, and a retry answered from it learns the write was
+/// applied but not whether its key existed (an unknown outcome).
 pub(crate) fn apply_entry<E: Engine>(
     engine: &mut E,
     index: u64,
     data: &[u8],
     waited: impl Fn(&RequestId) -> bool,
+    keeps_existed: impl Fn(&RequestId) -> bool,
     applied: &mut Vec<Applied>,
 ) -> Result<()> {
     let mut result = Ok(());
@@ -56,17 +62,14 @@ pub(crate) fn apply_entry<E: Engine>(
                 return;
             }
         }
-        let ask = want || cmd.session.is_some();
+        let ask = want || (cmd.session.is_some() && keeps_existed(&cmd.id));
         let existed = match cmd.op {
             CommandOp::Put { key, value } => engine.apply_put(key, value, ask),
             CommandOp::Delete { key } => engine.apply_delete(key, ask),
             CommandOp::Raw(_) => Ok(Some(false)),
         };
         let record = match existed {
-            Ok(existed) => Record {
-                index,
-                existed: existed.unwrap_or(false),
-            },
+            Ok(existed) => Record { index, existed },
             Err(e) => {
                 result = Err(e);
                 return;
@@ -161,10 +164,83 @@ pub fn decode_snapshot(data: &[u8]) -> Result<SnapshotData<'_>> {
 mod tests {
     use super::*;
 
+    use crate::command::{encode_command, SessionStamp};
+    use crate::identity::{Bootstrap, ClusterId, Identity};
+    use crate::storage::{MemoryEngine, RocksEngine};
+    use metastore_batch::encode_batch;
+
+    /// Applies `put k` stamped `seq` as an entry at `index`, proposed by node
+    /// 2 and waited for when `wait`; returns what the waiter is told.
+    fn put<E: Engine>(
+        engine: &mut E,
+        index: u64,
+        seq: u64,
+        wait: bool,
+        keeps: bool,
+    ) -> Option<Record> {
+        let id = RequestId {
+            node: 2,
+            epoch: 1,
+            token: index,
+        };
+        let stamp = SessionStamp {
+            session: 5,
+            seq,
+            floor: 1,
+        };
+        let data = encode_batch(&[encode_command(
+            id,
+            Some(stamp),
+            CommandOp::Put {
+                key: b"k",
+                value: b"v",
+            },
+        )]);
+        let mut applied = Vec::new();
+        apply_entry(engine, index, &data, |_| wait, |_| keeps, &mut applied).unwrap();
+        engine.finish_apply(index).unwrap();
+        applied.pop().and_then(|a| a.result)
+    }
+
+    #[test]
+    fn a_duplicate_answers_the_first_result_with_existed_where_it_was_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = Identity::new(ClusterId::random(), 1, &[1, 2, 3]);
+        let mut rocks = RocksEngine::open(dir.path(), &identity, Bootstrap::New).unwrap();
+        let mut memory = MemoryEngine::new(&[1, 2, 3]);
+        for keeps in [true, false] {
+            let seq = if keeps { 1 } else { 2 };
+            let first = 10 * seq;
+            assert!(
+                put(&mut rocks, first, seq, false, keeps).is_none(),
+                "nobody waits"
+            );
+            put(&mut memory, first, seq, false, keeps);
+            let existed = Some(seq == 2);
+            let rocks_existed = if keeps { existed } else { None };
+            assert_eq!(
+                put(&mut rocks, first + 1, seq, true, true),
+                Some(Record {
+                    index: first,
+                    existed: rocks_existed
+                }),
+                "rocksdb, keeps {keeps}"
+            );
+            assert_eq!(
+                put(&mut memory, first + 1, seq, true, true),
+                Some(Record {
+                    index: first,
+                    existed
+                }),
+                "memory always knows"
+            );
+        }
+    }
+
     #[test]
     fn snapshot_round_trip() {
         let mut sessions = Sessions::default();
-        let stamp = command::SessionStamp {
+        let stamp = SessionStamp {
             session: 3,
             seq: 8,
             floor: 2,
@@ -174,7 +250,7 @@ mod tests {
             &stamp,
             Record {
                 index: 40,
-                existed: true,
+                existed: Some(true),
             },
         );
         let mut w = SnapshotWriter::new(&sessions);

@@ -21,7 +21,8 @@
 //! its request deadline (seconds), far inside that window; a stamp of an
 //! expired session starts the session afresh.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use metastore_batch::codec::varint;
 
@@ -42,8 +43,9 @@ pub const MAX_RECORDS: usize = 1 << 20;
 pub struct Record {
     /// The log index it was applied at.
     pub index: u64,
-    /// Whether its key existed before (false for raw commands).
-    pub existed: bool,
+    /// Whether its key existed before (false for raw commands); `None`
+    /// where this node did not find out (see [`crate::kv::apply_entry`]).
+    pub existed: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -53,8 +55,81 @@ pub struct Session {
     /// The index of the last entry with a command of this session.
     pub last_index: u64,
     /// Results of applied sequence numbers `>= floor`.
-    pub records: BTreeMap<u64, Record>,
+    pub records: Records,
 }
+
+/// Results by sequence number. A client numbers its requests in order and
+/// its floor follows, so results mostly arrive at the back and leave at the
+/// front: a sorted deque beats a tree here (no allocation per result).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Records(VecDeque<(u64, Record)>);
+
+impl Records {
+    fn position(&self, seq: u64) -> Result<usize, usize> {
+        match self.0.back() {
+            Some(&(last, _)) if last < seq => Err(self.0.len()),
+            None => Err(0),
+            _ => self.0.binary_search_by_key(&seq, |&(s, _)| s),
+        }
+    }
+
+    pub fn get(&self, seq: u64) -> Option<Record> {
+        let i = self.position(seq).ok()?;
+        self.0.get(i).map(|&(_, r)| r)
+    }
+
+    pub fn insert(&mut self, seq: u64, record: Record) {
+        match self.position(seq) {
+            Ok(i) => self.0[i].1 = record,
+            Err(i) if i == self.0.len() => self.0.push_back((seq, record)),
+            Err(i) => self.0.insert(i, (seq, record)),
+        }
+    }
+
+    /// Forgets the results below `floor`.
+    fn drop_below(&mut self, floor: u64) {
+        while self.0.front().is_some_and(|&(s, _)| s < floor) {
+            self.0.pop_front();
+        }
+    }
+
+    fn pop_first(&mut self) -> Option<(u64, Record)> {
+        self.0.pop_front()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `(seq, result)` in sequence order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, Record)> + '_ {
+        self.0.iter().copied()
+    }
+}
+
+/// Session ids are random, so their low bits hash them well enough.
+#[derive(Default)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+type SessionMap = HashMap<u64, Session, BuildHasherDefault<IdHasher>>;
 
 /// What to do with a stamped write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,12 +146,12 @@ pub enum Verdict {
 /// The sessions of one state machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sessions {
-    map: HashMap<u64, Session>,
+    map: SessionMap,
     ttl: u64,
     max_records: usize,
     /// Sessions changed since [`take_changed`](Self::take_changed), with the
     /// floor they had then; tracked for engines that persist per round.
-    changed: Option<HashMap<u64, u64>>,
+    changed: Option<HashMap<u64, u64, BuildHasherDefault<IdHasher>>>,
 }
 
 impl Default for Sessions {
@@ -89,7 +164,7 @@ impl Sessions {
     /// Sessions with other bounds (tests).
     pub fn with_limits(ttl: u64, max_records: usize) -> Self {
         Sessions {
-            map: HashMap::new(),
+            map: SessionMap::default(),
             ttl,
             max_records: max_records.max(1),
             changed: None,
@@ -98,7 +173,7 @@ impl Sessions {
 
     /// Tracks which sessions change, for [`take_changed`](Self::take_changed).
     pub fn track_changes(&mut self) {
-        self.changed.get_or_insert_with(HashMap::new);
+        self.changed.get_or_insert_with(HashMap::default);
     }
 
     fn touch(&mut self, id: u64) -> &mut Session {
@@ -116,17 +191,12 @@ impl Sessions {
         session.last_index = index;
         if stamp.floor > session.floor {
             session.floor = stamp.floor;
-            while let Some(lowest) = session.records.first_entry() {
-                if *lowest.key() >= stamp.floor {
-                    break;
-                }
-                lowest.remove();
-            }
+            session.records.drop_below(stamp.floor);
         }
         if stamp.seq < session.floor {
             Verdict::Forgotten
-        } else if let Some(r) = session.records.get(&stamp.seq) {
-            Verdict::Duplicate(*r)
+        } else if let Some(r) = session.records.get(stamp.seq) {
+            Verdict::Duplicate(r)
         } else {
             Verdict::Apply
         }
@@ -221,9 +291,9 @@ impl Sessions {
             out.extend_from_slice(&id.to_le_bytes());
             encode_meta(s, out);
             varint::put(out, s.records.len() as u64);
-            for (seq, r) in &s.records {
-                varint::put(out, *seq);
-                encode_record(r, out);
+            for (seq, r) in s.records.iter() {
+                varint::put(out, seq);
+                encode_record(&r, out);
             }
         }
     }
@@ -261,21 +331,26 @@ pub fn decode_meta(data: &[u8], pos: &mut usize) -> Option<Session> {
     Some(Session {
         floor: varint::get(data, pos)?,
         last_index: varint::get(data, pos)?,
-        records: BTreeMap::new(),
+        records: Records::default(),
     })
 }
 
-/// `index varint | existed u8`.
+/// `index varint | existed u8` (0 no, 1 yes, 2 not known).
 pub fn encode_record(r: &Record, out: &mut Vec<u8>) {
     varint::put(out, r.index);
-    out.push(u8::from(r.existed));
+    out.push(match r.existed {
+        Some(false) => 0,
+        Some(true) => 1,
+        None => 2,
+    });
 }
 
 pub fn decode_record(data: &[u8], pos: &mut usize) -> Option<Record> {
     let index = varint::get(data, pos)?;
     let existed = match data.get(*pos)? {
-        0 => false,
-        1 => true,
+        0 => Some(false),
+        1 => Some(true),
+        2 => None,
         _ => return None,
     };
     *pos += 1;
@@ -300,7 +375,7 @@ mod tests {
         assert_eq!(s.check(&stamp(1, 1), 10), Verdict::Apply);
         let first = Record {
             index: 10,
-            existed: false,
+            existed: Some(false),
         };
         s.record(&stamp(1, 1), first);
         assert_eq!(s.check(&stamp(1, 1), 12), Verdict::Duplicate(first));
@@ -316,7 +391,7 @@ mod tests {
                 &stamp(seq, 1),
                 Record {
                     index: seq,
-                    existed: true,
+                    existed: Some(true),
                 },
             );
         }
@@ -338,7 +413,7 @@ mod tests {
                 &stamp(seq, 1),
                 Record {
                     index: seq,
-                    existed: false,
+                    existed: Some(false),
                 },
             );
         }
@@ -382,7 +457,7 @@ mod tests {
             &stamp(1, 1),
             Record {
                 index: 1,
-                existed: false,
+                existed: Some(false),
             },
         );
         s.check(&stamp(3, 2), 2);
@@ -407,7 +482,7 @@ mod tests {
                 &st,
                 Record {
                     index: seq + 3,
-                    existed: seq % 2 == 0,
+                    existed: Some(seq % 2 == 0),
                 },
             );
         }

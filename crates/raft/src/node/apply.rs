@@ -12,12 +12,14 @@
 use std::collections::VecDeque;
 
 use raft::eraftpb::{Entry, EntryType};
+use raft::StateRole;
 
 use super::worker::Worker;
 use super::Outcome;
 use crate::command::RequestId;
 use crate::error::{Error, Result};
 use crate::kv;
+use crate::session::Record;
 use crate::storage::Engine;
 
 /// The applied log not yet discarded, as (index, payload bytes) per entry,
@@ -103,6 +105,7 @@ impl<E: Engine> Worker<E> {
             return Ok(());
         };
         let (id, epoch) = (self.id, self.epoch);
+        let leading = self.raft_group.raft.state == StateRole::Leader;
         let mut applied = Vec::new();
         for e in &entries {
             let index = e.index;
@@ -115,19 +118,30 @@ impl<E: Engine> Worker<E> {
             if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
                 let mine =
                     |r: &RequestId| r.node == id && r.epoch == epoch && writes.is_pending(r.token);
-                kv::apply_entry(store, index, &e.data, mine, &mut applied)?;
+                let keeps_existed = |r: &RequestId| leading || r.node == id;
+                kv::apply_entry(store, index, &e.data, mine, keeps_existed, &mut applied)?;
                 for a in applied.drain(..) {
                     if writes.resolve(a.id.token) {
                         let result = match a.result {
-                            Some(r) => {
-                                *duplicates += u64::from(r.index != index);
+                            Some(Record {
+                                index: first,
+                                existed: Some(existed),
+                            }) => {
+                                *duplicates += u64::from(first != index);
                                 Ok(Outcome::Written {
-                                    index: r.index,
-                                    existed: r.existed,
+                                    index: first,
+                                    existed,
                                 })
                             }
+                            Some(Record { index: first, .. }) => {
+                                Err(Error::SessionExpired(format!(
+                                    "an earlier attempt was applied at log index {first}, but whether \
+                                     its key existed is not known on node {id}"
+                                )))
+                            }
                             None => Err(Error::SessionExpired(format!(
-                                "log index {index}: its session no longer waits for this write"
+                                "log index {index}: its session no longer holds this write's result; \
+                                 an earlier attempt may have been applied"
                             ))),
                         };
                         outbox.write(a.id.token, result);

@@ -4,9 +4,7 @@
 //! - `log`:  raft entries, key = index as big-endian u64 (so keys sort by index)
 //! - `meta`: hard state, conf state, truncated index/term, applied index
 //! - `kv`:   the KV state machine
-//! - `sessions`: the client sessions of the state machine
-//!   ([`crate::session`]): `id u64 BE | 0` holds a session's floor and last
-//!   index, `id u64 BE | 1 | seq u64 BE` one recorded result
+//! - `sessions`: the client sessions of the state machine (`sessions.rs`)
 //!
 //! Each `Ready` is one `WriteBatch` (snapshot, entries, tail deletes, hard
 //! state), synced when raft requires it. Each apply round is one batch holding
@@ -30,6 +28,7 @@ use rocksdb::{
 
 use self::log_cache::LogCache;
 use self::recover::{holds_database, EMPTY};
+use self::sessions::SessionStore;
 use self::wal_sync::WalSyncer;
 use super::{raft_err, Durability, Engine, SyncOutcome};
 use crate::command::SessionStamp;
@@ -37,12 +36,13 @@ use crate::config::EngineKind;
 use crate::error::{Error, Result};
 use crate::identity::{self, Bootstrap, Identity};
 use crate::kv::decode_snapshot;
-use crate::session::{self, Record, Sessions};
+use crate::session::{Record, Sessions};
 use crate::stats::{StorageStats, SyncClock};
 
 mod log_cache;
 mod raft_storage;
 mod recover;
+mod sessions;
 mod wal_sync;
 
 pub const CF_LOG: &str = "log";
@@ -60,27 +60,6 @@ pub const KEY_IDENTITY: &[u8] = b"identity";
 
 fn log_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
-}
-
-fn session_key(id: u64) -> [u8; 9] {
-    let mut k = [0u8; 9];
-    k[..8].copy_from_slice(&id.to_be_bytes());
-    k
-}
-
-fn record_key(id: u64, seq: u64) -> [u8; 17] {
-    let mut k = [0u8; 17];
-    k[..8].copy_from_slice(&id.to_be_bytes());
-    k[8] = 1;
-    k[9..].copy_from_slice(&seq.to_be_bytes());
-    k
-}
-
-/// Past every key of session `id`.
-fn session_end_key(id: u64) -> [u8; 9] {
-    let mut k = session_key(id);
-    k[8] = 2;
-    k
 }
 
 fn be_u64(b: &[u8]) -> Option<u64> {
@@ -116,7 +95,7 @@ pub struct RocksEngine {
     apply_overlay: HashMap<Vec<u8>, bool>,
     /// The sessions as of `applied` plus the current round; the round's
     /// changes are written with its batch.
-    sessions: Sessions,
+    sessions: SessionStore,
     /// Declared after `db`: dropping it joins the thread holding the other
     /// reference, so the database is closed when the engine is dropped.
     syncer: WalSyncer,
@@ -168,7 +147,7 @@ impl RocksEngine {
             cache: LogCache::default(),
             apply_batch: WriteBatch::default(),
             apply_overlay: HashMap::new(),
-            sessions: Sessions::default(),
+            sessions: SessionStore::new(Sessions::default(), HashMap::new()),
             syncer,
             sync_clock,
         };
@@ -266,20 +245,7 @@ impl RocksEngine {
         for (k, v) in data.pairs {
             wb.put_cf(kv, k, v);
         }
-        let cf = self.cf(CF_SESSIONS)?;
-        wb.delete_range_cf(cf, &[][..], &[0xFF; 18][..]);
-        let mut buf = Vec::new();
-        for (id, s) in data.sessions.iter() {
-            buf.clear();
-            session::encode_meta(s, &mut buf);
-            wb.put_cf(cf, session_key(id), &buf);
-            for (seq, r) in &s.records {
-                buf.clear();
-                session::encode_record(r, &mut buf);
-                wb.put_cf(cf, record_key(id, *seq), &buf);
-            }
-        }
-        wb.delete_range_cf(self.cf(CF_LOG)?, log_key(0), log_key(u64::MAX));
+        SessionStore::stage_snapshot(wb, self.cf(CF_SESSIONS)?, &data.sessions, meta.index);
         let meta_cf = self.cf(CF_META)?;
         let cs = meta
             .get_conf_state()
@@ -289,29 +255,6 @@ impl RocksEngine {
         wb.put_cf(meta_cf, KEY_APPLIED, meta.index.to_be_bytes());
         self.put_truncated(wb, meta.index, meta.term)?;
         Ok(data.sessions)
-    }
-
-    /// Adds the sessions changed in this round to `wb`.
-    fn stage_sessions(&mut self, wb: &mut WriteBatch) -> Result<()> {
-        let db = Arc::clone(&self.db);
-        let cf = db
-            .cf_handle(CF_SESSIONS)
-            .ok_or_else(|| self.corrupt("column family sessions missing"))?;
-        let mut buf = Vec::new();
-        for (id, old_floor, now) in self.sessions.take_changed() {
-            match now {
-                Some(s) => {
-                    buf.clear();
-                    session::encode_meta(s, &mut buf);
-                    wb.put_cf(cf, session_key(id), &buf);
-                    if s.floor > old_floor {
-                        wb.delete_range_cf(cf, record_key(id, old_floor), record_key(id, s.floor));
-                    }
-                }
-                None => wb.delete_range_cf(cf, session_key(id), session_end_key(id)),
-            }
-        }
-        Ok(())
     }
 }
 
@@ -373,7 +316,7 @@ impl Engine for RocksEngine {
 
         self.hard_state = hs;
         if let Some(sessions) = sessions {
-            self.sessions.replace(sessions);
+            self.sessions.replaced(sessions, applied);
         }
         if let Some(cs) = cs {
             self.conf_state = cs;
@@ -438,18 +381,10 @@ impl Engine for RocksEngine {
     }
 
     fn sessions(&mut self) -> &mut Sessions {
-        &mut self.sessions
+        &mut self.sessions.sessions
     }
 
     fn record_session(&mut self, stamp: &SessionStamp, record: Record) -> Result<()> {
-        let cf = self
-            .db
-            .cf_handle(CF_SESSIONS)
-            .ok_or_else(|| self.corrupt("column family sessions missing"))?;
-        let mut buf = Vec::with_capacity(11);
-        session::encode_record(&record, &mut buf);
-        self.apply_batch
-            .put_cf(cf, record_key(stamp.session, stamp.seq), buf);
         self.sessions.record(stamp, record);
         Ok(())
     }
@@ -457,7 +392,11 @@ impl Engine for RocksEngine {
     fn finish_apply(&mut self, applied: u64) -> Result<()> {
         let mut wb = std::mem::take(&mut self.apply_batch);
         self.apply_overlay.clear();
-        self.stage_sessions(&mut wb)?;
+        let db = Arc::clone(&self.db);
+        let cf = db
+            .cf_handle(CF_SESSIONS)
+            .ok_or_else(|| self.corrupt("column family sessions missing"))?;
+        self.sessions.stage_round(&mut wb, cf, applied);
         wb.put_cf(self.cf(CF_META)?, KEY_APPLIED, applied.to_be_bytes());
         // Not synced: the entries are durable in the log and are re-applied
         // after a crash from the applied index written here.

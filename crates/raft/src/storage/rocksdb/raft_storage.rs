@@ -117,7 +117,7 @@ impl Storage for RocksEngine {
         meta.term = self.term(self.applied)?;
         meta.set_conf_state(self.conf_state.clone());
         let kv = self.cf(CF_KV).map_err(raft_err)?;
-        let mut w = SnapshotWriter::new(&self.sessions);
+        let mut w = SnapshotWriter::new(&self.sessions.sessions);
         let mut it = self.db.raw_iterator_cf(kv);
         it.seek_to_first();
         while let (Some(k), Some(v)) = (it.key(), it.value()) {

@@ -8,13 +8,13 @@ use raft::eraftpb::{ConfState, HardState};
 use raft::Storage;
 use rocksdb::{Options, WriteBatch, DB};
 
+use super::sessions::SessionStore;
 use super::{
     be_u64, RocksEngine, CF_KV, CF_LOG, CF_META, CF_SESSIONS, KEY_APPLIED, KEY_CONF_STATE,
     KEY_HARD_STATE, KEY_IDENTITY, KEY_TRUNCATED,
 };
 use crate::error::{Error, Result};
 use crate::identity::{self, Bootstrap, Identity};
-use crate::session::{self, Session, Sessions};
 
 /// What a database without a cluster identity holds, in errors.
 pub(super) const NO_IDENTITY: &str =
@@ -143,7 +143,6 @@ impl RocksEngine {
                 wb.put_cf(meta, KEY_CONF_STATE, bytes);
                 wb.put_cf(meta, KEY_IDENTITY, identity.encode());
                 self.write(wb, true)?;
-                self.sessions.track_changes();
                 return self.check_invariants();
             }
             None => return Err(self.corrupt("conf state missing")),
@@ -160,47 +159,14 @@ impl RocksEngine {
         self.check_invariants()
     }
 
-    /// Reads the client sessions (see the module doc of `rocksdb` for the keys).
+    /// Reads the client sessions.
     fn load_sessions(&mut self) -> Result<()> {
-        let mut sessions = Sessions::default();
-        let cf = self.cf(CF_SESSIONS)?;
-        let mut it = self.db.raw_iterator_cf(cf);
-        it.seek_to_first();
-        let mut current: Option<(u64, Session)> = None;
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            let id = k.get(..8).and_then(be_u64);
-            let mut pos = 0;
-            match (id, k.get(8), k.len()) {
-                (Some(id), Some(0), 9) => {
-                    let s = session::decode_meta(v, &mut pos)
-                        .filter(|_| pos == v.len())
-                        .ok_or_else(|| self.corrupt(format!("session {id:#x}")))?;
-                    if let Some((id, s)) = current.replace((id, s)) {
-                        sessions.insert(id, s);
-                    }
-                }
-                (Some(id), Some(1), 17) => {
-                    let seq = k.get(9..).and_then(be_u64);
-                    let record = session::decode_record(v, &mut pos).filter(|_| pos == v.len());
-                    match (&mut current, seq, record) {
-                        (Some((cur, s)), Some(seq), Some(r)) if *cur == id => {
-                            s.records.insert(seq, r);
-                        }
-                        _ => return Err(self.corrupt(format!("session {id:#x}: a result"))),
-                    }
-                }
-                _ => return Err(self.corrupt("a session key of the wrong form")),
-            }
-            it.next();
-        }
-        it.status()
-            .map_err(|e| self.err("cannot read the sessions", e))?;
-        drop(it);
-        if let Some((id, s)) = current {
-            sessions.insert(id, s);
-        }
-        sessions.track_changes();
-        self.sessions = sessions;
+        let it = self.db.raw_iterator_cf(self.cf(CF_SESSIONS)?);
+        let path = self.path.display().to_string();
+        let loaded = SessionStore::load(it, |what| {
+            Error::Storage(format!("corrupt database {path}: {what}"))
+        })?;
+        self.sessions = loaded;
         Ok(())
     }
 
