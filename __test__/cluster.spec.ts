@@ -230,6 +230,30 @@ describe('node identity', () => {
   })
 })
 
+describe('LocalCluster over loopback gRPC', () => {
+  const dir = tempDir()
+
+  it('commits on the leader and through followers, converges, and survives a leader stop', async () => {
+    const cluster = await LocalCluster.start({ nodes: 3, engine: 'rocksdb', transport: 'grpc', dataDir: join(dir, 'grpc'), config: testConfig() })
+    try {
+      const leader = await cluster.leader()
+      const follower = cluster.node(cluster.ids().find((id) => id !== leader.nodeId)!)
+      await Promise.all(Array.from({ length: 200 }, (_, i) => leader.put(`k${i}`, `v${i}`)))
+      await Promise.all(Array.from({ length: 200 }, (_, i) => follower.put(`f${i}`, `w${i}`)))
+      for (const id of cluster.ids()) {
+        expect(await snapshot(cluster.node(id), ['k0', 'k199', 'f0', 'f199'])).toEqual(['v0', 'v199', 'w0', 'w199'])
+      }
+      cluster.stop(leader.nodeId)
+      const next = await cluster.leader()
+      expect(next.nodeId).not.toBe(leader.nodeId)
+      expect((await next.put('after', 'stop')).index).toBeGreaterThan(0)
+      expect(() => cluster.hold(1, 2)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_CONFIG' }))
+    } finally {
+      await cluster.close()
+    }
+  })
+})
+
 describe('error outcomes', () => {
   it('a write proposed when its node stops ends with an unknown outcome; one refused after close was not applied', async () => {
     const cluster = await LocalCluster.start({ nodes: 3, engine: 'memory', config: testConfig() })

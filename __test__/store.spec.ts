@@ -144,6 +144,24 @@ for (const engine of ['memory', 'rocksdb'] as const) {
   })
 }
 
+describe('MetaStore.open options', () => {
+  it('names a bad option, and starts nothing', async () => {
+    const bad = async (options: object): Promise<unknown> => MetaStore.open(options as never).then(() => undefined, (e: unknown) => e)
+    expect(await bad({ nodeID: 1 })).toMatchObject({ code: 'ERR_INVALID_CONFIG', key: 'nodeID' })
+    expect(await bad({ nodeId: 1 })).toMatchObject({ code: 'ERR_INVALID_CONFIG', key: 'initialCluster' })
+    expect(await bad({ nodeId: 4, initialCluster: { 1: '127.0.0.1:1' } })).toMatchObject({ code: 'ERR_INVALID_CONFIG', key: 'nodeId' })
+    expect(await bad({ nodeId: 1, initialCluster: { x: 'a:1' } })).toMatchObject({ key: 'initialCluster.x' })
+    expect(await bad({ listen: '0.0.0.0:1' })).toMatchObject({ key: 'listen' })
+    const shared = await bad({ nodeId: 1, initialCluster: { 1: '127.0.0.1:7', 2: '127.0.0.1:7' }, engine: 'rocksdb' })
+    expect(shared).toMatchObject({ code: 'ERR_INVALID_CONFIG' })
+    expect((shared as Error).message).toMatch(/initial_cluster\.2: address 127\.0\.0\.1:7 is also node 1's/)
+    const noPort = await bad({ nodeId: 1, initialCluster: { 1: '127.0.0.1:7', 2: 'host-b' }, engine: 'rocksdb' })
+    expect((noPort as Error).message).toMatch(/initial_cluster\.2: 'host-b' is not host:port/)
+    const volatile = await bad({ nodeId: 1, initialCluster: { 1: '127.0.0.1:7', 2: '127.0.0.1:8' }, engine: 'memory' })
+    expect((volatile as Error).message).toMatch(/storage\.engine: a member of a multi-node group must keep its state/)
+  })
+})
+
 describe('MetaStore on rocksdb, durability and bad data dirs', () => {
   const dir = tempDir()
 

@@ -14,6 +14,11 @@ export declare class NativeCluster {
    * Starts `options.nodes` nodes (ids 1..=n). `onComplete(tokens, statuses,
    * indexes, extras)` receives results in batches.
    */
+  static startMember(options: MemberOptions, onComplete: (arg0: Float64Array, arg1: Uint8Array, arg2: Float64Array, arg3: Array<Buffer | string>) => void): NativeCluster
+  /**
+   * Starts `options.nodes` nodes (ids 1..=n). `onComplete(tokens, statuses,
+   * indexes, extras)` receives results in batches.
+   */
   static start(options: ClusterOptions, onComplete: (arg0: Float64Array, arg1: Uint8Array, arg2: Float64Array, arg3: Array<Buffer | string>) => void): NativeCluster
   /**
    * Submits the requests packed in `ops` (see [`parse_requests`]) to `node`,
@@ -24,6 +29,8 @@ export declare class NativeCluster {
   leader(): number | null
   ids(): Array<number>
   isRunning(node: number): boolean
+  /** The members and their addresses. */
+  members(): Array<MemberInfo>
   stats(node: number): NodeStats
   stopNode(node: number): void
   restartNode(node: number): void
@@ -91,6 +98,8 @@ export interface ClusterOptions {
   nodes: number
   raft: RaftOptions
   storage: StorageOptions
+  /** How the nodes reach each other (default: in-process channels). */
+  transport?: Transport
 }
 
 /**
@@ -150,10 +159,36 @@ export interface LatencySummary {
   count: number
 }
 
+/** A member of the group, as `members()` reports it. */
+export interface MemberInfo {
+  id: number
+  /** Where the others dial it (empty for a node of a `LocalCluster`). */
+  address: string
+  isLeader: boolean
+}
+
+/** One member of a group whose nodes run in separate processes or hosts. */
+export interface MemberOptions {
+  nodeId: number
+  /** `host:port` to listen on for the other members. */
+  listen: string
+  /**
+   * Every initial member: node id (decimal) to the `host:port` the
+   * others dial it at.
+   */
+  initialCluster: Record<string, string>
+  /** Tells groups with the same members apart (part of the cluster id). */
+  clusterToken: string
+  raft: RaftOptions
+  storage: StorageOptions
+}
+
 export interface NodeStats {
   raft: RaftStats
   batch: BatchStats
   storage: StorageStats
+  /** The node's network end; absent over in-process channels. */
+  transport?: TransportStats
 }
 
 export interface RaftOptions {
@@ -243,4 +278,21 @@ export interface SubmitFailure {
   code: ErrorCode
   message: string
   outcome: RequestOutcome
+}
+
+/** The transport of a `LocalCluster`. */
+export type Transport = 'local' | 'grpc'
+
+/** What a node's network end did since it started (gRPC only). */
+export interface TransportStats {
+  messagesSent: number
+  bytesSent: number
+  messagesReceived: number
+  bytesReceived: number
+  /** Dropped because a peer's queue was full or it was unreachable (raft retransmits). */
+  messagesDropped: number
+  /** Streams refused: another cluster or node, no hello, malformed or oversized frames. */
+  refused: number
+  connects: number
+  connectFailures: number
 }

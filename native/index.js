@@ -848,3 +848,4 @@ module.exports.isBatchProposal = nativeBinding.isBatchProposal
 module.exports.RaftRole = nativeBinding.RaftRole
 module.exports.RequestKind = nativeBinding.RequestKind
 module.exports.RequestOutcome = nativeBinding.RequestOutcome
+module.exports.Transport = nativeBinding.Transport

@@ -1,4 +1,4 @@
-import { Group, type GroupOptions } from './group.js'
+import { Group, type GroupOptions, type Transport } from './group.js'
 import { MetaStore } from './store.js'
 
 /** Where `LocalCluster.start` keeps its nodes under the configured `data_dir`, unless `dataDir` says otherwise. */
@@ -7,6 +7,8 @@ export const LOCAL_CLUSTER_SUBDIR = 'local-cluster'
 export interface ClusterStartOptions extends GroupOptions {
   /** Number of nodes, ids 1..n (default 3). */
   nodes?: number
+  /** `'grpc'`: the nodes talk over loopback sockets, as between hosts (default `'local'`, in-process channels). */
+  transport?: Transport
 }
 
 /** N Raft nodes in this process, connected by in-process channels. */
@@ -21,7 +23,9 @@ export class LocalCluster {
   static async start(options: ClusterStartOptions = {}): Promise<LocalCluster> {
     const nodes = options.nodes ?? 3
     if (!Number.isInteger(nodes) || nodes < 1) throw new RangeError(`nodes must be a positive integer, got ${nodes}`)
-    return new LocalCluster(await Group.start(options, nodes, LOCAL_CLUSTER_SUBDIR))
+    const transport = options.transport ?? 'local'
+    if (transport !== 'local' && transport !== 'grpc') throw new RangeError(`transport must be 'local' or 'grpc', got ${String(transport)}`)
+    return new LocalCluster(await Group.start(options, nodes, LOCAL_CLUSTER_SUBDIR, transport))
   }
 
   /** Node ids, 1..n. */

@@ -23,7 +23,22 @@ export interface GroupOptions {
   leaderTimeoutMs?: number
 }
 
-/** One native Raft group in this process and the promises waiting on it. */
+/** How the nodes of a `LocalCluster` reach each other. */
+export type Transport = 'local' | 'grpc'
+
+/** One member of a group whose nodes run in separate processes or hosts. */
+export interface MemberOptions {
+  /** This node's id; a key of `initialCluster`. */
+  nodeId: number
+  /** Every initial member: node id to the `host:port` the others dial it at. */
+  initialCluster: Record<number, string>
+  /** Where to listen for the other members (default: this node's address in `initialCluster`). */
+  listen?: string
+  /** Tells groups with the same members apart; part of the cluster id (default `metastore`). */
+  clusterToken?: string
+}
+
+/** The native Raft nodes of a group in this process, and the promises waiting on them. */
 export class Group {
   readonly requests: Requests
   readonly config: MetaStoreConfig
@@ -31,14 +46,19 @@ export class Group {
   readonly #submitters = new Map<number, Submitter>()
   #closed = false
 
-  private constructor(config: MetaStoreConfig, nodes: number) {
+  private constructor(config: MetaStoreConfig, nodes: number | MemberOptions, transport?: Transport) {
     this.config = config
     this.requests = new Requests(config.server.raft.requestTimeoutMs)
+    const { raft, storage } = config.server
     try {
-      this.#native = native.NativeCluster.start(
-        { nodes, raft: config.server.raft, storage: config.server.storage },
-        this.requests.complete,
-      )
+      if (typeof nodes === 'number') {
+        this.#native = native.NativeCluster.start({ nodes, raft, storage, transport }, this.requests.complete)
+      } else {
+        const initialCluster = Object.fromEntries(Object.entries(nodes.initialCluster).map(([id, a]) => [id, String(a)]))
+        const listen = nodes.listen ?? initialCluster[String(nodes.nodeId)] ?? ''
+        const member = { nodeId: nodes.nodeId, listen, initialCluster, clusterToken: nodes.clusterToken ?? 'metastore' }
+        this.#native = native.NativeCluster.startMember({ ...member, raft, storage }, this.requests.complete)
+      }
     } catch (err) {
       throw toMetaStoreError(err)
     }
@@ -49,7 +69,7 @@ export class Group {
    * `options.dataDir` does not say, so that a store and a cluster started
    * with the same config never share node dirs.
    */
-  static async start(options: GroupOptions, nodes: number, subdir?: string): Promise<Group> {
+  static async start(options: GroupOptions, nodes: number | MemberOptions, subdir?: string, transport?: Transport): Promise<Group> {
     const base = resolveConfig(options.config)
     const dataDir = options.dataDir ?? (subdir === undefined ? undefined : join(base.server.storage.dataDir, subdir))
     const storage = {
@@ -59,7 +79,7 @@ export class Group {
       ...(options.sync !== undefined && { sync: options.sync }),
     }
     const config: MetaStoreConfig = { ...base, server: { ...base.server, storage } }
-    const group = new Group(config, nodes)
+    const group = new Group(config, nodes, transport)
     try {
       await group.waitForLeader(options.leaderTimeoutMs ?? 10_000)
     } catch (err) {

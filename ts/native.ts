@@ -13,10 +13,12 @@ export type {
   ErrorCode,
   ErrorCodeInfo,
   LatencySummary,
+  MemberInfo,
   NodeStats,
   RaftRole,
   RaftStats,
   RequestOutcome,
   StorageStats,
+  TransportStats,
   SubmitFailure,
 } from '../native/index.js'

@@ -1,11 +1,57 @@
 import { assertBytes, type Bytes } from './bytes.js'
-import { MetaStoreError } from './errors.js'
-import { Group, type GroupOptions } from './group.js'
-import { RequestKind, type NodeStats } from './native.js'
+import { ConfigError, MetaStoreError } from './errors.js'
+import { Group, type GroupOptions, type MemberOptions } from './group.js'
+import { RequestKind, type MemberInfo, type NodeStats } from './native.js'
 import { Kind, type WriteResult } from './requests.js'
 import type { Submitter } from './submitter.js'
 
-export type OpenOptions = GroupOptions
+/**
+ * Options of `MetaStore.open`. Without `nodeId` it runs a single-node group;
+ * with `nodeId` and `initialCluster`, this process's node of a group whose
+ * other members run elsewhere, reached over gRPC.
+ */
+export type OpenOptions = GroupOptions & Partial<MemberOptions>
+
+const OPEN_KEYS: ReadonlySet<string> = new Set([
+  'config',
+  'engine',
+  'dataDir',
+  'sync',
+  'leaderTimeoutMs',
+  'nodeId',
+  'initialCluster',
+  'listen',
+  'clusterToken',
+] satisfies (keyof OpenOptions)[])
+
+function optionError(key: string, rule: string): ConfigError {
+  return new ConfigError(`<options>: ${key}: ${rule}`, { file: '<options>', key, rule })
+}
+
+/** The member part of `options`, checked; undefined for a single-node store. */
+function memberOptions(options: OpenOptions): MemberOptions | undefined {
+  for (const key of Object.keys(options)) {
+    if (!OPEN_KEYS.has(key)) throw optionError(key, `is not an option of MetaStore.open (options: ${[...OPEN_KEYS].join(', ')})`)
+  }
+  const { nodeId, initialCluster, listen, clusterToken } = options
+  if (nodeId === undefined && initialCluster === undefined) {
+    if (listen !== undefined) throw optionError('listen', 'needs nodeId and initialCluster')
+    if (clusterToken !== undefined) throw optionError('clusterToken', 'needs nodeId and initialCluster')
+    return undefined
+  }
+  if (nodeId === undefined || !Number.isInteger(nodeId) || nodeId < 1) {
+    throw optionError('nodeId', `must be a positive integer, got ${String(nodeId)}`)
+  }
+  if (typeof initialCluster !== 'object' || initialCluster === null || Object.keys(initialCluster).length === 0) {
+    throw optionError('initialCluster', 'must map each node id to its host:port, e.g. { 1: "host-a:7001", 2: "host-b:7001" }')
+  }
+  for (const [id, address] of Object.entries(initialCluster)) {
+    if (!/^[1-9]\d*$/.test(id)) throw optionError(`initialCluster.${id}`, 'node ids must be positive integers')
+    if (typeof address !== 'string') throw optionError(`initialCluster.${id}`, 'must be a host:port string')
+  }
+  if (!(String(nodeId) in initialCluster)) throw optionError('nodeId', `${nodeId} is not a key of initialCluster`)
+  return { nodeId, initialCluster, listen, clusterToken }
+}
 
 /** A node's figures, and those of the client its handles share. */
 export interface StoreStats extends NodeStats {
@@ -40,7 +86,20 @@ export class MetaStore {
 
   /** Opens a single-node store (engine and data dir from the config, or the overrides). */
   static async open(options: OpenOptions = {}): Promise<MetaStore> {
-    return new MetaStore(await Group.start(options, 1), 1, true)
+    const member = memberOptions(options)
+    if (member === undefined) return new MetaStore(await Group.start(options, 1), 1, true)
+    return new MetaStore(await Group.start(options, member), member.nodeId, true)
+  }
+
+  /** The members of this node's group, and which one leads as far as this node knows. */
+  members(): MemberInfo[] {
+    this.#checkOpen()
+    return this.#group.call((n) => n.members())
+  }
+
+  /** The leader as far as this node knows, or undefined while none is known. */
+  leader(): MemberInfo | undefined {
+    return this.members().find((m) => m.isLeader)
   }
 
   get nodeId(): number {

@@ -5,9 +5,11 @@
 
 use std::sync::{Arc, Mutex};
 
+use metastore_raft::cluster::SinkFactory;
+use metastore_raft::transport::NetStats;
 use metastore_raft::{
-    CommandOp, Completion, CompletionSink, EngineKind, ErrorCode as Code, ErrorOutcome,
-    LocalCluster, NodeStats, Outcome, Request, Role, SessionStamp,
+    CommandOp, Completion, CompletionSink, EngineKind, Error as RaftError, ErrorCode as Code,
+    ErrorOutcome, LocalCluster, Member, NodeStats, Outcome, RaftNode, Request, Role, SessionStamp,
 };
 use napi::Result;
 use napi::{
@@ -19,7 +21,7 @@ use napi_derive::napi;
 
 use crate::{
     batcher::BatchStatsView,
-    config::{cluster_config, ClusterOptions},
+    config::{cluster_config, member_config, ClusterOptions, MemberOptions},
     error::{from_raft, js_error, ErrorCode},
 };
 
@@ -257,11 +259,43 @@ pub struct StorageStatsView {
     pub sync_micros: f64,
 }
 
+/// What a node's network end did since it started (gRPC only).
+#[napi(object, js_name = "TransportStats")]
+pub struct TransportStatsView {
+    pub messages_sent: f64,
+    pub bytes_sent: f64,
+    pub messages_received: f64,
+    pub bytes_received: f64,
+    /// Dropped because a peer's queue was full or it was unreachable (raft retransmits).
+    pub messages_dropped: f64,
+    /// Streams refused: another cluster or node, no hello, malformed or oversized frames.
+    pub refused: f64,
+    pub connects: f64,
+    pub connect_failures: f64,
+}
+
+impl From<NetStats> for TransportStatsView {
+    fn from(s: NetStats) -> Self {
+        TransportStatsView {
+            messages_sent: s.messages_sent as f64,
+            bytes_sent: s.bytes_sent as f64,
+            messages_received: s.messages_received as f64,
+            bytes_received: s.bytes_received as f64,
+            messages_dropped: s.messages_dropped as f64,
+            refused: s.refused as f64,
+            connects: s.connects as f64,
+            connect_failures: s.connect_failures as f64,
+        }
+    }
+}
+
 #[napi(object, js_name = "NodeStats")]
 pub struct NodeStatsView {
     pub raft: RaftStatsView,
     pub batch: BatchStatsView,
     pub storage: StorageStatsView,
+    /// The node's network end; absent over in-process channels.
+    pub transport: Option<TransportStatsView>,
 }
 
 impl From<NodeStats> for NodeStatsView {
@@ -286,13 +320,114 @@ impl From<NodeStats> for NodeStatsView {
                 syncs: s.storage.syncs as f64,
                 sync_micros: s.storage.sync_micros as f64,
             },
+            transport: None,
         }
     }
 }
 
+/// The nodes a `NativeCluster` drives: a whole group in this process, or
+/// this process's one member of a group spread over processes.
+enum Inner {
+    Local(LocalCluster),
+    Member(Member),
+}
+
+impl Inner {
+    fn running_node(&self, id: u64) -> metastore_raft::error::Result<Arc<RaftNode>> {
+        match self {
+            Inner::Local(c) => c.running_node(id),
+            Inner::Member(m) if m.node().id() != id => Err(RaftError::UnknownNode {
+                id,
+                nodes: m.members().len() as u64,
+            }),
+            Inner::Member(m) if m.node().is_closed() => Err(RaftError::Closed),
+            Inner::Member(m) => Ok(Arc::clone(m.node())),
+        }
+    }
+
+    fn leader(&self) -> Option<u64> {
+        match self {
+            Inner::Local(c) => c.leader(),
+            Inner::Member(m) => {
+                let s = m.node().raft_stats();
+                (!m.node().is_closed() && s.leader_id != 0).then_some(s.leader_id)
+            }
+        }
+    }
+
+    fn ids(&self) -> Vec<u64> {
+        match self {
+            Inner::Local(c) => c.ids(),
+            Inner::Member(m) => m.members().keys().copied().collect(),
+        }
+    }
+
+    /// The in-process cluster, for what only it can do (stop, restart, cut).
+    fn local(&self, what: &str) -> Result<&LocalCluster, String> {
+        match self {
+            Inner::Local(c) => Ok(c),
+            Inner::Member(_) => Err(js_error(
+                Code::InvalidConfig,
+                format!("{what} is for a LocalCluster; this process runs one member of a group"),
+            )),
+        }
+    }
+
+    fn close(&self) -> metastore_raft::error::Result<()> {
+        match self {
+            Inner::Local(c) => c.close(),
+            Inner::Member(m) => {
+                m.close();
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A member of the group, as `members()` reports it.
+#[napi(object)]
+pub struct MemberInfo {
+    pub id: u32,
+    /// Where the others dial it (empty for a node of a `LocalCluster`).
+    pub address: String,
+    pub is_leader: bool,
+}
+
+/// The JS callback as a thread-safe function shared by every node's sink
+/// (dropped on close), and the factory of those sinks.
+#[allow(clippy::type_complexity)]
+fn completion_sinks(
+    on_complete: Function<
+        FnArgs<(
+            Float64Array,
+            Uint8Array,
+            Float64Array,
+            Vec<Either<Buffer, String>>,
+        )>,
+        (),
+    >,
+) -> Result<(Arc<Mutex<Option<Arc<CompletionFn>>>>, SinkFactory), String> {
+    let tsfn: CompletionFn = on_complete
+        .build_threadsafe_function::<Vec<Completion>>()
+        .callee_handled::<false>()
+        .build_callback(|ctx| Ok(pack(ctx.value)))
+        .map_err(|e| js_error(Code::Internal, e.to_string()))?;
+    let on_complete = Arc::new(Mutex::new(Some(Arc::new(tsfn))));
+    let shared = Arc::clone(&on_complete);
+    let sinks: SinkFactory = Arc::new(move |_node: u64| -> CompletionSink {
+        let tsfn = shared.lock().ok().and_then(|guard| guard.clone());
+        Arc::new(move |completions: Vec<Completion>| {
+            if let Some(tsfn) = &tsfn {
+                tsfn.call(completions, ThreadsafeFunctionCallMode::NonBlocking);
+            }
+        })
+    });
+    Ok((on_complete, sinks))
+}
+
 #[napi]
 pub struct NativeCluster {
-    inner: LocalCluster,
+    inner: Inner,
     /// Dropped on close so the callback no longer keeps the event loop alive.
     on_complete: Arc<Mutex<Option<Arc<CompletionFn>>>>,
 }
@@ -303,6 +438,31 @@ impl NativeCluster {
     /// indexes, extras)` receives results in batches.
     // The callback's type is spelled out: napi derives its TypeScript
     // signature from these tokens, which an alias would hide.
+    #[allow(clippy::type_complexity)]
+    #[napi(factory, catch_unwind)]
+    pub fn start_member(
+        options: MemberOptions,
+        on_complete: Function<
+            FnArgs<(
+                Float64Array,
+                Uint8Array,
+                Float64Array,
+                Vec<Either<Buffer, String>>,
+            )>,
+            (),
+        >,
+    ) -> Result<NativeCluster, String> {
+        let config = member_config(&options)?;
+        let (on_complete, sinks) = completion_sinks(on_complete)?;
+        let member = Member::start(config, sinks(u64::from(options.node_id))).map_err(from_raft)?;
+        Ok(NativeCluster {
+            inner: Inner::Member(member),
+            on_complete,
+        })
+    }
+
+    /// Starts `options.nodes` nodes (ids 1..=n). `onComplete(tokens, statuses,
+    /// indexes, extras)` receives results in batches.
     #[allow(clippy::type_complexity)]
     #[napi(factory, catch_unwind)]
     pub fn start(
@@ -318,23 +478,12 @@ impl NativeCluster {
         >,
     ) -> Result<NativeCluster, String> {
         let config = cluster_config(&options)?;
-        let tsfn: CompletionFn = on_complete
-            .build_threadsafe_function::<Vec<Completion>>()
-            .callee_handled::<false>()
-            .build_callback(|ctx| Ok(pack(ctx.value)))
-            .map_err(|e| js_error(Code::Internal, e.to_string()))?;
-        let on_complete = Arc::new(Mutex::new(Some(Arc::new(tsfn))));
-        let shared = on_complete.clone();
-        let sinks = Arc::new(move |_node: u64| -> CompletionSink {
-            let tsfn = shared.lock().ok().and_then(|guard| guard.clone());
-            Arc::new(move |completions: Vec<Completion>| {
-                if let Some(tsfn) = &tsfn {
-                    tsfn.call(completions, ThreadsafeFunctionCallMode::NonBlocking);
-                }
-            })
-        });
+        let (on_complete, sinks) = completion_sinks(on_complete)?;
         let inner = LocalCluster::start(config, sinks).map_err(from_raft)?;
-        Ok(NativeCluster { inner, on_complete })
+        Ok(NativeCluster {
+            inner: Inner::Local(inner),
+            on_complete,
+        })
     }
 
     /// Submits the requests packed in `ops` (see [`parse_requests`]) to `node`,
@@ -370,43 +519,86 @@ impl NativeCluster {
 
     #[napi(catch_unwind)]
     pub fn is_running(&self, node: u32) -> bool {
-        self.inner.node(node as u64).is_some()
+        self.inner.running_node(node as u64).is_ok()
+    }
+
+    /// The members and their addresses.
+    #[napi(catch_unwind)]
+    pub fn members(&self) -> Vec<MemberInfo> {
+        let leader = self.inner.leader();
+        match &self.inner {
+            Inner::Local(c) => c
+                .ids()
+                .into_iter()
+                .map(|id| MemberInfo {
+                    id: id as u32,
+                    address: String::new(),
+                    is_leader: leader == Some(id),
+                })
+                .collect(),
+            Inner::Member(m) => m
+                .members()
+                .iter()
+                .map(|(id, address)| MemberInfo {
+                    id: *id as u32,
+                    address: address.clone(),
+                    is_leader: leader == Some(*id),
+                })
+                .collect(),
+        }
     }
 
     #[napi(catch_unwind)]
     pub fn stats(&self, node: u32) -> Result<NodeStatsView, String> {
-        let node = self.inner.running_node(node as u64).map_err(from_raft)?;
-        Ok(node.stats().into())
+        let id = node as u64;
+        let node = self.inner.running_node(id).map_err(from_raft)?;
+        let mut stats = NodeStatsView::from(node.stats());
+        stats.transport = match &self.inner {
+            Inner::Local(c) => c.net_stats(id),
+            Inner::Member(m) => Some(m.net_stats()),
+        }
+        .map(TransportStatsView::from);
+        Ok(stats)
     }
 
     #[napi(catch_unwind)]
     pub fn stop_node(&self, node: u32) -> Result<(), String> {
-        self.inner.stop(node as u64).map_err(from_raft)
+        self.inner
+            .local("stop")?
+            .stop(node as u64)
+            .map_err(from_raft)
     }
 
     #[napi(catch_unwind)]
     pub fn restart_node(&self, node: u32) -> Result<(), String> {
-        self.inner.restart(node as u64).map_err(from_raft)
+        self.inner
+            .local("restart")?
+            .restart(node as u64)
+            .map_err(from_raft)
     }
 
     #[napi(catch_unwind)]
-    pub fn cut(&self, a: u32, b: u32) {
-        self.inner.cut(a as u64, b as u64)
+    pub fn cut(&self, a: u32, b: u32) -> Result<(), String> {
+        self.inner.local("cut")?.cut(a as u64, b as u64);
+        Ok(())
     }
 
     #[napi(catch_unwind)]
-    pub fn heal(&self, a: u32, b: u32) {
-        self.inner.heal(a as u64, b as u64)
+    pub fn heal(&self, a: u32, b: u32) -> Result<(), String> {
+        self.inner.local("heal")?.heal(a as u64, b as u64);
+        Ok(())
     }
 
     #[napi(catch_unwind)]
-    pub fn hold(&self, from: u32, to: u32) {
-        self.inner.hold(from as u64, to as u64)
+    pub fn hold(&self, from: u32, to: u32) -> Result<(), String> {
+        let cluster = self.inner.local("hold")?;
+        cluster.hold(from as u64, to as u64).map_err(from_raft)
     }
 
     #[napi(catch_unwind)]
-    pub fn release(&self, from: u32, to: u32) {
-        self.inner.release(from as u64, to as u64)
+    pub fn release(&self, from: u32, to: u32) -> Result<(), String> {
+        let cluster = self.inner.local("release")?;
+        cluster.release(from as u64, to as u64).map_err(from_raft)
     }
 
     /// Stops every node (pending requests reject with ERR_CLOSED) and releases

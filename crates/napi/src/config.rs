@@ -4,10 +4,15 @@
 //! `defaultServerOptions`) and the rules (its `validate` methods); this file
 //! converts units and prefixes each broken rule with its key path.
 
+use std::collections::{BTreeMap, HashMap};
+use std::net::ToSocketAddrs;
 use std::{path::PathBuf, time::Duration};
 
 use metastore_batch::{BatchConfig, BatchError};
-use metastore_raft::{ClusterConfig, EngineKind, RaftSettings, StorageConfig};
+use metastore_raft::config::TransportKind;
+use metastore_raft::{
+    ClusterConfig, EngineKind, MemberConfig, NodeConfig, RaftSettings, StorageConfig,
+};
 use napi::Result;
 use napi_derive::napi;
 
@@ -63,6 +68,32 @@ pub struct ServerOptions {
 #[napi(object)]
 pub struct ClusterOptions {
     pub nodes: u32,
+    pub raft: RaftOptions,
+    pub storage: StorageOptions,
+    /// How the nodes reach each other (default: in-process channels).
+    pub transport: Option<Transport>,
+}
+
+/// The transport of a `LocalCluster`.
+#[napi(string_enum = "lowercase")]
+pub enum Transport {
+    /// In-process channels.
+    Local,
+    /// gRPC over loopback sockets, as between hosts.
+    Grpc,
+}
+
+/// One member of a group whose nodes run in separate processes or hosts.
+#[napi(object)]
+pub struct MemberOptions {
+    pub node_id: u32,
+    /// `host:port` to listen on for the other members.
+    pub listen: String,
+    /// Every initial member: node id (decimal) to the `host:port` the
+    /// others dial it at.
+    pub initial_cluster: HashMap<String, String>,
+    /// Tells groups with the same members apart (part of the cluster id).
+    pub cluster_token: String,
     pub raft: RaftOptions,
     pub storage: StorageOptions,
 }
@@ -214,27 +245,79 @@ fn raft_settings(o: &RaftOptions) -> std::result::Result<RaftSettings, Violation
     })
 }
 
-/// Converts the options; the rules are checked when the cluster starts
-/// (`ClusterConfig::validate`), the batch rules already here so that they
-/// name their key the same way for a cluster and a lone batcher.
-pub fn cluster_config(o: &ClusterOptions) -> Result<ClusterConfig, String> {
-    let raft = raft_settings(&o.raft)
+/// Converts the raft and storage options (units and key paths).
+fn node_parts(
+    raft: &RaftOptions,
+    storage: &StorageOptions,
+) -> Result<(RaftSettings, BatchConfig, StorageConfig), String> {
+    let settings = raft_settings(raft)
         .map_err(|v| invalid_config(format!("server.raft.{}: {}", v.key, v.rule)))?;
-    let batch = batch_config(&o.raft.batch)?;
-    let engine: EngineKind = o.storage.engine.parse().map_err(|err| match err {
+    let batch = batch_config(&raft.batch)?;
+    let engine: EngineKind = storage.engine.parse().map_err(|err| match err {
         metastore_raft::Error::InvalidConfig { key, rule } => {
             invalid_config(format!("server.{key}: {rule}"))
         }
         other => from_raft(other),
     })?;
+    let storage = StorageConfig {
+        engine,
+        data_dir: PathBuf::from(&storage.data_dir),
+        sync: storage.sync,
+    };
+    Ok((settings, batch, storage))
+}
+
+/// Converts the options; the rules are checked when the cluster starts
+/// (`ClusterConfig::validate`), the batch rules already here so that they
+/// name their key the same way for a cluster and a lone batcher.
+pub fn cluster_config(o: &ClusterOptions) -> Result<ClusterConfig, String> {
+    let (raft, batch, storage) = node_parts(&o.raft, &o.storage)?;
     Ok(ClusterConfig {
         nodes: o.nodes as usize,
         raft,
         batch,
-        storage: StorageConfig {
-            engine,
-            data_dir: PathBuf::from(&o.storage.data_dir),
-            sync: o.storage.sync,
+        storage,
+        transport: match o.transport {
+            None | Some(Transport::Local) => TransportKind::Local,
+            Some(Transport::Grpc) => TransportKind::Grpc,
         },
+    })
+}
+
+/// Converts a member's options; the member rules are checked when it starts
+/// (`MemberConfig::validate`).
+pub fn member_config(o: &MemberOptions) -> Result<MemberConfig, String> {
+    let (raft, batch, storage) = node_parts(&o.raft, &o.storage)?;
+    let listen = o
+        .listen
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| {
+            invalid_config(format!(
+                "server.cluster.listen: '{}' is not an address to listen on (host:port)",
+                o.listen
+            ))
+        })?;
+    let mut initial_cluster = BTreeMap::new();
+    for (id, address) in &o.initial_cluster {
+        let id = id.parse::<u64>().map_err(|_| {
+            invalid_config(format!(
+                "server.cluster.initial_cluster: '{id}' is not a node id (a positive integer)"
+            ))
+        })?;
+        initial_cluster.insert(id, address.clone());
+    }
+    Ok(MemberConfig {
+        node: NodeConfig {
+            id: u64::from(o.node_id),
+            peers: Vec::new(),
+            raft,
+            batch,
+            storage,
+        },
+        listen,
+        initial_cluster,
+        cluster_token: o.cluster_token.clone(),
     })
 }

@@ -54,6 +54,7 @@ fn cluster(engine: EngineKind, sync: bool, dir: &std::path::Path, done: Arc<Done
             data_dir: dir.to_path_buf(),
             sync,
         },
+        ..ClusterConfig::default()
     };
     let sink = Arc::new(move |_id: u64| -> CompletionSink {
         let done = Arc::clone(&done);

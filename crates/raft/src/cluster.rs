@@ -13,21 +13,29 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::config::{ClusterConfig, EngineKind};
+use crate::config::{ClusterConfig, EngineKind, TransportKind};
 use crate::error::{Error, Result};
 use crate::identity::{self, Bootstrap, ClusterId, Identity};
 use crate::node::{CompletionSink, RaftNode};
 use crate::stats::Role;
 use crate::storage::RocksEngine;
-use crate::transport::LocalRouter;
+use crate::transport::{GrpcNet, Inbound, LocalRouter, NetConfig, NetStats, Transport};
 
 /// Makes the completion sink of node `id`; called again on each restart.
 pub type SinkFactory = Arc<dyn Fn(u64) -> CompletionSink + Send + Sync>;
 
+/// How the nodes reach each other (see [`TransportKind`]).
+enum Network {
+    Local(Arc<LocalRouter>),
+    /// One listening end per node, on a loopback port; it outlives the
+    /// node's restarts, like a host's address.
+    Grpc(BTreeMap<u64, GrpcNet>),
+}
+
 pub struct LocalCluster {
     cfg: ClusterConfig,
     cluster_id: ClusterId,
-    router: Arc<LocalRouter>,
+    network: Network,
     sinks: SinkFactory,
     /// Running nodes only.
     nodes: Mutex<BTreeMap<u64, Arc<RaftNode>>>,
@@ -43,10 +51,14 @@ impl LocalCluster {
             EngineKind::Memory => (ClusterId::random(), Bootstrap::New),
             EngineKind::RocksDb => Self::find_cluster(&cfg)?,
         };
+        let network = match cfg.transport {
+            TransportKind::Local => Network::Local(LocalRouter::new()),
+            TransportKind::Grpc => Network::Grpc(Self::loopback_nets(&cfg, cluster_id)?),
+        };
         let cluster = LocalCluster {
             cluster_id,
             cfg,
-            router: LocalRouter::new(),
+            network,
             sinks: sink,
             nodes: Mutex::new(BTreeMap::new()),
             closed: AtomicBool::new(false),
@@ -100,18 +112,87 @@ impl LocalCluster {
         Ok((first.cluster_id, Bootstrap::Existing))
     }
 
+    /// A gRPC end per node on a free loopback port, each knowing the others.
+    fn loopback_nets(cfg: &ClusterConfig, cluster_id: ClusterId) -> Result<BTreeMap<u64, GrpcNet>> {
+        let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut nets = BTreeMap::new();
+        for id in 1..=cfg.nodes as u64 {
+            nets.insert(
+                id,
+                GrpcNet::start(NetConfig::new(id, cluster_id, loopback))?,
+            );
+        }
+        let addresses: Vec<(u64, String)> = nets
+            .iter()
+            .map(|(id, net)| (*id, net.local_addr().to_string()))
+            .collect();
+        for (id, net) in &nets {
+            for (peer, address) in &addresses {
+                if peer != id {
+                    net.set_peer(*peer, address.clone());
+                }
+            }
+        }
+        Ok(nets)
+    }
+
+    /// Connects node `id` to the network: its mailbox and its transport.
+    fn attach(&self, id: u64) -> (crossbeam_channel::Receiver<Inbound>, Arc<dyn Transport>) {
+        match &self.network {
+            Network::Local(router) => (router.register(id), router.transport(id)),
+            Network::Grpc(nets) => {
+                let (tx, rx) = crossbeam_channel::unbounded();
+                match nets.get(&id) {
+                    Some(net) => {
+                        net.attach(tx);
+                        (rx, net.transport())
+                    }
+                    // Never: `check_id` admits only ids with a net.
+                    None => (rx, LocalRouter::new().transport(id)),
+                }
+            }
+        }
+    }
+
+    fn detach(&self, id: u64) {
+        match &self.network {
+            Network::Local(router) => router.unregister(id),
+            Network::Grpc(nets) => {
+                if let Some(net) = nets.get(&id) {
+                    net.detach();
+                }
+            }
+        }
+    }
+
+    /// What node `id`'s network end counted (gRPC only).
+    pub fn net_stats(&self, id: u64) -> Option<NetStats> {
+        match &self.network {
+            Network::Local(_) => None,
+            Network::Grpc(nets) => nets.get(&id).map(GrpcNet::stats),
+        }
+    }
+
+    /// The loopback address node `id` listens on for peers (gRPC only).
+    pub fn peer_address(&self, id: u64) -> Option<std::net::SocketAddr> {
+        match &self.network {
+            Network::Local(_) => None,
+            Network::Grpc(nets) => nets.get(&id).map(GrpcNet::local_addr),
+        }
+    }
+
     fn nodes(&self) -> MutexGuard<'_, BTreeMap<u64, Arc<RaftNode>>> {
         self.nodes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn start_node(&self, id: u64, bootstrap: Bootstrap) -> Result<()> {
         let identity = Identity::new(self.cluster_id, id, &self.ids());
-        let inbox = self.router.register(id);
+        let (inbox, transport) = self.attach(id);
         match RaftNode::start(
             self.cfg.node_config(id),
             &identity,
             bootstrap,
-            self.router.transport(id),
+            transport,
             inbox,
             (self.sinks)(id),
         ) {
@@ -120,7 +201,7 @@ impl LocalCluster {
                 Ok(())
             }
             Err(e) => {
-                self.router.unregister(id);
+                self.detach(id);
                 Err(e)
             }
         }
@@ -193,7 +274,7 @@ impl LocalCluster {
             return Err(Error::Closed);
         }
         let node = self.nodes().remove(&id);
-        self.router.unregister(id);
+        self.detach(id);
         if let Some(node) = node {
             node.close();
         }
@@ -225,30 +306,72 @@ impl LocalCluster {
 
     /// Drops all messages between `a` and `b`, both ways.
     pub fn cut(&self, a: u64, b: u64) {
-        self.router.cut(a, b);
+        self.set_cut(a, b, true);
     }
 
     pub fn heal(&self, a: u64, b: u64) {
-        self.router.heal(a, b);
+        self.set_cut(a, b, false);
     }
 
-    /// Holds what `from` sends to `to` until [`release`](Self::release).
-    pub fn hold(&self, from: u64, to: u64) {
-        self.router.hold(from, to);
+    fn set_cut(&self, a: u64, b: u64, cut: bool) {
+        match &self.network {
+            Network::Local(router) if cut => router.cut(a, b),
+            Network::Local(router) => router.heal(a, b),
+            Network::Grpc(nets) => {
+                for (x, y) in [(a, b), (b, a)] {
+                    if let Some(net) = nets.get(&x) {
+                        net.block(y, cut);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Holds what `from` sends to `to` until [`release`](Self::release)
+    /// (the local transport only).
+    pub fn hold(&self, from: u64, to: u64) -> Result<()> {
+        self.local_router("hold")?.hold(from, to);
+        Ok(())
     }
 
     /// Delivers, in order, what `from` sent to `to` while held.
-    pub fn release(&self, from: u64, to: u64) {
-        self.router.release(from, to);
+    pub fn release(&self, from: u64, to: u64) -> Result<()> {
+        self.local_router("release")?.release(from, to);
+        Ok(())
+    }
+
+    fn local_router(&self, what: &str) -> Result<&LocalRouter> {
+        match &self.network {
+            Network::Local(router) => Ok(router),
+            Network::Grpc(_) => Err(Error::invalid(
+                "transport",
+                format!("{what} needs the local transport"),
+            )),
+        }
     }
 
     /// Cuts every link of `id`.
     pub fn isolate(&self, id: u64) {
-        self.router.isolate(id, &self.ids());
+        for other in self.ids() {
+            if other != id {
+                self.cut(id, other);
+            }
+        }
     }
 
     pub fn heal_all(&self) {
-        self.router.heal_all();
+        match &self.network {
+            Network::Local(router) => router.heal_all(),
+            Network::Grpc(_) => {
+                for a in self.ids() {
+                    for b in self.ids() {
+                        if a < b {
+                            self.heal(a, b);
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Stops every node. Idempotent.
@@ -258,7 +381,7 @@ impl LocalCluster {
         }
         let nodes = std::mem::take(&mut *self.nodes());
         for id in nodes.keys() {
-            self.router.unregister(*id);
+            self.detach(*id);
         }
         for node in nodes.values() {
             node.close();

@@ -179,6 +179,16 @@ impl StorageConfig {
     }
 }
 
+/// How the nodes of a [`LocalCluster`](crate::LocalCluster) reach each other.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TransportKind {
+    /// In-process channels.
+    #[default]
+    Local,
+    /// gRPC over loopback sockets, as between hosts.
+    Grpc,
+}
+
 /// A group of `nodes` nodes with ids `1..=nodes`, all in this process.
 #[derive(Debug, Clone, Default)]
 pub struct ClusterConfig {
@@ -186,6 +196,7 @@ pub struct ClusterConfig {
     pub raft: RaftSettings,
     pub batch: BatchConfig,
     pub storage: StorageConfig,
+    pub transport: TransportKind,
 }
 
 impl ClusterConfig {

@@ -115,6 +115,7 @@ pub fn config(nodes: usize, engine: EngineKind, dir: &Path) -> ClusterConfig {
             data_dir: dir.to_path_buf(),
             sync: false,
         },
+        ..ClusterConfig::default()
     }
 }
 

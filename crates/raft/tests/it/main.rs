@@ -12,6 +12,7 @@ mod durability;
 mod engine_failure;
 mod errors;
 mod failover;
+mod grpc;
 mod identity;
 mod order;
 mod outcomes;

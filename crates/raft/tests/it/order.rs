@@ -14,7 +14,7 @@ fn batches_held_until_the_leader_is_heard_keep_their_order() {
     let f = follower(&c);
     // The follower loses its leader, then hears from everyone but the leader.
     isolate_until_leaderless(&c, f);
-    c.hold(l, f);
+    c.hold(l, f).unwrap();
     c.heal_all();
     let put = |v: &str| Op::Put {
         key: b"k".to_vec(),
@@ -29,7 +29,7 @@ fn batches_held_until_the_leader_is_heard_keep_their_order() {
         0,
         "still no leader: both batches are held"
     );
-    c.release(l, f);
+    c.release(l, f).unwrap();
     let index = |r| match r {
         Ok(Outcome::Written { index, .. }) => index,
         other => panic!("{other:?}"),

@@ -1,0 +1,128 @@
+// Groups whose members are real OS processes on loopback, each embedding one
+// node (harness/member.ts), for tests with real sockets and real kills.
+import { spawn, type ChildProcess } from 'node:child_process'
+import { createServer } from 'node:net'
+import { join } from 'node:path'
+
+import type { MemberRequest, MemberSpec } from './member.js'
+
+export interface Reply {
+  ok: boolean
+  result?: any
+  code?: string
+  outcome?: string
+  message?: string
+}
+
+const MEMBER = join(__dirname, 'member.ts')
+
+/** `n` loopback ports free right now (each bound once, then released). */
+export async function freePorts(n: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from(
+      { length: n },
+      () =>
+        new Promise<import('node:net').Server>((resolve, reject) => {
+          const s = createServer()
+          s.once('error', reject)
+          s.listen(0, '127.0.0.1', () => resolve(s))
+        }),
+    ),
+  )
+  const ports = servers.map((s) => (s.address() as import('node:net').AddressInfo).port)
+  await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))))
+  return ports
+}
+
+/** One member process. */
+export class MemberProcess {
+  readonly spec: MemberSpec
+  #child: ChildProcess | undefined
+  #next = 1
+  readonly #waiting = new Map<number, (r: Reply) => void>()
+  #exited: Promise<number | null> = Promise.resolve(null)
+
+  constructor(spec: MemberSpec) {
+    this.spec = spec
+  }
+
+  get id(): number {
+    return this.spec.nodeId
+  }
+
+  get running(): boolean {
+    return this.#child !== undefined
+  }
+
+  /** Starts the process; resolves once its store is open. */
+  async start(timeoutMs = 60_000): Promise<void> {
+    const child = spawn(process.execPath, ['--import', 'tsx', MEMBER, JSON.stringify(this.spec)], {
+      stdio: ['pipe', 'pipe', 'inherit'],
+    })
+    this.#child = child
+    this.#exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)))
+    let buffered = ''
+    let ready: () => void = () => {}
+    const opened = new Promise<void>((resolve) => (ready = resolve))
+    child.stdout!.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString()
+      const lines = buffered.split('\n')
+      buffered = lines.pop()!
+      for (const line of lines) {
+        const msg = JSON.parse(line) as Reply & { id?: number; ready?: boolean }
+        if (msg.ready) ready()
+        else if (msg.id !== undefined) {
+          this.#waiting.get(msg.id)?.(msg)
+          this.#waiting.delete(msg.id)
+        }
+      }
+    })
+    void this.#exited.then(() => {
+      this.#child = undefined
+      for (const resolve of this.#waiting.values()) resolve({ ok: false, code: 'EXITED', message: 'the process exited' })
+      this.#waiting.clear()
+    })
+    let timer: NodeJS.Timeout | undefined
+    const failed = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`member ${this.id} did not open within ${timeoutMs} ms`)), timeoutMs)
+      void this.#exited.then((code) => reject(new Error(`member ${this.id} exited with ${code} before it opened`)))
+    })
+    try {
+      await Promise.race([opened, failed])
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  request(op: MemberRequest['op'], key?: string, value?: string): Promise<Reply> {
+    const child = this.#child
+    if (child === undefined) return Promise.resolve({ ok: false, code: 'EXITED', message: 'not running' })
+    const id = this.#next++
+    return new Promise((resolve) => {
+      this.#waiting.set(id, resolve)
+      child.stdin!.write(`${JSON.stringify({ id, op, key, value })}\n`)
+    })
+  }
+
+  /** Sends `signal` and, unless it only pauses the process, waits for it to exit. */
+  async kill(signal: NodeJS.Signals): Promise<void> {
+    const child = this.#child
+    if (child === undefined) return
+    child.kill(signal)
+    if (signal !== 'SIGSTOP' && signal !== 'SIGCONT') await this.#exited
+  }
+}
+
+/** A group of `n` member processes on free loopback ports, data under `dir`. */
+export async function startGroup(n: number, dir: string): Promise<MemberProcess[]> {
+  const ports = await freePorts(n)
+  const initialCluster = Object.fromEntries(ports.map((p, i) => [i + 1, `127.0.0.1:${p}`]))
+  const members = ports.map((_, i) => new MemberProcess({ nodeId: i + 1, initialCluster, dataDir: dir }))
+  try {
+    await Promise.all(members.map((m) => m.start()))
+  } catch (err) {
+    await Promise.all(members.map((m) => m.kill('SIGKILL')))
+    throw err
+  }
+  return members
+}

@@ -1,0 +1,251 @@
+//! One node of a group whose members run in separate processes or hosts,
+//! embedded in this process and reaching its peers over gRPC.
+//!
+//! Every member is started with the same initial cluster (node ids and the
+//! addresses the others dial them at) and cluster token. A member whose data
+//! dir is empty bootstraps; its cluster id is derived from the token and the
+//! initial cluster, so all members of one group agree on it without talking,
+//! and a node of another group (another token or member list) is refused at
+//! the handshake. A member whose data dir holds state must hold this
+//! cluster's and this node's (see [`crate::identity`]).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use crossbeam_channel::unbounded;
+
+use crate::config::{EngineKind, NodeConfig};
+use crate::error::{Error, Result};
+use crate::identity::{self, Bootstrap, ClusterId, Identity};
+use crate::node::{CompletionSink, RaftNode};
+use crate::storage::RocksEngine;
+use crate::transport::{GrpcNet, NetConfig, NetStats};
+
+#[derive(Debug, Clone)]
+pub struct MemberConfig {
+    /// This node; `node.peers` is set from `initial_cluster`.
+    pub node: NodeConfig,
+    /// Where to listen for peers.
+    pub listen: SocketAddr,
+    /// Every initial member: id and the `host:port` the others dial it at.
+    pub initial_cluster: BTreeMap<u64, String>,
+    /// Tells groups with the same members apart.
+    pub cluster_token: String,
+}
+
+impl MemberConfig {
+    pub fn validate(&self) -> Result<()> {
+        let id = self.node.id;
+        if !self.initial_cluster.contains_key(&id) {
+            return Err(Error::invalid(
+                "cluster.initial_cluster",
+                format!(
+                    "does not name this node ({id}); it names {:?}",
+                    self.initial_cluster.keys().collect::<Vec<_>>()
+                ),
+            ));
+        }
+        let mut seen = BTreeMap::new();
+        for (member, address) in &self.initial_cluster {
+            if *member == 0 {
+                return Err(Error::invalid(
+                    "cluster.initial_cluster",
+                    "node ids must be >= 1",
+                ));
+            }
+            check_address(address).map_err(|rule| {
+                Error::invalid(format!("cluster.initial_cluster.{member}"), rule)
+            })?;
+            if let Some(other) = seen.insert(address.as_str(), member) {
+                return Err(Error::invalid(
+                    format!("cluster.initial_cluster.{member}"),
+                    format!("address {address} is also node {other}'s"),
+                ));
+            }
+        }
+        if self.node.storage.engine == EngineKind::Memory && self.initial_cluster.len() > 1 {
+            return Err(Error::invalid(
+                "storage.engine",
+                "a member of a multi-node group must keep its state across restarts (rocksdb): \
+                 a memory node would restart empty under its old id",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The cluster id a new group with these members and token gets.
+    pub fn derived_cluster_id(&self) -> ClusterId {
+        let mut text = format!("metastore-cluster/{}", self.cluster_token);
+        for (id, address) in &self.initial_cluster {
+            text.push_str(&format!("/{id}={address}"));
+        }
+        ClusterId(fnv1a_128(text.as_bytes()))
+    }
+}
+
+/// `host:port` with a port in 1..=65535 and a non-empty host.
+fn check_address(address: &str) -> std::result::Result<(), String> {
+    let bad = || format!("'{address}' is not host:port (for example 10.0.0.1:7001 or host-a:7001)");
+    let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(bad());
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(bad()),
+    }
+}
+
+/// FNV-1a, 128 bits: a stable hash, the same in every process and version.
+fn fnv1a_128(bytes: &[u8]) -> u128 {
+    const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
+    bytes
+        .iter()
+        .fold(OFFSET, |h, &b| (h ^ u128::from(b)).wrapping_mul(PRIME))
+}
+
+/// A running member: its node and its network end.
+pub struct Member {
+    node: Arc<RaftNode>,
+    /// Taken by `close`.
+    net: Mutex<Option<GrpcNet>>,
+    local_addr: SocketAddr,
+    cluster_id: ClusterId,
+    initial_cluster: BTreeMap<u64, String>,
+}
+
+impl Member {
+    pub fn start(mut cfg: MemberConfig, sink: CompletionSink) -> Result<Member> {
+        cfg.node.peers = cfg.initial_cluster.keys().copied().collect();
+        cfg.validate()?;
+        cfg.node.validate()?;
+        let id = cfg.node.id;
+        let (cluster_id, bootstrap) = match cfg.node.storage.engine {
+            EngineKind::Memory => (cfg.derived_cluster_id(), Bootstrap::New),
+            EngineKind::RocksDb => {
+                let dir = cfg.node.storage.node_dir(id);
+                match RocksEngine::stored_identity(&dir)? {
+                    Some(stored) => {
+                        let asked = Identity::new(stored.cluster_id, id, &cfg.node.peers);
+                        identity::check(&dir, &stored, &asked)?;
+                        (stored.cluster_id, Bootstrap::Existing)
+                    }
+                    None => (cfg.derived_cluster_id(), Bootstrap::New),
+                }
+            }
+        };
+        let mut net_cfg = NetConfig::new(id, cluster_id, cfg.listen);
+        net_cfg.peers = cfg
+            .initial_cluster
+            .iter()
+            .filter(|(peer, _)| **peer != id)
+            .map(|(peer, address)| (*peer, address.clone()))
+            .collect();
+        let net = GrpcNet::start(net_cfg)?;
+        let (tx, rx) = unbounded();
+        net.attach(tx);
+        let identity = Identity::new(cluster_id, id, &cfg.node.peers);
+        let node = RaftNode::start(cfg.node, &identity, bootstrap, net.transport(), rx, sink)?;
+        Ok(Member {
+            node: Arc::new(node),
+            local_addr: net.local_addr(),
+            net: Mutex::new(Some(net)),
+            cluster_id,
+            initial_cluster: cfg.initial_cluster,
+        })
+    }
+
+    pub fn node(&self) -> &Arc<RaftNode> {
+        &self.node
+    }
+
+    pub fn cluster_id(&self) -> ClusterId {
+        self.cluster_id
+    }
+
+    /// The initial members and their addresses.
+    pub fn members(&self) -> &BTreeMap<u64, String> {
+        &self.initial_cluster
+    }
+
+    /// The address peers reach this node on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// What the network end counted (the last figures after close are zero).
+    pub fn net_stats(&self) -> NetStats {
+        let net = self.net.lock().unwrap_or_else(|p| p.into_inner());
+        net.as_ref().map(GrpcNet::stats).unwrap_or_default()
+    }
+
+    /// Stops the node (pending requests settle with their outcomes), then
+    /// the network. Idempotent.
+    pub fn close(&self) {
+        self.node.close();
+        let net = self.net.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(net);
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(members: &[(u64, &str)]) -> MemberConfig {
+        MemberConfig {
+            node: NodeConfig {
+                id: 1,
+                peers: vec![],
+                raft: Default::default(),
+                batch: Default::default(),
+                storage: Default::default(),
+            },
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            initial_cluster: members
+                .iter()
+                .map(|(i, a)| (*i, (*a).to_string()))
+                .collect(),
+            cluster_token: "t".into(),
+        }
+    }
+
+    #[test]
+    fn the_initial_cluster_is_checked() {
+        let ok = cfg(&[(1, "a:1"), (2, "b:2"), (3, "10.0.0.3:7001")]);
+        assert!(ok.validate().is_ok());
+        for (bad, key) in [
+            (cfg(&[(2, "a:1")]), "cluster.initial_cluster"),
+            (cfg(&[(1, "a:1"), (2, "b")]), "cluster.initial_cluster.2"),
+            (cfg(&[(1, "a:1"), (2, ":7")]), "cluster.initial_cluster.2"),
+            (cfg(&[(1, "a:1"), (2, "b:0")]), "cluster.initial_cluster.2"),
+            (cfg(&[(1, "a:1"), (2, "a:1")]), "cluster.initial_cluster.2"),
+        ] {
+            match bad.validate() {
+                Err(Error::InvalidConfig { key: k, .. }) => assert_eq!(k, key),
+                other => panic!("{:?}: {other:?}", bad.initial_cluster),
+            }
+        }
+    }
+
+    #[test]
+    fn the_cluster_id_depends_on_token_and_members_only() {
+        let a = cfg(&[(1, "a:1"), (2, "b:2")]);
+        let mut b = cfg(&[(2, "b:2"), (1, "a:1")]);
+        b.node.id = 2;
+        assert_eq!(a.derived_cluster_id(), b.derived_cluster_id());
+        let mut c = a.clone();
+        c.cluster_token = "u".into();
+        assert_ne!(a.derived_cluster_id(), c.derived_cluster_id());
+        let d = cfg(&[(1, "a:1"), (2, "b:3")]);
+        assert_ne!(a.derived_cluster_id(), d.derived_cluster_id());
+    }
+}

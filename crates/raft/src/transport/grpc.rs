@@ -1,0 +1,538 @@
+//! The network transport: raft messages over gRPC (tonic), one client stream
+//! per peer.
+//!
+//! A [`GrpcNet`] is one node's end of the network: it listens on the node's
+//! peer address, dials each peer lazily, and hands what arrives to the node's
+//! mailbox. Per peer, outbound batches wait in a bounded queue; when it is
+//! full they are dropped (raft retransmits) and the peer is reported
+//! unreachable, so a slow or dead peer never blocks the node thread. A
+//! connection that fails is dialled again with a backoff from 50 ms to 5 s.
+//!
+//! Every stream starts with a hello naming the cluster id and both node ids.
+//! A stream of another cluster, from a node that is not a peer, to another
+//! node, that stalls before its hello, or that carries bytes that do not
+//! decode, is refused with an error status and counted in [`NetStats`]; it
+//! never reaches the node.
+//!
+//! The peer table can change while the net runs ([`GrpcNet::set_peer`],
+//! [`GrpcNet::remove_peer`]), for membership changes.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+use protobuf::Message as _;
+use raft::eraftpb::Message;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::transport::{Endpoint, Server};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{Inbound, Transport};
+use crate::error::{Error, Result};
+use crate::identity::ClusterId;
+
+#[allow(clippy::all, unreachable_pub, unused_qualifications)]
+pub mod pb {
+    tonic::include_proto!("metastore.peer.v1");
+}
+
+use pb::frame::Body;
+use pb::peer_client::PeerClient;
+use pb::peer_server::{Peer, PeerServer};
+
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long a new stream may take to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// HTTP/2 pings find half-open connections.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One node's place in the network.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    pub node_id: u64,
+    pub cluster_id: ClusterId,
+    /// Where to listen for peers (port 0: any free port).
+    pub listen: SocketAddr,
+    /// Every other member: id and the `host:port` to dial.
+    pub peers: HashMap<u64, String>,
+    /// The largest frame either side accepts; above raft's `max_size_per_msg`
+    /// (a snapshot travels in one message).
+    pub max_frame_bytes: usize,
+    /// Batches queued per peer before new ones are dropped.
+    pub queue_capacity: usize,
+}
+
+impl NetConfig {
+    pub fn new(node_id: u64, cluster_id: ClusterId, listen: SocketAddr) -> Self {
+        NetConfig {
+            node_id,
+            cluster_id,
+            listen,
+            peers: HashMap::new(),
+            max_frame_bytes: 256 << 20,
+            queue_capacity: 1024,
+        }
+    }
+}
+
+/// What the transport did since start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetStats {
+    pub messages_sent: u64,
+    pub bytes_sent: u64,
+    pub messages_received: u64,
+    pub bytes_received: u64,
+    /// Messages dropped because a peer's queue was full or it was unreachable.
+    pub messages_dropped: u64,
+    /// Streams refused: wrong cluster or node, no hello, malformed or
+    /// oversized frames.
+    pub refused: u64,
+    pub connects: u64,
+    pub connect_failures: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    messages_sent: AtomicU64,
+    bytes_sent: AtomicU64,
+    messages_received: AtomicU64,
+    bytes_received: AtomicU64,
+    messages_dropped: AtomicU64,
+    refused: AtomicU64,
+    connects: AtomicU64,
+    connect_failures: AtomicU64,
+}
+
+struct PeerLink {
+    address: String,
+    queue: mpsc::Sender<Vec<Vec<u8>>>,
+}
+
+struct Shared {
+    id: u64,
+    cluster_id: ClusterId,
+    max_frame_bytes: usize,
+    queue_capacity: usize,
+    peers: RwLock<HashMap<u64, PeerLink>>,
+    /// The mailbox of the node now running here, if any.
+    mailbox: Mutex<Option<Sender<Inbound>>>,
+    /// Peers cut off by a test: nothing is sent to or taken from them.
+    blocked: RwLock<HashSet<u64>>,
+    counters: Counters,
+}
+
+impl Shared {
+    fn deliver(&self, event: Inbound) {
+        let mailbox = self.mailbox.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = mailbox.as_ref() {
+            let _ = tx.send(event);
+        }
+    }
+
+    fn is_blocked(&self, peer: u64) -> bool {
+        let blocked = self.blocked.read().unwrap_or_else(|p| p.into_inner());
+        !blocked.is_empty() && blocked.contains(&peer)
+    }
+
+    fn refuse(&self, status: Status) -> Status {
+        self.counters.refused.fetch_add(1, Relaxed);
+        status
+    }
+}
+
+/// One node's end of the network; see the module doc.
+pub struct GrpcNet {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+    runtime: Option<tokio::runtime::Runtime>,
+    shutdown: Mutex<Option<oneshot::Sender<()>>>,
+}
+
+impl GrpcNet {
+    /// Binds `cfg.listen` and starts serving; nothing is dialled until there
+    /// is something to send.
+    pub fn start(cfg: NetConfig) -> Result<GrpcNet> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(format!("metastore-net-{}", cfg.node_id))
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Internal(format!("cannot start the network runtime: {e}")))?;
+        let listener = std::net::TcpListener::bind(cfg.listen)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|e| {
+                Error::invalid("listen", format!("cannot listen on {}: {e}", cfg.listen))
+            })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| Error::invalid("listen", format!("{}: {e}", cfg.listen)))?;
+        let shared = Arc::new(Shared {
+            id: cfg.node_id,
+            cluster_id: cfg.cluster_id,
+            max_frame_bytes: cfg.max_frame_bytes,
+            queue_capacity: cfg.queue_capacity.max(1),
+            peers: RwLock::new(HashMap::new()),
+            mailbox: Mutex::new(None),
+            blocked: RwLock::new(HashSet::new()),
+            counters: Counters::default(),
+        });
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let service = PeerServer::new(PeerService {
+            shared: Arc::clone(&shared),
+        })
+        .max_decoding_message_size(cfg.max_frame_bytes)
+        .max_encoding_message_size(cfg.max_frame_bytes);
+        {
+            let _guard = runtime.enter();
+            let listener = tokio::net::TcpListener::from_std(listener)
+                .map_err(|e| Error::invalid("listen", format!("{local_addr}: {e}")))?;
+            let incoming = TcpListenerStream::new(listener);
+            runtime.spawn(
+                Server::builder()
+                    .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+                    .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+                    .tcp_nodelay(true)
+                    .add_service(service)
+                    .serve_with_incoming_shutdown(incoming, async {
+                        let _ = stop_rx.await;
+                    }),
+            );
+        }
+        let net = GrpcNet {
+            shared,
+            local_addr,
+            runtime: Some(runtime),
+            shutdown: Mutex::new(Some(stop_tx)),
+        };
+        for (id, address) in cfg.peers {
+            net.set_peer(id, address);
+        }
+        Ok(net)
+    }
+
+    /// The address peers reach this node on (the bound port when `listen`
+    /// asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Routes what arrives to `mailbox` (the node now running here).
+    pub fn attach(&self, mailbox: Sender<Inbound>) {
+        *self
+            .shared
+            .mailbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(mailbox);
+    }
+
+    /// Drops what arrives until the next `attach` (the node stopped).
+    pub fn detach(&self) {
+        *self
+            .shared
+            .mailbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// The transport the node sends with.
+    pub fn transport(&self) -> Arc<dyn Transport> {
+        Arc::new(GrpcTransport {
+            shared: Arc::clone(&self.shared),
+        })
+    }
+
+    /// Adds peer `id` at `address`, or moves it there.
+    pub fn set_peer(&self, id: u64, address: String) {
+        let Some(runtime) = &self.runtime else { return };
+        let (tx, rx) = mpsc::channel(self.shared.queue_capacity);
+        runtime.spawn(run_link(Arc::clone(&self.shared), id, address.clone(), rx));
+        let mut peers = self.shared.peers.write().unwrap_or_else(|p| p.into_inner());
+        // Replacing the link drops its queue, which ends its task.
+        peers.insert(id, PeerLink { address, queue: tx });
+    }
+
+    /// Forgets peer `id`: nothing more is sent to it, and its streams are refused.
+    pub fn remove_peer(&self, id: u64) {
+        let mut peers = self.shared.peers.write().unwrap_or_else(|p| p.into_inner());
+        peers.remove(&id);
+    }
+
+    /// Peer ids and the addresses they are dialled at.
+    pub fn peers(&self) -> Vec<(u64, String)> {
+        let peers = self.shared.peers.read().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<_> = peers
+            .iter()
+            .map(|(id, l)| (*id, l.address.clone()))
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// Cuts this node off from `peer` in both directions, or heals the cut
+    /// (fault tests).
+    pub fn block(&self, peer: u64, blocked: bool) {
+        let mut set = self
+            .shared
+            .blocked
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        if blocked {
+            set.insert(peer);
+        } else {
+            set.remove(&peer);
+        }
+    }
+
+    pub fn stats(&self) -> NetStats {
+        let c = &self.shared.counters;
+        NetStats {
+            messages_sent: c.messages_sent.load(Relaxed),
+            bytes_sent: c.bytes_sent.load(Relaxed),
+            messages_received: c.messages_received.load(Relaxed),
+            bytes_received: c.bytes_received.load(Relaxed),
+            messages_dropped: c.messages_dropped.load(Relaxed),
+            refused: c.refused.load(Relaxed),
+            connects: c.connects.load(Relaxed),
+            connect_failures: c.connect_failures.load(Relaxed),
+        }
+    }
+
+    /// Stops listening and dialling. Idempotent; also on drop.
+    pub fn close(&mut self) {
+        if let Some(stop) = self
+            .shutdown
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            let _ = stop.send(());
+        }
+        self.shared
+            .peers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.detach();
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_timeout(Duration::from_secs(1));
+        }
+    }
+}
+
+impl Drop for GrpcNet {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+struct GrpcTransport {
+    shared: Arc<Shared>,
+}
+
+impl Transport for GrpcTransport {
+    fn send(&self, msgs: Vec<Message>) {
+        let shared = &self.shared;
+        let mut by_peer: Vec<(u64, Vec<Vec<u8>>)> = Vec::new();
+        for m in msgs {
+            let Ok(bytes) = m.write_to_bytes() else {
+                shared.counters.messages_dropped.fetch_add(1, Relaxed);
+                continue;
+            };
+            match by_peer.iter_mut().find(|(to, _)| *to == m.to) {
+                Some((_, batch)) => batch.push(bytes),
+                None => by_peer.push((m.to, vec![bytes])),
+            }
+        }
+        let peers = shared.peers.read().unwrap_or_else(|p| p.into_inner());
+        for (to, batch) in by_peer {
+            let n = batch.len() as u64;
+            let sent = !shared.is_blocked(to)
+                && peers
+                    .get(&to)
+                    .is_some_and(|link| link.queue.try_send(batch).is_ok());
+            if !sent {
+                shared.counters.messages_dropped.fetch_add(n, Relaxed);
+                shared.deliver(Inbound::Unreachable(to));
+            }
+        }
+    }
+}
+
+/// Dials `address` whenever there is something to send to peer `id`, and
+/// streams the queued batches to it, until the link is dropped.
+async fn run_link(
+    shared: Arc<Shared>,
+    id: u64,
+    address: String,
+    mut queue: mpsc::Receiver<Vec<Vec<u8>>>,
+) {
+    let mut backoff = MIN_BACKOFF;
+    let uri = format!("http://{address}");
+    while let Some(first) = queue.recv().await {
+        let channel = match Endpoint::from_shared(uri.clone()) {
+            Ok(e) => e
+                .connect_timeout(CONNECT_TIMEOUT)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+                .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+                .keep_alive_while_idle(true)
+                .connect()
+                .await
+                .ok(),
+            Err(_) => None,
+        };
+        let Some(channel) = channel else {
+            shared.counters.connect_failures.fetch_add(1, Relaxed);
+            let mut dropped = first.len() as u64;
+            while let Ok(batch) = queue.try_recv() {
+                dropped += batch.len() as u64;
+            }
+            shared.counters.messages_dropped.fetch_add(dropped, Relaxed);
+            shared.deliver(Inbound::Unreachable(id));
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            continue;
+        };
+        shared.counters.connects.fetch_add(1, Relaxed);
+        backoff = MIN_BACKOFF;
+        let (frames, stream) = mpsc::channel::<pb::Frame>(64);
+        let hello = pb::Frame {
+            body: Some(Body::Hello(pb::Hello {
+                cluster_id: shared.cluster_id.0.to_be_bytes().to_vec(),
+                from: shared.id,
+                to: id,
+            })),
+        };
+        let mut client = PeerClient::new(channel)
+            .max_encoding_message_size(shared.max_frame_bytes)
+            .max_decoding_message_size(shared.max_frame_bytes);
+        let mut call = tokio::spawn(async move { client.raft(ReceiverStream::new(stream)).await });
+        let mut next = Some(first);
+        let _ = frames.send(hello).await;
+        loop {
+            if let Some(batch) = next.take() {
+                let (n, bytes) = (
+                    batch.len() as u64,
+                    batch.iter().map(Vec::len).sum::<usize>(),
+                );
+                let frame = pb::Frame {
+                    body: Some(Body::Batch(pb::Batch { messages: batch })),
+                };
+                if frames.send(frame).await.is_err() {
+                    shared.counters.messages_dropped.fetch_add(n, Relaxed);
+                    break;
+                }
+                shared.counters.messages_sent.fetch_add(n, Relaxed);
+                shared.counters.bytes_sent.fetch_add(bytes as u64, Relaxed);
+            }
+            tokio::select! {
+                batch = queue.recv() => match batch {
+                    Some(batch) => next = Some(batch),
+                    None => return,
+                },
+                _ = &mut call => break,
+            }
+        }
+        call.abort();
+        shared.deliver(Inbound::Unreachable(id));
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+struct PeerService {
+    shared: Arc<Shared>,
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn raft(
+        &self,
+        request: Request<Streaming<pb::Frame>>,
+    ) -> Result<Response<pb::Done>, Status> {
+        let shared = &self.shared;
+        let mut stream = request.into_inner();
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, stream.message()).await {
+            Ok(Ok(Some(pb::Frame {
+                body: Some(Body::Hello(hello)),
+            }))) => hello,
+            Ok(Err(status)) => return Err(shared.refuse(status)),
+            _ => {
+                return Err(shared.refuse(Status::invalid_argument(
+                    "the first frame of a stream must be a hello",
+                )))
+            }
+        };
+        let from = hello.from;
+        if hello.cluster_id != shared.cluster_id.0.to_be_bytes() {
+            return Err(shared.refuse(Status::permission_denied(format!(
+                "node {} belongs to cluster {}, not to the one node {from} names",
+                shared.id, shared.cluster_id
+            ))));
+        }
+        if hello.to != shared.id {
+            return Err(shared.refuse(Status::invalid_argument(format!(
+                "this is node {}, not node {}",
+                shared.id, hello.to
+            ))));
+        }
+        let known = shared
+            .peers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&from);
+        if !known {
+            return Err(shared.refuse(Status::permission_denied(format!(
+                "node {from} is not a peer of node {}",
+                shared.id
+            ))));
+        }
+        loop {
+            let frame = match stream.message().await {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return Ok(Response::new(pb::Done {})),
+                Err(status) => return Err(shared.refuse(status)),
+            };
+            let Some(Body::Batch(batch)) = frame.body else {
+                return Err(shared.refuse(Status::invalid_argument("expected a batch")));
+            };
+            let mut msgs = Vec::with_capacity(batch.messages.len());
+            let mut bytes = 0;
+            for raw in &batch.messages {
+                bytes += raw.len();
+                match Message::parse_from_bytes(raw) {
+                    Ok(m) if m.from == from && m.to == shared.id => msgs.push(m),
+                    Ok(m) => {
+                        return Err(shared.refuse(Status::invalid_argument(format!(
+                            "a message from {} to {} on the stream from {from}",
+                            m.from, m.to
+                        ))))
+                    }
+                    Err(e) => {
+                        return Err(shared.refuse(Status::invalid_argument(format!(
+                            "a raft message that does not decode: {e}"
+                        ))))
+                    }
+                }
+            }
+            shared
+                .counters
+                .messages_received
+                .fetch_add(msgs.len() as u64, Relaxed);
+            shared
+                .counters
+                .bytes_received
+                .fetch_add(bytes as u64, Relaxed);
+            if !msgs.is_empty() && !shared.is_blocked(from) {
+                shared.deliver(Inbound::Raft(msgs));
+            }
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! The same group over real sockets: each node behind its own gRPC end on a
+//! loopback port.
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use crate::common::*;
+use metastore_raft::config::TransportKind;
+use metastore_raft::transport::grpc::pb::{self, frame::Body, peer_client::PeerClient};
+use metastore_raft::{EngineKind, SyncClient};
+
+fn grpc_cluster(engine: EngineKind, dir: &std::path::Path) -> SyncClient {
+    let mut cfg = config(3, engine, dir);
+    cfg.transport = TransportKind::Grpc;
+    start(cfg)
+}
+
+#[test]
+fn commits_reads_and_fails_over_on_rocksdb() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = grpc_cluster(EngineKind::RocksDb, dir.path());
+    for i in 0..50 {
+        put_retry(&c, &key(i), &value(i, 0));
+    }
+    let f = follower(&c);
+    // A follower's write is forwarded over the network.
+    match c.put(f, b"from-follower".to_vec(), b"1".to_vec()) {
+        Ok(metastore_raft::Outcome::Written { .. }) => {}
+        other => panic!("a follower's put answered {other:?}"),
+    }
+    for id in c.ids() {
+        assert_eq!(get(&c, id, &key(7)), Some(value(7, 0)), "node {id}");
+        assert_eq!(
+            get(&c, id, b"from-follower"),
+            Some(b"1".to_vec()),
+            "node {id}"
+        );
+    }
+    let old = leader(&c);
+    c.stop(old).unwrap();
+    let new = leader(&c);
+    assert_ne!(new, old);
+    for i in 0..50 {
+        put_retry(&c, &key(i), &value(i, 1));
+    }
+    c.restart(old).unwrap();
+    put_retry(&c, b"barrier", b"1");
+    wait_converged(&c);
+    assert_eq!(get(&c, old, &key(49)), Some(value(49, 1)));
+    let stats = c.net_stats(new).unwrap();
+    assert!(
+        stats.messages_sent > 0 && stats.messages_received > 0,
+        "{stats:?}"
+    );
+    assert_eq!(stats.refused, 0, "{stats:?}");
+    c.close().unwrap();
+}
+
+#[test]
+fn a_node_cut_off_catches_up_when_healed() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = grpc_cluster(EngineKind::Memory, dir.path());
+    let f = follower(&c);
+    isolate_until_leaderless(&c, f);
+    for i in 0..100 {
+        put_retry(&c, &key(i), &value(i, 0));
+    }
+    c.heal_all();
+    put_retry(&c, b"barrier", b"1");
+    wait_converged(&c);
+    assert_eq!(get(&c, f, &key(99)), Some(value(99, 0)));
+    c.close().unwrap();
+}
+
+/// Sends `frames` on one stream to `addr` and returns how the node answered.
+async fn stream(addr: std::net::SocketAddr, frames: Vec<pb::Frame>) -> Result<(), tonic::Status> {
+    let mut client = PeerClient::connect(format!("http://{addr}"))
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    client.raft(tokio_stream::iter(frames)).await.map(|_| ())
+}
+
+fn hello(cluster_id: Vec<u8>, from: u64, to: u64) -> pb::Frame {
+    pb::Frame {
+        body: Some(Body::Hello(pb::Hello {
+            cluster_id,
+            from,
+            to,
+        })),
+    }
+}
+
+fn batch(messages: Vec<Vec<u8>>) -> pb::Frame {
+    pb::Frame {
+        body: Some(Body::Batch(pb::Batch { messages })),
+    }
+}
+
+#[test]
+fn bad_input_on_the_peer_port_is_refused_and_counted_while_the_group_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = grpc_cluster(EngineKind::Memory, dir.path());
+    let target = follower(&c);
+    let addr = c.peer_address(target).unwrap();
+    let ours = c.cluster_id().0.to_be_bytes().to_vec();
+    let other = (c.cluster_id().0 ^ 1).to_be_bytes().to_vec();
+    let before = c.net_stats(target).unwrap().refused;
+
+    // Random bytes on a raw connection: not even HTTP/2.
+    let mut raw = std::net::TcpStream::connect(addr).unwrap();
+    let _ = raw.write_all(&[0x5a; 4096]);
+    drop(raw);
+    // A half-open connection that never says anything.
+    let idle = std::net::TcpStream::connect(addr).unwrap();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut refusals = vec![
+        // Another cluster.
+        vec![hello(other, 1, target)],
+        // A node that is no member.
+        vec![hello(ours.clone(), 9, target)],
+        // Addressed to another node.
+        vec![hello(ours.clone(), 1, target % 3 + 1)],
+        // No hello first.
+        vec![batch(vec![vec![1, 2, 3]])],
+        // Bytes that are no raft message.
+        vec![hello(ours.clone(), 1, target), batch(vec![vec![0xff; 64]])],
+    ];
+    if target == 1 {
+        // A hello from itself would name a non-peer; use node 2 as the sender.
+        refusals[4][0] = hello(ours.clone(), 2, target);
+    }
+    let expected = refusals.len() as u64;
+    for frames in refusals {
+        let answer = rt.block_on(stream(addr, frames));
+        assert!(answer.is_err(), "a bad stream was accepted");
+        // The group keeps serving meanwhile.
+        put_retry(&c, b"during", b"bad input");
+    }
+    let after = c.net_stats(target).unwrap().refused;
+    assert!(
+        after - before >= expected,
+        "refused {} of {expected} bad streams",
+        after - before
+    );
+    drop(idle);
+    for i in 0..20 {
+        put_retry(&c, &key(i), &value(i, 0));
+    }
+    wait_converged(&c);
+    assert_eq!(get(&c, target, &key(19)), Some(value(19, 0)));
+    c.close().unwrap();
+}
+
+#[test]
+fn an_oversized_frame_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = grpc_cluster(EngineKind::Memory, dir.path());
+    let addr = c.peer_address(1).unwrap();
+    let ours = c.cluster_id().0.to_be_bytes().to_vec();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let before = c.net_stats(1).unwrap().refused;
+    let huge = batch(vec![vec![0u8; 300 << 20]]);
+    let answer = rt.block_on(async {
+        let mut client = PeerClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap()
+            .max_encoding_message_size(usize::MAX);
+        client
+            .raft(tokio_stream::iter(vec![hello(ours, 2, 1), huge]))
+            .await
+    });
+    assert!(answer.is_err());
+    wait_until(Duration::from_secs(5), "the refusal is counted", || {
+        c.net_stats(1).unwrap().refused > before
+    });
+    put_retry(&c, b"after", b"1");
+    c.close().unwrap();
+}
