@@ -246,6 +246,7 @@ impl RocksEngine {
             wb.put_cf(kv, k, v);
         }
         SessionStore::stage_snapshot(wb, self.cf(CF_SESSIONS)?, &data.sessions, meta.index);
+        wb.delete_range_cf(self.cf(CF_LOG)?, log_key(0), log_key(u64::MAX));
         let meta_cf = self.cf(CF_META)?;
         let cs = meta
             .get_conf_state()
