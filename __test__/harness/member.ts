@@ -9,9 +9,14 @@ import { defaultConfig, MetaStore, MetaStoreError } from '../../ts/index.js'
 
 export interface MemberSpec {
   nodeId: number
+  /** How this member reaches each member (itself included, for the record). */
   initialCluster: Record<number, string>
+  /** Where it listens, when the others reach it through something else (a proxy). */
+  listen?: string
   dataDir: string
   tickIntervalMs?: number
+  proposalTimeoutMs?: number
+  requestTimeoutMs?: number
   sync?: boolean
 }
 
@@ -27,12 +32,15 @@ async function main(): Promise<void> {
   const config = defaultConfig()
   config.server.raft.tickIntervalMs = spec.tickIntervalMs ?? 10
   config.server.storage.sync = spec.sync ?? false
+  if (spec.proposalTimeoutMs !== undefined) config.server.raft.proposalTimeoutMs = spec.proposalTimeoutMs
+  if (spec.requestTimeoutMs !== undefined) config.server.raft.requestTimeoutMs = spec.requestTimeoutMs
   const store = await MetaStore.open({
     config,
     engine: 'rocksdb',
     dataDir: spec.dataDir,
     nodeId: spec.nodeId,
     initialCluster: spec.initialCluster,
+    ...(spec.listen !== undefined && { listen: spec.listen }),
     leaderTimeoutMs: 60_000,
   })
   const reply = (msg: object): void => void process.stdout.write(`${JSON.stringify(msg)}\n`)

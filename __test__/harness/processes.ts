@@ -5,6 +5,7 @@ import { createServer } from 'node:net'
 import { join } from 'node:path'
 
 import type { MemberRequest, MemberSpec } from './member.js'
+import { FaultProxy } from './proxy.js'
 
 export interface Reply {
   ok: boolean
@@ -113,16 +114,56 @@ export class MemberProcess {
   }
 }
 
+/** Settings every member of a test group gets. */
+export type GroupSettings = Pick<MemberSpec, 'tickIntervalMs' | 'proposalTimeoutMs' | 'requestTimeoutMs' | 'sync'>
+
 /** A group of `n` member processes on free loopback ports, data under `dir`. */
-export async function startGroup(n: number, dir: string): Promise<MemberProcess[]> {
+export async function startGroup(n: number, dir: string, settings: GroupSettings = {}): Promise<MemberProcess[]> {
   const ports = await freePorts(n)
   const initialCluster = Object.fromEntries(ports.map((p, i) => [i + 1, `127.0.0.1:${p}`]))
-  const members = ports.map((_, i) => new MemberProcess({ nodeId: i + 1, initialCluster, dataDir: dir }))
+  const members = ports.map((_, i) => new MemberProcess({ ...settings, nodeId: i + 1, initialCluster, dataDir: dir }))
+  await startAll(members)
+  return members
+}
+
+/**
+ * A group whose members reach each other only through fault proxies: member
+ * `i` dials member `j` through `proxies.get(`${i}->${j}`)`, so each direction
+ * of each pair can be delayed, blackholed or cut on its own.
+ */
+export async function startProxiedGroup(
+  n: number,
+  dir: string,
+  settings: GroupSettings = {},
+): Promise<{ members: MemberProcess[]; proxies: Map<string, FaultProxy> }> {
+  const ports = await freePorts(n)
+  const proxies = new Map<string, FaultProxy>()
+  for (let i = 1; i <= n; i++) {
+    for (let j = 1; j <= n; j++) {
+      if (i !== j) proxies.set(`${i}->${j}`, await FaultProxy.start({ target: `127.0.0.1:${ports[j - 1]}` }))
+    }
+  }
+  const members = ports.map((port, k) => {
+    const id = k + 1
+    const initialCluster = Object.fromEntries(
+      ports.map((p, m) => [m + 1, m + 1 === id ? `127.0.0.1:${p}` : proxies.get(`${id}->${m + 1}`)!.address]),
+    )
+    return new MemberProcess({ ...settings, nodeId: id, initialCluster, listen: `127.0.0.1:${port}`, dataDir: dir })
+  })
+  try {
+    await startAll(members)
+  } catch (err) {
+    await Promise.all([...proxies.values()].map((p) => p.close()))
+    throw err
+  }
+  return { members, proxies }
+}
+
+async function startAll(members: MemberProcess[]): Promise<void> {
   try {
     await Promise.all(members.map((m) => m.start()))
   } catch (err) {
     await Promise.all(members.map((m) => m.kill('SIGKILL')))
     throw err
   }
-  return members
 }

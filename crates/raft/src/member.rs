@@ -4,9 +4,9 @@
 //! Every member is started with the same initial cluster (node ids and the
 //! addresses the others dial them at) and cluster token. A member whose data
 //! dir is empty bootstraps; its cluster id is derived from the token and the
-//! initial cluster, so all members of one group agree on it without talking,
-//! and a node of another group (another token or member list) is refused at
-//! the handshake. A member whose data dir holds state must hold this
+//! initial member ids, so all members of one group agree on it without
+//! talking, and a node of another group (another token or member ids) is
+//! refused at the handshake. A member whose data dir holds state must hold this
 //! cluster's and this node's (see [`crate::identity`]).
 
 use std::collections::BTreeMap;
@@ -74,11 +74,13 @@ impl MemberConfig {
         Ok(())
     }
 
-    /// The cluster id a new group with these members and token gets.
+    /// The cluster id a new group with these member ids and token gets.
+    /// Addresses are left out: each member may reach the others by its own
+    /// routes (a proxy, a NAT), as long as the ids agree.
     pub fn derived_cluster_id(&self) -> ClusterId {
         let mut text = format!("metastore-cluster/{}", self.cluster_token);
-        for (id, address) in &self.initial_cluster {
-            text.push_str(&format!("/{id}={address}"));
+        for id in self.initial_cluster.keys() {
+            text.push_str(&format!("/{id}"));
         }
         ClusterId(fnv1a_128(text.as_bytes()))
     }
@@ -237,7 +239,7 @@ mod tests {
     }
 
     #[test]
-    fn the_cluster_id_depends_on_token_and_members_only() {
+    fn the_cluster_id_depends_on_token_and_member_ids_only() {
         let a = cfg(&[(1, "a:1"), (2, "b:2")]);
         let mut b = cfg(&[(2, "b:2"), (1, "a:1")]);
         b.node.id = 2;
@@ -245,7 +247,9 @@ mod tests {
         let mut c = a.clone();
         c.cluster_token = "u".into();
         assert_ne!(a.derived_cluster_id(), c.derived_cluster_id());
-        let d = cfg(&[(1, "a:1"), (2, "b:3")]);
+        let d = cfg(&[(1, "a:1"), (3, "b:2")]);
         assert_ne!(a.derived_cluster_id(), d.derived_cluster_id());
+        let routed = cfg(&[(1, "a:1"), (2, "proxy:9")]);
+        assert_eq!(a.derived_cluster_id(), routed.derived_cluster_id());
     }
 }
