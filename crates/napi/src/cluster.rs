@@ -1,15 +1,15 @@
-//! `NativeCluster`: a `LocalCluster` of N Raft nodes in this process. Requests
-//! carry a JS token; results come back through one JS callback per apply round
-//! (many tokens at once), packed into typed arrays so resolving a promise costs
-//! no object allocation on the Rust side.
+//! `NativeCluster`: the Raft nodes of a group in this process (a
+//! `LocalCluster` of N nodes, or one member of a group spread over
+//! processes). Requests carry a JS token; results come back through one JS
+//! callback per apply round (many tokens at once), packed into typed arrays so
+//! resolving a promise costs no object allocation on the Rust side.
 
 use std::sync::{Arc, Mutex};
 
 use metastore_raft::cluster::SinkFactory;
-use metastore_raft::transport::NetStats;
 use metastore_raft::{
-    CommandOp, Completion, CompletionSink, EngineKind, Error as RaftError, ErrorCode as Code,
-    ErrorOutcome, LocalCluster, Member, NodeStats, Outcome, RaftNode, Request, Role, SessionStamp,
+    CommandOp, Completion, CompletionSink, Error as RaftError, ErrorCode as Code, ErrorOutcome,
+    LocalCluster, Member, Outcome, RaftNode, Request, SessionStamp,
 };
 use napi::Result;
 use napi::{
@@ -20,9 +20,9 @@ use napi::{
 use napi_derive::napi;
 
 use crate::{
-    batcher::BatchStatsView,
     config::{cluster_config, member_config, ClusterOptions, MemberOptions},
     error::{from_raft, js_error, ErrorCode},
+    stats::{NodeStats, TransportStatsView},
 };
 
 /// The status byte of each completion sent to JS. `Value` and the failures
@@ -191,138 +191,6 @@ fn parse_requests(mut buf: &[u8]) -> std::result::Result<Vec<(u64, Request<'_>)>
         requests.push((token, request));
     }
     Ok(requests)
-}
-
-#[napi(string_enum = "kebab-case")]
-pub enum RaftRole {
-    Follower,
-    Candidate,
-    Leader,
-    PreCandidate,
-}
-
-impl From<Role> for RaftRole {
-    fn from(role: Role) -> Self {
-        match role {
-            Role::Follower => RaftRole::Follower,
-            Role::Candidate => RaftRole::Candidate,
-            Role::Leader => RaftRole::Leader,
-            Role::PreCandidate => RaftRole::PreCandidate,
-        }
-    }
-}
-
-#[napi(string_enum = "lowercase")]
-pub enum Engine {
-    /// Volatile: a restarted node starts empty and catches up from the others.
-    Memory,
-    /// Durable, in `data_dir/node-<id>`.
-    RocksDb,
-}
-
-impl From<EngineKind> for Engine {
-    fn from(engine: EngineKind) -> Self {
-        match engine {
-            EngineKind::Memory => Engine::Memory,
-            EngineKind::RocksDb => Engine::RocksDb,
-        }
-    }
-}
-
-#[napi(object, js_name = "RaftStats")]
-pub struct RaftStatsView {
-    pub id: u32,
-    pub role: RaftRole,
-    /// 0 while no leader is known.
-    pub leader_id: u32,
-    pub term: f64,
-    pub commit_index: f64,
-    pub applied_index: f64,
-    pub last_index: f64,
-    /// Raft `Ready`s written to the log since start (each one write of new
-    /// entries and hard state); the synced ones are `storage.syncs`.
-    pub log_writes: f64,
-    /// This node's writes answered with the result of an earlier attempt of
-    /// the same request (sent again after an unknown outcome), since start.
-    pub duplicate_writes: f64,
-}
-
-#[napi(object, js_name = "StorageStats")]
-pub struct StorageStatsView {
-    pub engine: Engine,
-    pub log_entries: f64,
-    pub approximate_bytes: f64,
-    /// Syncs of the write-ahead log since start (rocksdb with `sync: true`; 0 in memory).
-    pub syncs: f64,
-    /// Wall time spent in those syncs, microseconds: `syncMicros / syncs` is
-    /// the mean fsync latency.
-    pub sync_micros: f64,
-}
-
-/// What a node's network end did since it started (gRPC only).
-#[napi(object, js_name = "TransportStats")]
-pub struct TransportStatsView {
-    pub messages_sent: f64,
-    pub bytes_sent: f64,
-    pub messages_received: f64,
-    pub bytes_received: f64,
-    /// Dropped because a peer's queue was full or it was unreachable (raft retransmits).
-    pub messages_dropped: f64,
-    /// Streams refused: another cluster or node, no hello, malformed or oversized frames.
-    pub refused: f64,
-    pub connects: f64,
-    pub connect_failures: f64,
-}
-
-impl From<NetStats> for TransportStatsView {
-    fn from(s: NetStats) -> Self {
-        TransportStatsView {
-            messages_sent: s.messages_sent as f64,
-            bytes_sent: s.bytes_sent as f64,
-            messages_received: s.messages_received as f64,
-            bytes_received: s.bytes_received as f64,
-            messages_dropped: s.messages_dropped as f64,
-            refused: s.refused as f64,
-            connects: s.connects as f64,
-            connect_failures: s.connect_failures as f64,
-        }
-    }
-}
-
-#[napi(object, js_name = "NodeStats")]
-pub struct NodeStatsView {
-    pub raft: RaftStatsView,
-    pub batch: BatchStatsView,
-    pub storage: StorageStatsView,
-    /// The node's network end; absent over in-process channels.
-    pub transport: Option<TransportStatsView>,
-}
-
-impl From<NodeStats> for NodeStatsView {
-    fn from(s: NodeStats) -> Self {
-        NodeStatsView {
-            raft: RaftStatsView {
-                id: s.raft.id as u32,
-                role: s.raft.role.into(),
-                leader_id: s.raft.leader_id as u32,
-                term: s.raft.term as f64,
-                commit_index: s.raft.commit_index as f64,
-                applied_index: s.raft.applied_index as f64,
-                last_index: s.raft.last_index as f64,
-                log_writes: s.raft.log_writes as f64,
-                duplicate_writes: s.raft.duplicate_writes as f64,
-            },
-            batch: s.batch.into(),
-            storage: StorageStatsView {
-                engine: s.storage.engine.into(),
-                log_entries: s.storage.log_entries as f64,
-                approximate_bytes: s.storage.approximate_bytes as f64,
-                syncs: s.storage.syncs as f64,
-                sync_micros: s.storage.sync_micros as f64,
-            },
-            transport: None,
-        }
-    }
 }
 
 /// The nodes a `NativeCluster` drives: a whole group in this process, or
@@ -549,10 +417,10 @@ impl NativeCluster {
     }
 
     #[napi(catch_unwind)]
-    pub fn stats(&self, node: u32) -> Result<NodeStatsView, String> {
+    pub fn stats(&self, node: u32) -> Result<NodeStats, String> {
         let id = node as u64;
         let node = self.inner.running_node(id).map_err(from_raft)?;
-        let mut stats = NodeStatsView::from(node.stats());
+        let mut stats = NodeStats::from(node.stats());
         stats.transport = match &self.inner {
             Inner::Local(c) => c.net_stats(id),
             Inner::Member(m) => Some(m.net_stats()),

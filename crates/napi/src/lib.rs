@@ -8,3 +8,4 @@ mod cluster;
 mod codec;
 mod config;
 mod error;
+mod stats;

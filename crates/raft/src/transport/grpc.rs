@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use crossbeam_channel::Sender;
 use protobuf::Message as _;
-use raft::eraftpb::Message;
+use raft::eraftpb::{Message, MessageType};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::transport::{Endpoint, Server};
@@ -110,9 +110,16 @@ struct Counters {
     connect_failures: AtomicU64,
 }
 
+/// The encoded messages of one `Ready` for one peer, and whether a snapshot
+/// is among them (raft-rs must hear whether it left).
+struct Outbound {
+    messages: Vec<Vec<u8>>,
+    snapshot: bool,
+}
+
 struct PeerLink {
     address: String,
-    queue: mpsc::Sender<Vec<Vec<u8>>>,
+    queue: mpsc::Sender<Outbound>,
 }
 
 struct Shared {
@@ -133,6 +140,17 @@ impl Shared {
         let mailbox = self.mailbox.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(tx) = mailbox.as_ref() {
             let _ = tx.send(event);
+        }
+    }
+
+    /// A batch for `peer` did not leave: drop it, and tell the node.
+    fn undelivered(&self, peer: u64, batch: &Outbound) {
+        self.counters
+            .messages_dropped
+            .fetch_add(batch.messages.len() as u64, Relaxed);
+        self.deliver(Inbound::Unreachable(peer));
+        if batch.snapshot {
+            self.deliver(Inbound::SnapshotStatus { peer, ok: false });
         }
     }
 
@@ -339,27 +357,38 @@ struct GrpcTransport {
 impl Transport for GrpcTransport {
     fn send(&self, msgs: Vec<Message>) {
         let shared = &self.shared;
-        let mut by_peer: Vec<(u64, Vec<Vec<u8>>)> = Vec::new();
+        let mut by_peer: Vec<(u64, Outbound)> = Vec::new();
         for m in msgs {
+            let snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
             let Ok(bytes) = m.write_to_bytes() else {
                 shared.counters.messages_dropped.fetch_add(1, Relaxed);
                 continue;
             };
             match by_peer.iter_mut().find(|(to, _)| *to == m.to) {
-                Some((_, batch)) => batch.push(bytes),
-                None => by_peer.push((m.to, vec![bytes])),
+                Some((_, batch)) => {
+                    batch.messages.push(bytes);
+                    batch.snapshot |= snapshot;
+                }
+                None => by_peer.push((
+                    m.to,
+                    Outbound {
+                        messages: vec![bytes],
+                        snapshot,
+                    },
+                )),
             }
         }
         let peers = shared.peers.read().unwrap_or_else(|p| p.into_inner());
         for (to, batch) in by_peer {
-            let n = batch.len() as u64;
-            let sent = !shared.is_blocked(to)
-                && peers
-                    .get(&to)
-                    .is_some_and(|link| link.queue.try_send(batch).is_ok());
-            if !sent {
-                shared.counters.messages_dropped.fetch_add(n, Relaxed);
-                shared.deliver(Inbound::Unreachable(to));
+            let refused = match peers.get(&to) {
+                _ if shared.is_blocked(to) => Some(batch),
+                Some(link) => link.queue.try_send(batch).err().map(|e| match e {
+                    mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b) => b,
+                }),
+                None => Some(batch),
+            };
+            if let Some(batch) = refused {
+                shared.undelivered(to, &batch);
             }
         }
     }
@@ -371,7 +400,7 @@ async fn run_link(
     shared: Arc<Shared>,
     id: u64,
     address: String,
-    mut queue: mpsc::Receiver<Vec<Vec<u8>>>,
+    mut queue: mpsc::Receiver<Outbound>,
 ) {
     let mut backoff = MIN_BACKOFF;
     let uri = format!("http://{address}");
@@ -390,12 +419,10 @@ async fn run_link(
         };
         let Some(channel) = channel else {
             shared.counters.connect_failures.fetch_add(1, Relaxed);
-            let mut dropped = first.len() as u64;
+            shared.undelivered(id, &first);
             while let Ok(batch) = queue.try_recv() {
-                dropped += batch.len() as u64;
+                shared.undelivered(id, &batch);
             }
-            shared.counters.messages_dropped.fetch_add(dropped, Relaxed);
-            shared.deliver(Inbound::Unreachable(id));
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
             continue;
@@ -418,19 +445,29 @@ async fn run_link(
         let _ = frames.send(hello).await;
         loop {
             if let Some(batch) = next.take() {
-                let (n, bytes) = (
-                    batch.len() as u64,
-                    batch.iter().map(Vec::len).sum::<usize>(),
-                );
+                let n = batch.messages.len() as u64;
+                let bytes = batch.messages.iter().map(Vec::len).sum::<usize>() as u64;
+                let snapshot = batch.snapshot;
                 let frame = pb::Frame {
-                    body: Some(Body::Batch(pb::Batch { messages: batch })),
+                    body: Some(Body::Batch(pb::Batch {
+                        messages: batch.messages,
+                    })),
                 };
-                if frames.send(frame).await.is_err() {
-                    shared.counters.messages_dropped.fetch_add(n, Relaxed);
+                if let Err(mpsc::error::SendError(frame)) = frames.send(frame).await {
+                    let messages = match frame.body {
+                        Some(Body::Batch(b)) => b.messages,
+                        _ => Vec::new(),
+                    };
+                    shared.undelivered(id, &Outbound { messages, snapshot });
                     break;
                 }
                 shared.counters.messages_sent.fetch_add(n, Relaxed);
-                shared.counters.bytes_sent.fetch_add(bytes as u64, Relaxed);
+                shared.counters.bytes_sent.fetch_add(bytes, Relaxed);
+                if snapshot {
+                    // Handed to the stream; should it be lost after all, the
+                    // follower's next answer makes the leader send another.
+                    shared.deliver(Inbound::SnapshotStatus { peer: id, ok: true });
+                }
             }
             tokio::select! {
                 batch = queue.recv() => match batch {

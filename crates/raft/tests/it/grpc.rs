@@ -56,19 +56,46 @@ fn commits_reads_and_fails_over_on_rocksdb() {
     c.close().unwrap();
 }
 
+/// Cuts a follower off while the others write `writes` keys, heals, and
+/// checks it caught up; returns its last index when cut and the leader's
+/// first log index after.
+fn cut_off_and_catch_up(c: &SyncClient, writes: usize) -> (u64, u64) {
+    let f = follower(c);
+    isolate_until_leaderless(c, f);
+    let lag_last = c.node(f).unwrap().stats().raft.last_index;
+    for i in 0..writes {
+        put_retry(c, &key(i), &value(i, 0));
+    }
+    let s = c.node(leader(c)).unwrap().stats();
+    let leader_first = s.raft.last_index + 1 - s.storage.log_entries;
+    c.heal_all();
+    put_retry(c, b"barrier", b"1");
+    wait_converged(c);
+    assert_eq!(get(c, f, &key(writes - 1)), Some(value(writes - 1, 0)));
+    (lag_last, leader_first)
+}
+
 #[test]
-fn a_node_cut_off_catches_up_when_healed() {
+fn a_node_cut_off_catches_up_by_log() {
     let dir = tempfile::tempdir().unwrap();
     let c = grpc_cluster(EngineKind::Memory, dir.path());
-    let f = follower(&c);
-    isolate_until_leaderless(&c, f);
-    for i in 0..100 {
-        put_retry(&c, &key(i), &value(i, 0));
-    }
-    c.heal_all();
-    put_retry(&c, b"barrier", b"1");
-    wait_converged(&c);
-    assert_eq!(get(&c, f, &key(99)), Some(value(99, 0)));
+    let (_, first) = cut_off_and_catch_up(&c, 100);
+    assert_eq!(first, 1, "nothing was compacted");
+    c.close().unwrap();
+}
+
+#[test]
+fn a_node_cut_off_catches_up_by_a_snapshot_sent_over_the_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(3, EngineKind::RocksDb, dir.path());
+    cfg.transport = TransportKind::Grpc;
+    cfg.raft.snapshot_count = 50;
+    let c = start(cfg);
+    let (lag_last, first) = cut_off_and_catch_up(&c, 300);
+    assert!(
+        first > lag_last + 1,
+        "the log it needed was compacted ({first} > {lag_last} + 1)"
+    );
     c.close().unwrap();
 }
 
