@@ -170,15 +170,21 @@ export interface MemberInfo {
 /** One member of a group whose nodes run in separate processes or hosts. */
 export interface MemberOptions {
   nodeId: number
-  /** `host:port` to listen on for the other members. */
-  listen: string
+  /**
+   * `host:port` to listen on for the other members (default: this
+   * node's address in `initial_cluster`).
+   */
+  listen?: string
   /**
    * Every initial member: node id (decimal) to the `host:port` the
    * others dial it at.
    */
   initialCluster: Record<string, string>
-  /** Tells groups with the same members apart (part of the cluster id). */
-  clusterToken: string
+  /**
+   * Tells groups with the same members apart (part of the cluster id;
+   * default `metastore`).
+   */
+  clusterToken?: string
   raft: RaftOptions
   storage: StorageOptions
 }

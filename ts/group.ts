@@ -54,10 +54,10 @@ export class Group {
       if (typeof nodes === 'number') {
         this.#native = native.NativeCluster.start({ nodes, raft, storage, transport }, this.requests.complete)
       } else {
-        const initialCluster = Object.fromEntries(Object.entries(nodes.initialCluster).map(([id, a]) => [id, String(a)]))
-        const listen = nodes.listen ?? initialCluster[String(nodes.nodeId)] ?? ''
-        const member = { nodeId: nodes.nodeId, listen, initialCluster, clusterToken: nodes.clusterToken ?? 'metastore' }
-        this.#native = native.NativeCluster.startMember({ ...member, raft, storage }, this.requests.complete)
+        // Object keys are strings already: the ids cross as they are.
+        const { nodeId, listen, clusterToken } = nodes
+        const initialCluster = nodes.initialCluster as Record<string, string>
+        this.#native = native.NativeCluster.startMember({ nodeId, listen, initialCluster, clusterToken, raft, storage }, this.requests.complete)
       }
     } catch (err) {
       throw toMetaStoreError(err)

@@ -10,6 +10,7 @@ use std::{path::PathBuf, time::Duration};
 
 use metastore_batch::{BatchConfig, BatchError};
 use metastore_raft::config::TransportKind;
+use metastore_raft::member::DEFAULT_CLUSTER_TOKEN;
 use metastore_raft::{
     ClusterConfig, EngineKind, MemberConfig, NodeConfig, RaftSettings, StorageConfig,
 };
@@ -87,13 +88,15 @@ pub enum Transport {
 #[napi(object)]
 pub struct MemberOptions {
     pub node_id: u32,
-    /// `host:port` to listen on for the other members.
-    pub listen: String,
+    /// `host:port` to listen on for the other members (default: this
+    /// node's address in `initial_cluster`).
+    pub listen: Option<String>,
     /// Every initial member: node id (decimal) to the `host:port` the
     /// others dial it at.
     pub initial_cluster: HashMap<String, String>,
-    /// Tells groups with the same members apart (part of the cluster id).
-    pub cluster_token: String,
+    /// Tells groups with the same members apart (part of the cluster id;
+    /// default `metastore`).
+    pub cluster_token: Option<String>,
     pub raft: RaftOptions,
     pub storage: StorageOptions,
 }
@@ -290,13 +293,17 @@ pub fn member_config(o: &MemberOptions) -> Result<MemberConfig, String> {
     let (raft, batch, storage) = node_parts(&o.raft, &o.storage)?;
     let listen = o
         .listen
+        .as_ref()
+        .or_else(|| o.initial_cluster.get(&o.node_id.to_string()))
+        .cloned()
+        .unwrap_or_default();
+    let listen = listen
         .to_socket_addrs()
         .ok()
         .and_then(|mut addrs| addrs.next())
         .ok_or_else(|| {
             invalid_config(format!(
-                "server.cluster.listen: '{}' is not an address to listen on (host:port)",
-                o.listen
+                "server.cluster.listen: '{listen}' is not an address to listen on (host:port)"
             ))
         })?;
     let mut initial_cluster = BTreeMap::new();
@@ -318,6 +325,9 @@ pub fn member_config(o: &MemberOptions) -> Result<MemberConfig, String> {
         },
         listen,
         initial_cluster,
-        cluster_token: o.cluster_token.clone(),
+        cluster_token: o
+            .cluster_token
+            .clone()
+            .unwrap_or_else(|| DEFAULT_CLUSTER_TOKEN.to_string()),
     })
 }

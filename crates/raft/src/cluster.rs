@@ -137,19 +137,19 @@ impl LocalCluster {
     }
 
     /// Connects node `id` to the network: its mailbox and its transport.
-    fn attach(&self, id: u64) -> (crossbeam_channel::Receiver<Inbound>, Arc<dyn Transport>) {
+    fn attach(
+        &self,
+        id: u64,
+    ) -> Result<(crossbeam_channel::Receiver<Inbound>, Arc<dyn Transport>)> {
         match &self.network {
-            Network::Local(router) => (router.register(id), router.transport(id)),
+            Network::Local(router) => Ok((router.register(id), router.transport(id))),
             Network::Grpc(nets) => {
+                let net = nets
+                    .get(&id)
+                    .ok_or_else(|| Error::Internal(format!("node {id} has no network end")))?;
                 let (tx, rx) = crossbeam_channel::unbounded();
-                match nets.get(&id) {
-                    Some(net) => {
-                        net.attach(tx);
-                        (rx, net.transport())
-                    }
-                    // Never: `check_id` admits only ids with a net.
-                    None => (rx, LocalRouter::new().transport(id)),
-                }
+                net.attach(tx);
+                Ok((rx, net.transport()))
             }
         }
     }
@@ -187,7 +187,7 @@ impl LocalCluster {
 
     fn start_node(&self, id: u64, bootstrap: Bootstrap) -> Result<()> {
         let identity = Identity::new(self.cluster_id, id, &self.ids());
-        let (inbox, transport) = self.attach(id);
+        let (inbox, transport) = self.attach(id)?;
         match RaftNode::start(
             self.cfg.node_config(id),
             &identity,

@@ -22,6 +22,9 @@ use crate::node::{CompletionSink, RaftNode};
 use crate::storage::RocksEngine;
 use crate::transport::{GrpcNet, NetConfig, NetStats};
 
+/// The cluster token of a group that names none.
+pub const DEFAULT_CLUSTER_TOKEN: &str = "metastore";
+
 #[derive(Debug, Clone)]
 pub struct MemberConfig {
     /// This node; `node.peers` is set from `initial_cluster`.
