@@ -1,6 +1,7 @@
 import { assertBytes, type Bytes } from './bytes.js'
 import { ConfigError, MetaStoreError } from './errors.js'
 import { Group, type GroupOptions, type MemberOptions } from './group.js'
+import { metricsText } from './metrics.js'
 import { RequestKind, type MemberInfo, type NodeStats } from './native.js'
 import { Kind, type WriteResult } from './requests.js'
 import type { Submitter } from './submitter.js'
@@ -135,6 +136,15 @@ export class MetaStore {
     const stats = this.#group.call((n) => n.stats(this.#node))
     const { retries, unknownOutcomes } = this.#group.requests
     return { ...stats, client: { retries, unknownOutcomes } }
+  }
+
+  /**
+   * This node's `stats()` as Prometheus text (format 0.0.4, content type
+   * `METRICS_CONTENT_TYPE`), each metric named `metastore_*` and labelled with
+   * `node_id`, for a service to serve on its own `/metrics`.
+   */
+  async metrics(): Promise<string> {
+    return metricsText(this.#node, this.stats())
   }
 
   /** Closes this handle (and the group, for a store from `MetaStore.open`). Idempotent. */
