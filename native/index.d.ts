@@ -29,8 +29,12 @@ export declare class NativeCluster {
   leader(): number | null
   ids(): Array<number>
   isRunning(node: number): boolean
-  /** The members and their addresses. */
-  members(): Array<MemberInfo>
+  /**
+   * The members as node `node` sees them (for a member, the node of
+   * this process): addresses, roles, and each one's match index when
+   * that node leads.
+   */
+  members(node: number): Array<MemberInfo>
   stats(node: number): NodeStats
   stopNode(node: number): void
   restartNode(node: number): void
@@ -164,7 +168,14 @@ export interface MemberInfo {
   id: number
   /** Where the others dial it (empty for a node of a `LocalCluster`). */
   address: string
+  /** A voter counts towards quorums; a learner only receives the log. */
+  role: 'voter' | 'learner'
   isLeader: boolean
+  /**
+   * The highest log index known to be on that member; known when the
+   * node asked leads (as of at most 50 ms ago), absent elsewhere.
+   */
+  matchIndex?: number
 }
 
 /** One member of a group whose nodes run in separate processes or hosts. */
@@ -185,6 +196,13 @@ export interface MemberOptions {
    * default `metastore`).
    */
   clusterToken?: string
+  /**
+   * The `host:port` the others dial this node at; must be its address in
+   * `initial_cluster`.
+   */
+  advertise?: string
+  /** Mutual TLS between members. */
+  tls?: TlsOptions
   raft: RaftOptions
   storage: StorageOptions
 }
@@ -284,6 +302,19 @@ export interface SubmitFailure {
   code: ErrorCode
   message: string
   outcome: RequestOutcome
+}
+
+/**
+ * PEM files of mutual TLS between members (paths as given, relative to the
+ * working directory).
+ */
+export interface TlsOptions {
+  /** This node's certificate (chain), signed by the CA. */
+  certFile: string
+  /** Its private key. */
+  keyFile: string
+  /** The CA certificate that signs every member's. */
+  caFile: string
 }
 
 /** The transport of a `LocalCluster`. */

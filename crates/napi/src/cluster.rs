@@ -258,7 +258,13 @@ pub struct MemberInfo {
     pub id: u32,
     /// Where the others dial it (empty for a node of a `LocalCluster`).
     pub address: String,
+    /// A voter counts towards quorums; a learner only receives the log.
+    #[napi(ts_type = "'voter' | 'learner'")]
+    pub role: String,
     pub is_leader: bool,
+    /// The highest log index known to be on that member; known when the
+    /// node asked leads (as of at most 50 ms ago), absent elsewhere.
+    pub match_index: Option<f64>,
 }
 
 /// The JS callback as a thread-safe function shared by every node's sink
@@ -390,30 +396,31 @@ impl NativeCluster {
         self.inner.running_node(node as u64).is_ok()
     }
 
-    /// The members and their addresses.
+    /// The members as node `node` sees them (for a member, the node of
+    /// this process): addresses, roles, and each one's match index when
+    /// that node leads.
     #[napi(catch_unwind)]
-    pub fn members(&self) -> Vec<MemberInfo> {
-        let leader = self.inner.leader();
-        match &self.inner {
-            Inner::Local(c) => c
-                .ids()
-                .into_iter()
-                .map(|id| MemberInfo {
-                    id: id as u32,
-                    address: String::new(),
-                    is_leader: leader == Some(id),
-                })
-                .collect(),
-            Inner::Member(m) => m
-                .members()
-                .iter()
-                .map(|(id, address)| MemberInfo {
-                    id: *id as u32,
-                    address: address.clone(),
-                    is_leader: leader == Some(*id),
-                })
-                .collect(),
-        }
+    pub fn members(&self, node: u32) -> Result<Vec<MemberInfo>, String> {
+        let asked = self
+            .inner
+            .running_node(u64::from(node))
+            .map_err(from_raft)?;
+        let leader = asked.raft_stats().leader_id;
+        let address = |id: u64| match &self.inner {
+            Inner::Local(_) => String::new(),
+            Inner::Member(m) => m.members().get(&id).cloned().unwrap_or_default(),
+        };
+        Ok(asked
+            .peers()
+            .into_iter()
+            .map(|p| MemberInfo {
+                id: p.id as u32,
+                address: address(p.id),
+                role: if p.voter { "voter" } else { "learner" }.to_string(),
+                is_leader: leader != 0 && leader == p.id,
+                match_index: p.match_index.map(|i| i as f64),
+            })
+            .collect())
     }
 
     #[napi(catch_unwind)]

@@ -12,7 +12,7 @@ use metastore_batch::{BatchConfig, BatchError};
 use metastore_raft::config::TransportKind;
 use metastore_raft::member::DEFAULT_CLUSTER_TOKEN;
 use metastore_raft::{
-    ClusterConfig, EngineKind, MemberConfig, NodeConfig, RaftSettings, StorageConfig,
+    ClusterConfig, EngineKind, MemberConfig, NodeConfig, RaftSettings, StorageConfig, TlsFiles,
 };
 use napi::Result;
 use napi_derive::napi;
@@ -84,6 +84,18 @@ pub enum Transport {
     Grpc,
 }
 
+/// PEM files of mutual TLS between members (paths as given, relative to the
+/// working directory).
+#[napi(object)]
+pub struct TlsOptions {
+    /// This node's certificate (chain), signed by the CA.
+    pub cert_file: String,
+    /// Its private key.
+    pub key_file: String,
+    /// The CA certificate that signs every member's.
+    pub ca_file: String,
+}
+
 /// One member of a group whose nodes run in separate processes or hosts.
 #[napi(object)]
 pub struct MemberOptions {
@@ -97,6 +109,11 @@ pub struct MemberOptions {
     /// Tells groups with the same members apart (part of the cluster id;
     /// default `metastore`).
     pub cluster_token: Option<String>,
+    /// The `host:port` the others dial this node at; must be its address in
+    /// `initial_cluster`.
+    pub advertise: Option<String>,
+    /// Mutual TLS between members.
+    pub tls: Option<TlsOptions>,
     pub raft: RaftOptions,
     pub storage: StorageOptions,
 }
@@ -329,5 +346,11 @@ pub fn member_config(o: &MemberOptions) -> Result<MemberConfig, String> {
             .cluster_token
             .clone()
             .unwrap_or_else(|| DEFAULT_CLUSTER_TOKEN.to_string()),
+        advertise: o.advertise.clone(),
+        tls: o.tls.as_ref().map(|t| TlsFiles {
+            cert_file: PathBuf::from(&t.cert_file),
+            key_file: PathBuf::from(&t.key_file),
+            ca_file: PathBuf::from(&t.ca_file),
+        }),
     })
 }

@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::unbounded;
@@ -20,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::identity::{self, Bootstrap, ClusterId, Identity};
 use crate::node::{CompletionSink, RaftNode};
 use crate::storage::RocksEngine;
-use crate::transport::{GrpcNet, NetConfig, NetStats};
+use crate::transport::{GrpcNet, NetConfig, NetStats, TlsPem};
 
 /// The cluster token of a group that names none.
 pub const DEFAULT_CLUSTER_TOKEN: &str = "metastore";
@@ -35,6 +36,39 @@ pub struct MemberConfig {
     pub initial_cluster: BTreeMap<u64, String>,
     /// Tells groups with the same members apart.
     pub cluster_token: String,
+    /// The address the others dial this node at, when given; it must be
+    /// this node's `initial_cluster` address.
+    pub advertise: Option<String>,
+    /// Mutual TLS between members, when given.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The PEM files of mutual TLS.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// This node's certificate (chain), signed by the CA.
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// The CA that signs every member's certificate.
+    pub ca_file: PathBuf,
+}
+
+impl TlsFiles {
+    fn read(&self) -> Result<TlsPem> {
+        let read = |key: &str, path: &PathBuf| {
+            std::fs::read(path).map_err(|e| {
+                Error::invalid(
+                    format!("cluster.tls.{key}"),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })
+        };
+        Ok(TlsPem {
+            cert: read("cert_file", &self.cert_file)?,
+            key: read("key_file", &self.key_file)?,
+            ca: read("ca_file", &self.ca_file)?,
+        })
+    }
 }
 
 impl MemberConfig {
@@ -64,6 +98,18 @@ impl MemberConfig {
                 return Err(Error::invalid(
                     format!("cluster.initial_cluster.{member}"),
                     format!("address {address} is also node {other}'s"),
+                ));
+            }
+        }
+        if let Some(advertise) = &self.advertise {
+            let own = &self.initial_cluster[&id];
+            if advertise != own {
+                return Err(Error::invalid(
+                    "cluster.advertise",
+                    format!(
+                        "'{advertise}' is not this node's address in initial_cluster ('{own}'): \
+                         the others dial what initial_cluster says"
+                    ),
                 ));
             }
         }
@@ -142,6 +188,7 @@ impl Member {
             }
         };
         let mut net_cfg = NetConfig::new(id, cluster_id, cfg.listen);
+        net_cfg.tls = cfg.tls.as_ref().map(TlsFiles::read).transpose()?;
         net_cfg.peers = cfg
             .initial_cluster
             .iter()
@@ -220,6 +267,8 @@ mod tests {
                 .map(|(i, a)| (*i, (*a).to_string()))
                 .collect(),
             cluster_token: "t".into(),
+            advertise: None,
+            tls: None,
         }
     }
 
@@ -233,6 +282,13 @@ mod tests {
             (cfg(&[(1, "a:1"), (2, ":7")]), "cluster.initial_cluster.2"),
             (cfg(&[(1, "a:1"), (2, "b:0")]), "cluster.initial_cluster.2"),
             (cfg(&[(1, "a:1"), (2, "a:1")]), "cluster.initial_cluster.2"),
+            (
+                MemberConfig {
+                    advertise: Some("b:2".into()),
+                    ..cfg(&[(1, "a:1"), (2, "b:2")])
+                },
+                "cluster.advertise",
+            ),
         ] {
             match bad.validate() {
                 Err(Error::InvalidConfig { key: k, .. }) => assert_eq!(k, key),

@@ -2,7 +2,7 @@
 //! atomics after each loop iteration, so reading stats never waits on it.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use metastore_batch::BatchStats;
 use raft::StateRole;
@@ -103,9 +103,22 @@ pub struct NodeStats {
     pub storage: StorageStats,
 }
 
+/// A member of the group as one node sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerState {
+    pub id: u64,
+    /// A voter counts towards quorums; a learner only receives the log.
+    pub voter: bool,
+    /// The highest log index known to be on that member: known on the
+    /// leader only (`None` elsewhere).
+    pub match_index: Option<u64>,
+}
+
 /// Figures written by the node thread, read by any thread.
 #[derive(Debug, Default)]
 pub(crate) struct SharedStats {
+    /// The configuration and, on the leader, each member's progress.
+    peers: Mutex<Vec<PeerState>>,
     role: AtomicU8,
     leader_id: AtomicU64,
     term: AtomicU64,
@@ -136,6 +149,14 @@ impl SharedStats {
         self.last_index.store(s.last_index, Relaxed);
         self.log_writes.store(s.log_writes, Relaxed);
         self.duplicate_writes.store(s.duplicate_writes, Relaxed);
+    }
+
+    pub(crate) fn publish_peers(&self, peers: Vec<PeerState>) {
+        *self.peers.lock().unwrap_or_else(|p| p.into_inner()) = peers;
+    }
+
+    pub(crate) fn peers(&self) -> Vec<PeerState> {
+        self.peers.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub(crate) fn publish_log_entries(&self, n: u64) {

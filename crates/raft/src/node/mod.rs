@@ -343,6 +343,13 @@ impl RaftNode {
         }
     }
 
+    /// The members of the group as this node sees them (as of its last
+    /// publication, at most [`worker`]'s `PEERS_EVERY` ago), with each one's
+    /// match index when this node leads.
+    pub fn peers(&self) -> Vec<crate::stats::PeerState> {
+        self.stats.peers()
+    }
+
     /// The raft figures alone (no batcher lock, no engine query).
     pub fn raft_stats(&self) -> RaftStats {
         self.stats.raft(self.id)

@@ -18,7 +18,7 @@ use super::proposals::Proposals;
 use super::read::Reads;
 use crate::config::NodeConfig;
 use crate::error::Error;
-use crate::stats::{RaftStats, SharedStats};
+use crate::stats::{PeerState, RaftStats, SharedStats};
 use crate::storage::Engine;
 use crate::transport::{Inbound, Transport};
 
@@ -40,6 +40,8 @@ pub(super) struct ProposedBatch {
 const DRAIN_LIMIT: usize = 4096;
 /// How often the engine's size estimate (a RocksDB property query) is refreshed.
 const STORAGE_STATS_EVERY: Duration = Duration::from_millis(200);
+/// How often the members and their progress are published.
+const PEERS_EVERY: Duration = Duration::from_millis(50);
 
 /// Which writes are synced before what depends on them goes out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +77,7 @@ pub(super) struct StatsPublisher {
     log_writes: u64,
     pub duplicate_writes: u64,
     storage_published_at: Option<Instant>,
+    peers_published_at: Option<Instant>,
 }
 
 /// The state owned by the node thread.
@@ -135,6 +138,7 @@ impl<E: Engine> Worker<E> {
                 log_writes: 0,
                 duplicate_writes: 0,
                 storage_published_at: None,
+                peers_published_at: None,
             },
             ticks: 0,
             term_and_vote,
@@ -316,6 +320,13 @@ impl<E: Engine> Worker<E> {
         } else {
             stats.shared.publish_log_entries(store.log_entries());
         }
+        if stats
+            .peers_published_at
+            .is_none_or(|t| now.duration_since(t) >= PEERS_EVERY)
+        {
+            stats.shared.publish_peers(peer_states(raft));
+            stats.peers_published_at = Some(now);
+        }
     }
 
     /// Stops serving after a storage error or a panic: everything pending
@@ -358,4 +369,28 @@ impl<E: Engine> Worker<E> {
         self.outbox.deliver();
         self.stats.shared.mark_stopped();
     }
+}
+
+/// The configuration, with each member's match index when `raft` leads.
+fn peer_states<T: raft::Storage>(raft: &raft::Raft<T>) -> Vec<PeerState> {
+    let leads = raft.state == StateRole::Leader;
+    let conf = raft.prs().conf();
+    let voters = conf.voters().ids();
+    let mut out: Vec<PeerState> = voters
+        .iter()
+        .map(|id| (id, true))
+        .chain(conf.learners().iter().map(|id| (*id, false)))
+        .map(|(id, voter)| PeerState {
+            id,
+            voter,
+            match_index: if leads {
+                raft.prs().get(id).map(|p| p.matched)
+            } else {
+                None
+            },
+        })
+        .collect();
+    out.sort_by_key(|p| p.id);
+    out.dedup_by_key(|p| p.id);
+    out
 }

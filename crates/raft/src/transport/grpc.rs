@@ -12,23 +12,36 @@
 //! A stream of another cluster, from a node that is not a peer, to another
 //! node, that stalls before its hello, or that carries bytes that do not
 //! decode, is refused with an error status and counted in [`NetStats`]; it
-//! never reaches the node.
+//! never reaches the node. So is a connection that ends, or is closed for
+//! staying silent, without any stream having said hello: bytes that are not
+//! HTTP/2, a TLS handshake that fails, a half-open connection.
+//!
+//! With [`TlsPem`] the members talk mutual TLS (rustls, ring provider): each
+//! presents a certificate signed by the group's CA and accepts only peers
+//! that do the same.
 //!
 //! The peer table can change while the net runs ([`GrpcNet::set_peer`],
 //! [`GrpcNet::remove_peer`]), for membership changes.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
-use tonic::transport::{Endpoint, Server};
+use tokio_stream::StreamExt as _;
+use tonic::transport::server::{Connected, TlsConnectInfo};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{Inbound, Transport};
@@ -67,6 +80,24 @@ pub struct NetConfig {
     pub max_frame_bytes: usize,
     /// Batches queued per peer before new ones are dropped.
     pub queue_capacity: usize,
+    /// Mutual TLS between members; plain HTTP/2 when `None`.
+    pub tls: Option<TlsPem>,
+}
+
+/// The PEM text of mutual TLS: this node's certificate (chain) and private
+/// key, and the CA certificate that signs every member's.
+#[derive(Clone)]
+pub struct TlsPem {
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+    pub ca: Vec<u8>,
+}
+
+impl std::fmt::Debug for TlsPem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key stays out of logs.
+        f.debug_struct("TlsPem").finish_non_exhaustive()
+    }
 }
 
 impl NetConfig {
@@ -78,6 +109,7 @@ impl NetConfig {
             peers: HashMap::new(),
             max_frame_bytes: 256 << 20,
             queue_capacity: 1024,
+            tls: None,
         }
     }
 }
@@ -91,8 +123,9 @@ pub struct NetStats {
     pub bytes_received: u64,
     /// Messages dropped because a peer's queue was full or it was unreachable.
     pub messages_dropped: u64,
-    /// Streams refused: wrong cluster or node, no hello, malformed or
-    /// oversized frames.
+    /// Streams refused (wrong cluster or node, no hello, malformed or
+    /// oversized frames), and connections that ended without any stream
+    /// saying hello (not HTTP/2, failed TLS handshake, silent).
     pub refused: u64,
     pub connects: u64,
     pub connect_failures: u64,
@@ -133,6 +166,8 @@ struct Shared {
     /// Peers cut off by a test: nothing is sent to or taken from them.
     blocked: RwLock<HashSet<u64>>,
     counters: Counters,
+    /// How this node dials its peers when they talk TLS.
+    client_tls: Option<ClientTlsConfig>,
 }
 
 impl Shared {
@@ -191,7 +226,15 @@ impl GrpcNet {
         let local_addr = listener
             .local_addr()
             .map_err(|e| Error::invalid("listen", format!("{}: {e}", cfg.listen)))?;
+        let (server_tls, client_tls) = match &cfg.tls {
+            Some(pem) => {
+                let (server, client) = tls_configs(pem);
+                (Some(server), Some(client))
+            }
+            None => (None, None),
+        };
         let shared = Arc::new(Shared {
+            client_tls,
             id: cfg.node_id,
             cluster_id: cfg.cluster_id,
             max_frame_bytes: cfg.max_frame_bytes,
@@ -211,17 +254,41 @@ impl GrpcNet {
             let _guard = runtime.enter();
             let listener = tokio::net::TcpListener::from_std(listener)
                 .map_err(|e| Error::invalid("listen", format!("{local_addr}: {e}")))?;
-            let incoming = TcpListenerStream::new(listener);
-            runtime.spawn(
-                Server::builder()
-                    .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-                    .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-                    .tcp_nodelay(true)
-                    .add_service(service)
-                    .serve_with_incoming_shutdown(incoming, async {
-                        let _ = stop_rx.await;
-                    }),
-            );
+            let conns = Arc::clone(&shared);
+            let incoming = TcpListenerStream::new(listener).map(move |accepted| {
+                accepted.map(|io| {
+                    let _ = io.set_nodelay(true);
+                    PeerConn::new(io, Arc::clone(&conns))
+                })
+            });
+            let mut server = Server::builder()
+                .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+                .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
+            if let Some(tls) = server_tls {
+                server = server.tls_config(tls).map_err(|e| {
+                    Error::invalid(
+                        "cluster.tls",
+                        format!("the certificate or key is not usable: {}", source_text(&e)),
+                    )
+                })?;
+            }
+            if let Some(tls) = &shared.client_tls {
+                // Parses the CA and identity now, so a bad file fails the start.
+                Endpoint::from_static("https://localhost")
+                    .tls_config(tls.clone())
+                    .map_err(|e| {
+                        Error::invalid(
+                            "cluster.tls",
+                            format!("the CA certificate is not usable: {}", source_text(&e)),
+                        )
+                    })?;
+            }
+            runtime.spawn(server.add_service(service).serve_with_incoming_shutdown(
+                incoming,
+                async {
+                    let _ = stop_rx.await;
+                },
+            ));
         }
         let net = GrpcNet {
             shared,
@@ -403,9 +470,18 @@ async fn run_link(
     mut queue: mpsc::Receiver<Outbound>,
 ) {
     let mut backoff = MIN_BACKOFF;
-    let uri = format!("http://{address}");
+    let scheme = if shared.client_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let uri = format!("{scheme}://{address}");
     while let Some(first) = queue.recv().await {
-        let channel = match Endpoint::from_shared(uri.clone()) {
+        let endpoint = Endpoint::from_shared(uri.clone()).and_then(|e| match &shared.client_tls {
+            Some(tls) => e.tls_config(tls.clone()),
+            None => Ok(e),
+        });
+        let channel = match endpoint {
             Ok(e) => e
                 .connect_timeout(CONNECT_TIMEOUT)
                 .tcp_nodelay(true)
@@ -495,27 +571,34 @@ impl Peer for PeerService {
         request: Request<Streaming<pb::Frame>>,
     ) -> Result<Response<pb::Done>, Status> {
         let shared = &self.shared;
+        let conn = conn_state(&request);
+        let refuse = |status: Status| {
+            if let Some(conn) = &conn {
+                conn.refused.store(true, Relaxed);
+            }
+            shared.refuse(status)
+        };
         let mut stream = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, stream.message()).await {
             Ok(Ok(Some(pb::Frame {
                 body: Some(Body::Hello(hello)),
             }))) => hello,
-            Ok(Err(status)) => return Err(shared.refuse(status)),
+            Ok(Err(status)) => return Err(refuse(status)),
             _ => {
-                return Err(shared.refuse(Status::invalid_argument(
+                return Err(refuse(Status::invalid_argument(
                     "the first frame of a stream must be a hello",
                 )))
             }
         };
         let from = hello.from;
         if hello.cluster_id != shared.cluster_id.0.to_be_bytes() {
-            return Err(shared.refuse(Status::permission_denied(format!(
+            return Err(refuse(Status::permission_denied(format!(
                 "node {} belongs to cluster {}, not to the one node {from} names",
                 shared.id, shared.cluster_id
             ))));
         }
         if hello.to != shared.id {
-            return Err(shared.refuse(Status::invalid_argument(format!(
+            return Err(refuse(Status::invalid_argument(format!(
                 "this is node {}, not node {}",
                 shared.id, hello.to
             ))));
@@ -526,19 +609,22 @@ impl Peer for PeerService {
             .unwrap_or_else(|p| p.into_inner())
             .contains_key(&from);
         if !known {
-            return Err(shared.refuse(Status::permission_denied(format!(
+            return Err(refuse(Status::permission_denied(format!(
                 "node {from} is not a peer of node {}",
                 shared.id
             ))));
+        }
+        if let Some(conn) = &conn {
+            conn.greeted.store(true, Relaxed);
         }
         loop {
             let frame = match stream.message().await {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return Ok(Response::new(pb::Done {})),
-                Err(status) => return Err(shared.refuse(status)),
+                Err(status) => return Err(refuse(status)),
             };
             let Some(Body::Batch(batch)) = frame.body else {
-                return Err(shared.refuse(Status::invalid_argument("expected a batch")));
+                return Err(refuse(Status::invalid_argument("expected a batch")));
             };
             let mut msgs = Vec::with_capacity(batch.messages.len());
             let mut bytes = 0;
@@ -547,13 +633,13 @@ impl Peer for PeerService {
                 match Message::parse_from_bytes(raw) {
                     Ok(m) if m.from == from && m.to == shared.id => msgs.push(m),
                     Ok(m) => {
-                        return Err(shared.refuse(Status::invalid_argument(format!(
+                        return Err(refuse(Status::invalid_argument(format!(
                             "a message from {} to {} on the stream from {from}",
                             m.from, m.to
                         ))))
                     }
                     Err(e) => {
-                        return Err(shared.refuse(Status::invalid_argument(format!(
+                        return Err(refuse(Status::invalid_argument(format!(
                             "a raft message that does not decode: {e}"
                         ))))
                     }
@@ -571,5 +657,138 @@ impl Peer for PeerService {
                 shared.deliver(Inbound::Raft(msgs));
             }
         }
+    }
+}
+
+/// The server and client halves of mutual TLS from the same PEM files.
+fn tls_configs(pem: &TlsPem) -> (ServerTlsConfig, ClientTlsConfig) {
+    let identity = Identity::from_pem(&pem.cert, &pem.key);
+    let ca = Certificate::from_pem(&pem.ca);
+    (
+        ServerTlsConfig::new()
+            .identity(identity.clone())
+            .client_ca_root(ca.clone())
+            .timeout(HELLO_TIMEOUT),
+        ClientTlsConfig::new()
+            .identity(identity)
+            .ca_certificate(ca)
+            .timeout(CONNECT_TIMEOUT),
+    )
+}
+
+/// An error and its causes, on one line.
+fn source_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
+}
+
+/// What the server knows of one accepted connection, shared with the
+/// streams on it (through the request's extensions).
+struct ConnState {
+    /// A stream on this connection said a valid hello.
+    greeted: AtomicBool,
+    /// A stream on this connection was refused (and counted).
+    refused: AtomicBool,
+}
+
+#[derive(Clone)]
+struct ConnInfo(Arc<ConnState>);
+
+fn conn_state<T>(request: &Request<T>) -> Option<Arc<ConnState>> {
+    let ext = request.extensions();
+    ext.get::<ConnInfo>()
+        .or_else(|| ext.get::<TlsConnectInfo<ConnInfo>>().map(|t| t.get_ref()))
+        .map(|c| Arc::clone(&c.0))
+}
+
+/// An accepted connection: it ends itself when no stream has said hello
+/// within `HELLO_TIMEOUT` (a half-open or silent connection), and counts as
+/// refused when it ends without a hello and without a refused stream.
+struct PeerConn {
+    io: tokio::net::TcpStream,
+    state: Arc<ConnState>,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    shared: Arc<Shared>,
+}
+
+impl PeerConn {
+    fn new(io: tokio::net::TcpStream, shared: Arc<Shared>) -> Self {
+        PeerConn {
+            io,
+            state: Arc::new(ConnState {
+                greeted: AtomicBool::new(false),
+                refused: AtomicBool::new(false),
+            }),
+            deadline: Box::pin(tokio::time::sleep(HELLO_TIMEOUT)),
+            shared,
+        }
+    }
+}
+
+impl Drop for PeerConn {
+    fn drop(&mut self) {
+        if !self.state.greeted.load(Relaxed) && !self.state.refused.load(Relaxed) {
+            self.shared.counters.refused.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+impl Connected for PeerConn {
+    type ConnectInfo = ConnInfo;
+
+    fn connect_info(&self) -> ConnInfo {
+        ConnInfo(Arc::clone(&self.state))
+    }
+}
+
+impl AsyncRead for PeerConn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.state.greeted.load(Relaxed) && this.deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no stream said hello in time",
+            )));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for PeerConn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
     }
 }

@@ -8,7 +8,7 @@ use raft::eraftpb::Message;
 pub mod grpc;
 pub mod local;
 
-pub use self::grpc::{GrpcNet, NetConfig, NetStats};
+pub use self::grpc::{GrpcNet, NetConfig, NetStats, TlsPem};
 pub use self::local::{LocalRouter, LocalTransport};
 
 /// Sends raft messages to their `to` node. Never blocks on a slow peer;

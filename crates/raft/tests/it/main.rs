@@ -19,3 +19,4 @@ mod outcomes;
 mod restart;
 mod sessions;
 mod snapshot;
+mod tls;
