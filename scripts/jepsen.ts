@@ -1,5 +1,7 @@
 // `npm run test:jepsen -- --seconds 300`: the linearizability test of
-// __test__/jepsen.spec.ts, run longer, for changes to the node. Same harness
+// __test__/jepsen.spec.ts, run longer, for changes to the node; with
+// `--processes`, that of __test__/multiprocess-jepsen.spec.ts (three member
+// processes, SIGKILL, SIGSTOP and proxy partitions). Same harness
 // (__test__/jepsen/); exits 1 when a history is not linearizable (its path and
 // porcupine's visualization are printed) or when the run was too quiet to tell.
 import { mkdtempSync, rmSync } from 'node:fs'
@@ -9,6 +11,8 @@ import { join } from 'node:path'
 import { Command, InvalidArgumentError, Option } from 'commander'
 
 import { buildChecker } from '../__test__/jepsen/lincheck.js'
+import { PROCESS_FAULT_KINDS } from '../__test__/jepsen/process-nemesis.js'
+import { runProcessJepsen, type ProcessJepsenReport } from '../__test__/jepsen/process-run.js'
 import { runJepsen, type JepsenReport } from '../__test__/jepsen/run.js'
 import type { Engine } from '../ts/index.js'
 
@@ -32,6 +36,7 @@ interface Options {
   seed?: number
   checkTimeout: number
   keep: boolean
+  processes: boolean
 }
 
 /** What makes a run count as a test at all, scaled to its length. */
@@ -49,8 +54,58 @@ function shortfalls(r: JepsenReport): string[] {
   return out
 }
 
+/** The same for a run over processes: every kind of fault applied, and each partition felt by the clients. */
+function processShortfalls(r: ProcessJepsenReport): string[] {
+  const seconds = r.loadMs / 1000
+  const out: string[] = []
+  const minFaults = Math.max(PROCESS_FAULT_KINDS.length, Math.floor(seconds / 5))
+  if (r.nemesis.faults.length < minFaults) out.push(`only ${r.nemesis.faults.length} faults applied (< ${minFaults})`)
+  for (const kind of PROCESS_FAULT_KINDS) {
+    const figures = r.byKind[kind]
+    if (figures === undefined) out.push(`no ${kind} fault applied`)
+    else if (kind !== 'kill' && kind !== 'pause' && figures.failed === 0) out.push(`no operation failed during ${kind}`)
+  }
+  if (r.exited.total === 0) out.push('no request was in flight when a member was killed')
+  if (r.overlapping < 50) out.push(`only ${r.overlapping} operations overlapped a fault`)
+  if (r.ops.ok < 80 * seconds) out.push(`only ${r.ops.ok} operations succeeded`)
+  if (r.hung > 0) out.push(`${r.hung} requests never settled`)
+  if (r.nemesis.errors.length > 0) out.push(`the nemesis: ${r.nemesis.errors.join('; ')}`)
+  return out
+}
+
+async function mainProcesses(opts: Options): Promise<number> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'metastore-jepsen-processes-'))
+  try {
+    console.log(`processes: ${opts.clients} clients on 3 member processes, ${opts.seconds} s of load under the nemesis ...`)
+    const report = await runProcessJepsen({
+      dataDir,
+      seconds: opts.seconds,
+      clients: opts.clients,
+      keys: opts.keys,
+      seed: opts.seed,
+      checkTimeoutS: opts.checkTimeout,
+      keep: opts.keep,
+    })
+    console.log(report.summary)
+    if (opts.keep) console.log(`history kept: ${report.verdict.history}`)
+    let status = 0
+    if (!report.verdict.ok) {
+      console.error(`NOT LINEARIZABLE (processes, seed ${report.seed}):\n${report.verdict.message}`)
+      status = 1
+    }
+    for (const s of processShortfalls(report)) {
+      console.error(`too quiet to tell (processes): ${s}`)
+      status = 1
+    }
+    return status
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true })
+  }
+}
+
 async function main(opts: Options): Promise<number> {
   await buildChecker()
+  if (opts.processes) return mainProcesses(opts)
   const engines: Engine[] = opts.engine === 'both' ? ['memory', 'rocksdb'] : [opts.engine]
   let status = 0
   for (const engine of engines) {
@@ -94,6 +149,11 @@ new Command()
   .option('--seed <n>', 'seed of the clients and the nemesis (default random; printed)', seedArg)
   .option('--check-timeout <s>', 'seconds each porcupine check may take', positiveInt, 600)
   .option('--keep', 'keep the history even when it is linearizable', false)
+  .addOption(
+    new Option('--processes', 'three member processes (RocksDB) under SIGKILL, SIGSTOP and proxy partitions, instead of a LocalCluster')
+      .default(false)
+      .conflicts('engine'),
+  )
   .action(async (opts: Options) => {
     process.exitCode = await main(opts)
   })

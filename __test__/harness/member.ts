@@ -17,6 +17,8 @@ export interface MemberSpec {
   tickIntervalMs?: number
   proposalTimeoutMs?: number
   requestTimeoutMs?: number
+  /** Applied entries between snapshots (log compaction). */
+  snapshotCount?: number
   sync?: boolean
 }
 
@@ -34,6 +36,7 @@ async function main(): Promise<void> {
   config.server.storage.sync = spec.sync ?? false
   if (spec.proposalTimeoutMs !== undefined) config.server.raft.proposalTimeoutMs = spec.proposalTimeoutMs
   if (spec.requestTimeoutMs !== undefined) config.server.raft.requestTimeoutMs = spec.requestTimeoutMs
+  if (spec.snapshotCount !== undefined) config.server.raft.snapshotCount = spec.snapshotCount
   const store = await MetaStore.open({
     config,
     engine: 'rocksdb',

@@ -1,6 +1,7 @@
 // Groups whose members are real OS processes on loopback, each embedding one
 // node (harness/member.ts), for tests with real sockets and real kills.
 import { spawn, type ChildProcess } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { join } from 'node:path'
 
@@ -35,16 +36,33 @@ export async function freePorts(n: number): Promise<number[]> {
   return ports
 }
 
+/** How a member process ended. */
+export interface Exit {
+  code: number | null
+  signal: NodeJS.Signals | null
+}
+
+export interface MemberProcessOptions {
+  /**
+   * A command the member is started under, e.g. `['ip', 'netns', 'exec', ns]`:
+   * it must exec node itself, so that signals reach the member.
+   */
+  prefix?: string[]
+}
+
 /** One member process. */
 export class MemberProcess {
   readonly spec: MemberSpec
+  readonly #prefix: string[]
   #child: ChildProcess | undefined
   #next = 1
   readonly #waiting = new Map<number, (r: Reply) => void>()
   #exited: Promise<number | null> = Promise.resolve(null)
+  #lastExit: Exit | undefined
 
-  constructor(spec: MemberSpec) {
+  constructor(spec: MemberSpec, opts: MemberProcessOptions = {}) {
     this.spec = spec
+    this.#prefix = opts.prefix ?? []
   }
 
   get id(): number {
@@ -55,13 +73,52 @@ export class MemberProcess {
     return this.#child !== undefined
   }
 
+  /** The running process' pid. */
+  get pid(): number | undefined {
+    return this.#child?.pid
+  }
+
+  /** Requests written to the running process and not answered yet. */
+  get inFlight(): number {
+    return this.#waiting.size
+  }
+
+  /** How the last process ended, if one did. */
+  get lastExit(): Exit | undefined {
+    return this.#lastExit
+  }
+
+  /**
+   * The running process' state letter from /proc (Linux): 'T' while stopped
+   * by SIGSTOP, 'S' or 'R' while it runs; undefined when it is not running.
+   */
+  procState(): string | undefined {
+    const pid = this.pid
+    if (pid === undefined) return undefined
+    try {
+      // The command may hold spaces and parentheses: the state follows the last ')'.
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+      return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0]
+    } catch {
+      return undefined
+    }
+  }
+
   /** Starts the process; resolves once its store is open. */
   async start(timeoutMs = 60_000): Promise<void> {
-    const child = spawn(process.execPath, ['--import', 'tsx', MEMBER, JSON.stringify(this.spec)], {
+    const command = [...this.#prefix, process.execPath, '--import', 'tsx', MEMBER, JSON.stringify(this.spec)]
+    const child = spawn(command[0]!, command.slice(1), {
       stdio: ['pipe', 'pipe', 'inherit'],
     })
     this.#child = child
-    this.#exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)))
+    this.#exited = new Promise((resolve) =>
+      child.once('exit', (code, signal) => {
+        this.#lastExit = { code, signal }
+        resolve(code)
+      }),
+    )
+    // A request written as the process dies meets EPIPE; its reply is the exit's.
+    child.stdin!.on('error', () => {})
     let buffered = ''
     let ready: () => void = () => {}
     const opened = new Promise<void>((resolve) => (ready = resolve))
@@ -80,7 +137,10 @@ export class MemberProcess {
     })
     void this.#exited.then(() => {
       this.#child = undefined
-      for (const resolve of this.#waiting.values()) resolve({ ok: false, code: 'EXITED', message: 'the process exited' })
+      // Written to the process before it died: it may have been applied.
+      for (const resolve of this.#waiting.values()) {
+        resolve({ ok: false, code: 'EXITED', outcome: 'unknown', message: 'the process exited' })
+      }
       this.#waiting.clear()
     })
     let timer: NodeJS.Timeout | undefined
@@ -97,7 +157,7 @@ export class MemberProcess {
 
   request(op: MemberRequest['op'], key?: string, value?: string): Promise<Reply> {
     const child = this.#child
-    if (child === undefined) return Promise.resolve({ ok: false, code: 'EXITED', message: 'not running' })
+    if (child === undefined) return Promise.resolve({ ok: false, code: 'EXITED', outcome: 'not-applied', message: 'not running' })
     const id = this.#next++
     return new Promise((resolve) => {
       this.#waiting.set(id, resolve)
@@ -115,7 +175,45 @@ export class MemberProcess {
 }
 
 /** Settings every member of a test group gets. */
-export type GroupSettings = Pick<MemberSpec, 'tickIntervalMs' | 'proposalTimeoutMs' | 'requestTimeoutMs' | 'sync'>
+export type GroupSettings = Pick<MemberSpec, 'tickIntervalMs' | 'proposalTimeoutMs' | 'requestTimeoutMs' | 'snapshotCount' | 'sync'>
+
+/**
+ * The member's status, or undefined when it is not running or does not answer
+ * within `timeoutMs` (a paused process answers only once resumed).
+ */
+export async function statusOf(member: MemberProcess, timeoutMs = 1_000): Promise<MemberStatus | undefined> {
+  if (!member.running) return undefined
+  let timer: NodeJS.Timeout | undefined
+  const late = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), timeoutMs)))
+  try {
+    const r = await Promise.race([member.request('status'), late])
+    return r?.ok ? (r.result as MemberStatus) : undefined
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+export interface MemberStatus {
+  role: string
+  leaderId: number
+  term: number
+  appliedIndex: number
+}
+
+/**
+ * The id of the member that says it leads (of the highest term, should two
+ * say so), polled until one does; undefined after `timeoutMs`.
+ */
+export async function findLeader(members: readonly MemberProcess[], timeoutMs = 30_000): Promise<number | undefined> {
+  const deadline = Date.now() + timeoutMs
+  for (let attempt = 0; attempt < 10_000 && Date.now() < deadline; attempt++) {
+    const seen = await Promise.all(members.map(async (m) => ({ id: m.id, status: await statusOf(m) })))
+    const leaders = seen.filter((s) => s.status?.role === 'leader').sort((a, b) => b.status!.term - a.status!.term)
+    if (leaders.length > 0) return leaders[0]!.id
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+  return undefined
+}
 
 /** A group of `n` member processes on free loopback ports, data under `dir`. */
 export async function startGroup(n: number, dir: string, settings: GroupSettings = {}): Promise<MemberProcess[]> {

@@ -135,6 +135,31 @@ export class HistoryRecorder {
   }
 }
 
+/** A history's operations by kind and result. */
+export interface Tally {
+  ops: { total: number; ok: number; put: number; get: number; delete: number }
+  /** Failed operations: writes by reported outcome, and reads; and by error code. */
+  failed: { unknownWrites: number; notAppliedWrites: number; reads: number; byError: Record<string, number> }
+}
+
+export function tally(records: readonly OpRecord[]): Tally {
+  const ops = { total: records.length, ok: 0, put: 0, get: 0, delete: 0 }
+  const failed = { unknownWrites: 0, notAppliedWrites: 0, reads: 0, byError: {} as Record<string, number> }
+  for (const r of records) {
+    ops[r.op]++
+    if (r.ok) {
+      ops.ok++
+      continue
+    }
+    if (r.op === 'get') failed.reads++
+    else if (r.outcome === 'not-applied') failed.notAppliedWrites++
+    else failed.unknownWrites++
+    const name = r.error ?? 'unknown error'
+    failed.byError[name] = (failed.byError[name] ?? 0) + 1
+  }
+  return { ops, failed }
+}
+
 /** A window during which a fault was in force, on the recorder's clock. */
 export interface FaultWindow {
   start: number

@@ -2,7 +2,7 @@
 // under a nemesis, the history checked for linearizability with porcupine.
 // Shared by __test__/jepsen.spec.ts and scripts/jepsen.ts; no vitest here.
 import { defaultConfig, LocalCluster, type Engine, type MetaStoreConfig } from '../../ts/index.js'
-import { HistoryRecorder, overlapping } from './history.js'
+import { HistoryRecorder, overlapping, tally } from './history.js'
 import { checkHistory, type Verdict } from './lincheck.js'
 import { FAULT_KINDS, startNemesis, type FaultKind, type NemesisResult } from './nemesis.js'
 import { startWorkload } from './workload.js'
@@ -80,7 +80,7 @@ export function jepsenConfig(patch: (c: MetaStoreConfig) => void = () => {}): Me
 }
 
 /** Resolves true if `p` settles within `ms`; the timer never keeps the process alive. */
-function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
+export function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
   let timer: NodeJS.Timeout | undefined
   const timeout = new Promise<boolean>((resolve) => {
     timer = setTimeout(() => resolve(false), ms)
@@ -170,20 +170,7 @@ export async function runJepsen(opts: JepsenOptions): Promise<JepsenReport> {
 
   const records = recorder.records()
   const keysUsed = new Set(records.map((r) => r.key)).size
-  const ops = { total: records.length, ok: 0, put: 0, get: 0, delete: 0 }
-  const failed = { unknownWrites: 0, notAppliedWrites: 0, reads: 0, byError: {} as Record<string, number> }
-  for (const r of records) {
-    ops[r.op]++
-    if (r.ok) {
-      ops.ok++
-      continue
-    }
-    if (r.op === 'get') failed.reads++
-    else if (r.outcome === 'not-applied') failed.notAppliedWrites++
-    else failed.unknownWrites++
-    const name = r.error ?? 'unknown error'
-    failed.byError[name] = (failed.byError[name] ?? 0) + 1
-  }
+  const { ops, failed } = tally(records)
   const overlap = overlapping(records, nemesisResult.faults)
   const verdict = await checkHistory(recorder, {
     label: opts.engine,

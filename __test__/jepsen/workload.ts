@@ -12,9 +12,18 @@ import type { MetaStore } from '../../ts/index.js'
 import type { HistoryRecorder, OpName } from './history.js'
 import { Random } from './random.js'
 
+/** What a client needs of a node: a MetaStore, or anything that answers the same three calls. */
+export type WorkloadHandle = Pick<MetaStore, 'put' | 'get' | 'delete'>
+
 export interface WorkloadOptions {
   /** One handle per client: client i uses handles[i] for its whole run. */
-  handles: readonly MetaStore[]
+  handles: readonly WorkloadHandle[]
+  /**
+   * Whether client i's node can take a request now; while it cannot (a
+   * process killed and not yet restarted), the client waits instead of
+   * filling the history with requests that were never sent.
+   */
+  available?: (client: number) => boolean
   /** Keys in use at a time. */
   keys: number
   /** Operations on a key before the clients move to fresh keys. */
@@ -53,10 +62,14 @@ export function startWorkload(opts: WorkloadOptions): Workload {
   let stopped = false
   let calls = 0 // by every client: it sets the generation of keys
 
-  const client = async (id: number, node: MetaStore): Promise<void> => {
+  const client = async (id: number, node: WorkloadHandle): Promise<void> => {
     const rng = new Random(opts.seed * 7919 + id)
     let failures = 0 // in a row
     for (let n = 0; n < opts.maxOpsPerClient && !stopped && recorder.now() < opts.deadline; n++) {
+      if (opts.available?.(id) === false) {
+        await sleep(backoffMax)
+        continue
+      }
       const generation = Math.floor(calls++ / (opsPerKey * opts.keys))
       const key = `g${generation}/k${rng.int(0, opts.keys - 1)}`
       const r = rng.next()
