@@ -1,4 +1,6 @@
-import { writeFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
+import { createServer, type AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
 import fc from 'fast-check'
@@ -11,10 +13,13 @@ import {
   loadConfigSync,
   parseConfig,
   resolveConfig,
+  resolveMember,
   type MetaStoreConfig,
 } from '../ts/config.js'
+import { LocalCluster } from '../ts/cluster.js'
 import { ConfigError, isRetryable, MetaStoreError, toMetaStoreError } from '../ts/errors.js'
 import { native } from '../ts/native.js'
+import { MetaStore } from '../ts/store.js'
 import { parseDuration, parseSize } from '../ts/units.js'
 import { tempDir } from './helpers.js'
 
@@ -473,6 +478,293 @@ describe('invalid configuration files', () => {
   })
 })
 
+/** Loads an invalid fixture; both loaders must report exactly `lines`, each prefixed with the path. */
+async function expectLines(name: string, lines: string[]): Promise<ConfigError> {
+  const path = fixture(name)
+  const err = await configError(() => loadConfig(path))
+  expect(err.message.split('\n')).toEqual(lines.map((line) => `${path}: ${line}`))
+  expect(err.issues.map((i) => i.message)).toEqual(lines.map((line) => `${path}: ${line}`))
+  const sync = await configError(() => loadConfigSync(path))
+  expect(sync.message).toBe(err.message)
+  return err
+}
+
+describe('the cluster and http sections', () => {
+  it('a member file reads into camelCase, ids as keys, file paths as written', async () => {
+    const { server } = await loadConfig(fixture('cluster.yaml'))
+    expect(server.cluster).toEqual({
+      nodeId: 1,
+      listen: '0.0.0.0:7001',
+      advertise: 'host-a:7001',
+      initialCluster: { 1: 'host-a:7001', 2: '10.0.0.2:7001', 3: '[fd00::3]:7001' },
+      clusterToken: 'metastore-prod',
+      tls: { certFile: 'certs/node1.pem', keyFile: 'certs/node1.key', caFile: 'certs/ca.pem' },
+    })
+    expect(server.http).toEqual({ listen: '127.0.0.1:8001' })
+    expect({ raft: server.raft, storage: server.storage }).toEqual(DEFAULTS.server)
+  })
+
+  it('the commented example of configs/config.yaml, uncommented, is a valid member with its HTTP end', () => {
+    const text = readFileSync(configFile('config.yaml'), 'utf8')
+    const uncommented = text.replace(/^ {2}# (?=cluster:|http:| {2})/gm, '  ')
+    expect(uncommented).not.toBe(text)
+    const { cluster, http } = parseConfig(uncommented, 'configs/config.yaml, uncommented').server
+    expect(cluster).toMatchObject({ nodeId: 1, initialCluster: { 1: 'host-a:7001', 2: 'host-b:7001', 3: 'host-c:7001' } })
+    expect(Object.keys(cluster ?? {}).sort()).toEqual(['advertise', 'clusterToken', 'initialCluster', 'listen', 'nodeId', 'tls'])
+    expect(http).toEqual({ listen: '127.0.0.1:8001' })
+  })
+
+  it('absent or left empty, they stay undefined; the optional keys of a member stay undefined too', () => {
+    for (const text of ['', 'server:\n  cluster:\n  http:\n', 'server:\n  cluster: null\n']) {
+      const { server } = parseConfig(text)
+      expect(server.cluster).toBeUndefined()
+      expect(server.http).toBeUndefined()
+      expect(parseConfig(text)).toEqual(DEFAULTS)
+    }
+    expect('cluster' in defaultConfig().server).toBe(false)
+    const { cluster, http } = parseConfig('server:\n  cluster:\n    node_id: 2\n    initial_cluster: { 2: "b:1" }\n  http: {}\n').server
+    expect(cluster).toStrictEqual({ nodeId: 2, initialCluster: { 2: 'b:1' } })
+    expect(http).toStrictEqual({})
+  })
+
+  it('addresses: a hostname, an IPv4 address or [IPv6], and a port 1..65535', async () => {
+    const listen = (address: string): string => `server:\n  cluster:\n    node_id: 1\n    initial_cluster: { 1: "h:1" }\n    listen: "${address}"\n`
+    for (const good of ['host-a:7001', 'node_1:1', 'db-1.example.com:65535', 'localhost:7001', '0.0.0.0:7001', '10.0.0.1:07001', '[::]:7001', '[fd00::3]:7001', '[::ffff:10.0.0.1]:1']) {
+      expect(parseConfig(listen(good)).server.cluster?.listen).toBe(good)
+    }
+    const bad: [string, string][] = [
+      ['host-a', "must be host:port, e.g. 'host-a:7001', '10.0.0.1:7001' or '[::1]:7001'"],
+      [':7001', "must be host:port, e.g. 'host-a:7001', '10.0.0.1:7001' or '[::1]:7001'"],
+      ['host-a:', "must be host:port, e.g. 'host-a:7001', '10.0.0.1:7001' or '[::1]:7001'"],
+      ['host-a:http', "has an invalid port 'http'"],
+      ['host-a:-1', "has an invalid port '-1'"],
+      ['host-a:0', 'has port 0 out of range 1..65535'],
+      ['host-a:65536', 'has port 65536 out of range 1..65535'],
+      ['1.2.3:7001', "has an invalid IPv4 address '1.2.3'"],
+      ['fd00::3:7001', "must put an IPv6 host in brackets, e.g. '[::1]:7001'"],
+      ['[fd00::zz]:7001', "has an invalid IPv6 address 'fd00::zz'"],
+      ['-host:7001', "has an invalid host '-host'; expected a hostname, an IPv4 address or [IPv6]"],
+      ['a..b:7001', "has an invalid host 'a..b'; expected a hostname, an IPv4 address or [IPv6]"],
+      ['http://a:7001', 'must be host:port, without a scheme such as http://'],
+    ]
+    for (const [address, rule] of bad) {
+      const err = await configError(() => parseConfig(listen(address), 'm.yaml'))
+      expect(err.message).toBe(`m.yaml: server.cluster.listen ('${address}') ${rule} (line 5)`)
+    }
+  })
+
+  it('server.http.listen may take port 0 (any free port); a member listens on a port it can be dialled at', async () => {
+    expect(parseConfig('server:\n  http:\n    listen: 127.0.0.1:0\n').server.http).toEqual({ listen: '127.0.0.1:0' })
+    const err = await configError(() => parseConfig('server:\n  http:\n    listen: 127.0.0.1:65536\n'))
+    expect(err.message).toBe("<inline>: server.http.listen ('127.0.0.1:65536') has port 65536 out of range 0..65535 (line 3)")
+  })
+
+  it('every bad address is named by its key, in file order', async () => {
+    await expectLines('cluster-bad-address.yaml', [
+      'server.cluster.listen: expected a host:port string, got number 7001 (line 4)',
+      "server.cluster.initial_cluster.2 ('host-b') must be host:port, e.g. 'host-a:7001', '10.0.0.1:7001' or '[::1]:7001' (line 7)",
+      "server.cluster.initial_cluster.3 ('host-c:70000') has port 70000 out of range 1..65535 (line 8)",
+      "server.cluster.initial_cluster.4 ('::1:7001') must put an IPv6 host in brackets, e.g. '[::1]:7001' (line 9)",
+      "server.cluster.initial_cluster.5 ('10.0.0.256:7001') has an invalid IPv4 address '10.0.0.256' (line 10)",
+      "server.cluster.initial_cluster.6 ('host_c.example.com:0') has port 0 out of range 1..65535 (line 11)",
+      "server.cluster.initial_cluster.7 ('bad host:7001') has an invalid host 'bad host'; expected a hostname, an IPv4 address or [IPv6] (line 12)",
+    ])
+  })
+
+  it('node_id must be a key of initial_cluster', async () => {
+    const err = await expectLines('cluster-node-not-member.yaml', [
+      'server.cluster.node_id (4) is not a key of initial_cluster (1, 2, 3) (line 3)',
+    ])
+    expect(err.key).toBe('server.cluster.node_id')
+  })
+
+  it('the keys of initial_cluster are node ids', async () => {
+    await expectLines('cluster-bad-node-ids.yaml', [
+      'server.cluster.initial_cluster.0: not a node id; node ids are integers 1..4294967295 (line 6)',
+      'server.cluster.initial_cluster.two: not a node id; node ids are integers 1..4294967295 (line 7)',
+    ])
+    const empty = await configError(() => parseConfig('server:\n  cluster:\n    node_id: 1\n    initial_cluster: {}\n'))
+    expect(empty.message).toBe('<inline>: server.cluster.initial_cluster: must name at least one member (line 4)')
+    const list = await configError(() => parseConfig('server:\n  cluster:\n    node_id: 1\n    initial_cluster: [a:1]\n'))
+    expect(list.message).toBe('<inline>: server.cluster.initial_cluster: expected a mapping of node ids to host:port addresses, got a list (line 4)')
+  })
+
+  it('two members cannot share an address (hostnames compared without case): both ids are named', async () => {
+    await expectLines('cluster-duplicate-address.yaml', [
+      "server.cluster.initial_cluster.3 ('HOST-A:7001') is also node 1's address (line 7)",
+    ])
+  })
+
+  it('advertise must be the address initial_cluster gives this node', async () => {
+    await expectLines('cluster-advertise-mismatch.yaml', [
+      "server.cluster.advertise ('host-a:7001') must equal the address of node 2 in initial_cluster ('host-b:7001') (line 4)",
+    ])
+  })
+
+  it('tls takes all three files or none', async () => {
+    await expectLines('cluster-partial-tls.yaml', [
+      'server.cluster.tls.key_file: missing; tls needs cert_file, key_file and ca_file (line 6)',
+    ])
+  })
+
+  it('a cluster section needs node_id and initial_cluster', async () => {
+    await expectLines('cluster-missing-keys.yaml', [
+      'server.cluster.node_id: missing; a cluster member needs node_id and initial_cluster (line 4)',
+      'server.cluster.initial_cluster: missing; a cluster member needs node_id and initial_cluster (line 4)',
+    ])
+  })
+
+  it('unknown keys get suggestions', async () => {
+    await expectLines('cluster-unknown-key.yaml', [
+      'server.cluster.nodeid: unknown key; did you mean node_id? (line 3)',
+      'server.cluster.token: unknown key; did you mean cluster_token? (line 7)',
+    ])
+    const camel = await configError(() =>
+      parseConfig('server:\n  cluster:\n    nodeId: 1\n    tls:\n      certFile: a\n      key_file: b\n      ca_file: c\n'),
+    )
+    expect(camel.issues.map((i) => i.message)).toEqual([
+      '<inline>: server.cluster.node_id: missing; a cluster member needs node_id and initial_cluster (line 2)',
+      '<inline>: server.cluster.initial_cluster: missing; a cluster member needs node_id and initial_cluster (line 2)',
+      '<inline>: server.cluster.nodeId: unknown key; did you mean node_id? (line 3)',
+      '<inline>: server.cluster.tls.cert_file: missing; tls needs cert_file, key_file and ca_file (line 4)',
+      '<inline>: server.cluster.tls.certFile: unknown key; did you mean cert_file? (line 5)',
+    ])
+  })
+
+  it('problems of every section are reported together, in file order', async () => {
+    await expectLines('cluster-several-errors.yaml', [
+      'server.raft.election_tick (0) must be a positive integer (line 3)',
+      'server.cluster.node_id (1.5) must be a positive integer (line 5)',
+      "server.cluster.initial_cluster.1 ('host-a') must be host:port, e.g. 'host-a:7001', '10.0.0.1:7001' or '[::1]:7001' (line 7)",
+      "server.cluster.cluster_token ('') must not be empty (line 8)",
+      "server.http.listen ('localhost') must be host:port, e.g. 'host-a:7001', '10.0.0.1:7001' or '[::1]:7001' (line 10)",
+      'server.http.port: unknown key; expected one of listen (line 11)',
+    ])
+  })
+
+  it('options objects meet the same rules, named in camelCase', async () => {
+    const cluster = { nodeId: 2, initialCluster: { 1: 'a:1', 2: 'b:1' }, advertise: 'a:1' }
+    const err = await configError(() => resolveConfig({ server: { cluster } }))
+    expect(err.message).toBe("<options>: server.cluster.advertise ('a:1') must equal the address of node 2 in initialCluster ('b:1')")
+    const tls = await configError(() => resolveConfig({ server: { cluster: { ...cluster, advertise: 'b:1', tls: { certFile: 'c' } } } } as never))
+    expect(tls.message.split('\n')).toEqual([
+      '<options>: server.cluster.tls.keyFile: missing; tls needs certFile, keyFile and caFile',
+      '<options>: server.cluster.tls.caFile: missing; tls needs certFile, keyFile and caFile',
+    ])
+  })
+})
+
+/** A port no one listens on now. */
+async function freePort(): Promise<number> {
+  const server = createServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as AddressInfo
+  await new Promise((resolve) => server.close(resolve))
+  return port
+}
+
+describe('MetaStore.open and LocalCluster.start with a cluster section', () => {
+  const dir = tempDir('metastore-member-config-')
+  const member = fixture('member.yaml')
+
+  /** The ConfigError that MetaStore.open rejects with; nothing is started. */
+  const openError = (options: object): Promise<ConfigError> => configError(() => MetaStore.open({ config: member, ...options }))
+
+  it('opens the member a one-member file describes: it writes, reads, and lists itself at its address', async () => {
+    const port = await freePort()
+    const path = join(dir, 'node1.yaml')
+    writeFileSync(
+      path,
+      stringify({
+        server: {
+          raft: { tick_interval: '10ms' },
+          storage: { engine: 'rocksdb', data_dir: join(dir, 'data'), sync: false },
+          cluster: { node_id: 1, initial_cluster: { 1: `127.0.0.1:${port}` } },
+        },
+      }),
+    )
+    const store = await MetaStore.open({ config: path })
+    try {
+      expect(store.nodeId).toBe(1)
+      expect((await store.put('k', 'v')).existed).toBe(false)
+      expect((await store.get('k'))?.toString()).toBe('v')
+      expect(store.members()).toMatchObject([{ id: 1, address: `127.0.0.1:${port}`, role: 'voter', isLeader: true }])
+      expect(store.stats().transport).toBeDefined()
+    } finally {
+      await store.close()
+    }
+  }, 60_000)
+
+  it('hands the tls files to the core as written: a missing certificate fails the start, naming it', async () => {
+    const port = await freePort()
+    const path = join(dir, 'tls.yaml')
+    const cert = join(dir, 'no-such-cert.pem')
+    writeFileSync(
+      path,
+      stringify({
+        server: {
+          storage: { engine: 'rocksdb', data_dir: join(dir, 'tls-data') },
+          cluster: {
+            node_id: 1,
+            initial_cluster: { 1: `127.0.0.1:${port}` },
+            tls: { cert_file: cert, key_file: join(dir, 'no-such-key.pem'), ca_file: join(dir, 'no-such-ca.pem') },
+          },
+        },
+      }),
+    )
+    const err = await configError(() => MetaStore.open({ config: path }))
+    expect(err.message).toContain(`cluster.tls.cert_file: cannot read ${cert}`)
+  }, 60_000)
+
+  it('options override the config key by key', () => {
+    const { member: fromFile } = resolveMember(member, {})
+    expect(fromFile).toEqual({ nodeId: 1, initialCluster: { 1: 'host-a:7001', 2: 'host-b:7001', 3: 'host-c:7001' } })
+    const tls = { certFile: 'n2.pem', keyFile: 'n2.key', caFile: 'ca.pem' }
+    const { config, member: node2 } = resolveMember(member, { nodeId: 2, listen: '0.0.0.0:7001', tls, clusterToken: undefined })
+    expect(node2).toEqual({ ...fromFile, nodeId: 2, listen: '0.0.0.0:7001', tls })
+    expect(config.server.cluster).toEqual(node2)
+    const { member: moved } = resolveMember(member, { initialCluster: { 1: 'h1:1', 5: 'h5:1' } })
+    expect(moved).toEqual({ nodeId: 1, initialCluster: { 1: 'h1:1', 5: 'h5:1' } })
+    expect(resolveMember(undefined, {}).member).toBeUndefined()
+  })
+
+  it('errors name where the bad value came from: an option, or the file key and its line; nothing starts', async () => {
+    expect((await openError({ nodeId: 4 })).message).toBe(
+      `<options>: nodeId (4) is not a key of server.cluster.initial_cluster of ${member} (1, 2, 3)`,
+    )
+    const moved = await openError({ initialCluster: { 7: 'h7:1', 8: 'h8:1' } })
+    expect(moved.message).toBe(`${member}: server.cluster.node_id (1) is not a key of the initialCluster option (7, 8) (line 4)`)
+    expect(moved).toMatchObject({ file: member, key: 'server.cluster.node_id', line: 4 })
+    expect((await openError({ advertise: 'host-b:7001' })).message).toBe(
+      `<options>: advertise ('host-b:7001') must equal the address of node 1 in server.cluster.initial_cluster of ${member} ('host-a:7001')`,
+    )
+    expect((await openError({ listen: 'host-a' })).key).toBe('listen')
+    expect((await openError({ tls: { certFile: 'a.pem', keyFile: 'a.key' } })).message).toBe(
+      '<options>: tls.caFile: missing; tls needs certFile, keyFile and caFile',
+    )
+    const unknown = await openError({ tls: { certFile: 'a.pem', keyFile: 'a.key', ca_file: 'ca.pem' } })
+    expect(unknown.issues.map((i) => i.message)).toContain('<options>: tls.ca_file: unknown key; did you mean caFile?')
+  })
+
+  it('member options without a member to apply them to are an error', async () => {
+    const err = await configError(() => MetaStore.open({ listen: '0.0.0.0:7001', clusterToken: 't' }))
+    expect(err.message.split('\n')).toEqual([
+      '<options>: listen: needs nodeId and initialCluster, or a server.cluster section in the config',
+      '<options>: clusterToken: needs nodeId and initialCluster, or a server.cluster section in the config',
+    ])
+  })
+
+  it('LocalCluster.start refuses a config with a cluster section', async () => {
+    const rule =
+      'a section for MetaStore.open and metastore serve (one member of a group spread over processes); ' +
+      'LocalCluster.start runs all its nodes in this process'
+    const err = await configError(() => LocalCluster.start({ config: member, nodes: 1, engine: 'memory' }))
+    expect(err.message).toBe(`${member}: server.cluster: ${rule} (line 3)`)
+    const object = await configError(() => LocalCluster.start({ config: loadConfigSync(member), nodes: 1, engine: 'memory' }))
+    expect(object.message).toBe(`<options>: server.cluster: ${rule}`)
+  })
+})
+
 describe('resolveConfig', () => {
   const dir = tempDir('metastore-config-')
 
@@ -650,5 +942,27 @@ describe('the loader and the core agree on the rules', () => {
     const loader = await configError(() => parseConfig(yamlOf(set)))
     expect(loader.key).toBe(`server.${key}`)
     expect(nativeKey(set)).toBe(`server.${key}`)
+  })
+
+  // The member rules the core checks too; the loader alone checks host names, ids in range and advertise.
+  const memberCases: [key: string, initialCluster: Record<string, string>][] = [
+    ['cluster.initial_cluster.2', { 1: '127.0.0.1:7001', 2: '127.0.0.1:7001' }],
+    ['cluster.initial_cluster.2', { 1: '127.0.0.1:7001', 2: '127.0.0.1:0' }],
+    ['cluster.initial_cluster.2', { 1: '127.0.0.1:7001', 2: '127.0.0.1:65536' }],
+  ]
+
+  it.each(memberCases)('%s: both reject %j', async (key, initialCluster) => {
+    const loader = await configError(() => parseConfig(stringify({ server: { cluster: { node_id: 1, initial_cluster: initialCluster } } })))
+    expect(loader.key).toBe(`server.${key}`)
+    const { raft, storage } = defaultConfig().server
+    let refused: unknown
+    try {
+      const options = { nodeId: 1, initialCluster, raft, storage: { ...storage, dataDir: join(tmpdir(), 'metastore-never-opened') } }
+      native.NativeCluster.startMember(options, () => {}).close()
+    } catch (err) {
+      refused = err
+    }
+    expect(refused).toMatchObject({ code: 'ERR_INVALID_CONFIG' })
+    expect(/(?:^|: )(cluster\.[\w.]+):/.exec((refused as Error).message)?.[1]).toBe(key)
   })
 })

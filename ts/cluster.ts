@@ -1,3 +1,4 @@
+import { resolveLocalConfig } from './config.js'
 import { Group, type GroupOptions, type Transport } from './group.js'
 import { MetaStore } from './store.js'
 
@@ -25,7 +26,8 @@ export class LocalCluster {
     if (!Number.isInteger(nodes) || nodes < 1) throw new RangeError(`nodes must be a positive integer, got ${nodes}`)
     const transport = options.transport ?? 'local'
     if (transport !== 'local' && transport !== 'grpc') throw new RangeError(`transport must be 'local' or 'grpc', got ${String(transport)}`)
-    return new LocalCluster(await Group.start(options, nodes, LOCAL_CLUSTER_SUBDIR, transport))
+    const config = resolveLocalConfig(options.config)
+    return new LocalCluster(await Group.start({ ...options, config }, nodes, LOCAL_CLUSTER_SUBDIR, transport))
   }
 
   /** Node ids, 1..n. */

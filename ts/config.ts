@@ -1,12 +1,15 @@
 /**
- * Typed configuration: the YAML file of the seed (`server.raft.*`,
- * `server.raft.batch.*`, `server.storage.*`, snake_case keys) read into a
- * camelCase object with durations in milliseconds and sizes in bytes.
+ * Typed configuration: the YAML file (`server.raft.*`, `server.raft.batch.*`,
+ * `server.storage.*`, `server.cluster.*`, `server.http.*`, snake_case keys)
+ * read into a camelCase object with durations in milliseconds and sizes in
+ * bytes.
  *
- * Every key is optional; missing keys take the core's defaults, which the
- * addon hands over (`defaultServerOptions`; Rust owns them, and
- * `configs/config.yaml` lists them). An empty file, or `{}`, is the default
- * configuration. Units (see ./units.ts):
+ * Every key of raft and storage is optional; missing keys take the core's
+ * defaults, which the addon hands over (`defaultServerOptions`; Rust owns
+ * them, and `configs/config.yaml` lists them). An empty file, or `{}`, is the
+ * default configuration. The cluster and http sections have no defaults: absent
+ * (or empty), they stay undefined; a cluster section must name `node_id` and
+ * `initial_cluster`. Units (see ./units.ts):
  * durations are strings such as `5ms`, `1.5s`, `100us`, `2m`, or a YAML number
  * meaning milliseconds; sizes are a number of bytes or strings such as `512KB`,
  * `1MB`, `1MiB`, where KB = KiB = 1024 bytes.
@@ -21,6 +24,7 @@
  */
 import { readFileSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
+import { isIPv4, isIPv6 } from 'node:net'
 import { isMap, isScalar, LineCounter, parseDocument, type Document } from 'yaml'
 import * as z from 'zod'
 import { ConfigError, type ConfigIssue } from './errors.js'
@@ -31,7 +35,14 @@ import { parseDuration, parseSize } from './units.js'
 // Types
 
 export interface MetaStoreConfig {
-  server: { raft: RaftConfig; storage: StorageConfig }
+  server: {
+    raft: RaftConfig
+    storage: StorageConfig
+    /** Present: this process runs one member of a group spread over processes (`MetaStore.open`, `metastore serve`). */
+    cluster?: ClusterConfig
+    /** The HTTP end of `metastore serve`. */
+    http?: HttpConfig
+  }
 }
 
 // Defaults are in configs/config.yaml (the core's, see defaultConfig()).
@@ -89,6 +100,40 @@ export interface StorageConfig {
 }
 
 export type Compression = 'none' | 'lz4'
+
+/**
+ * One member of a group whose nodes run in separate processes or hosts.
+ * Addresses are `host:port`: a hostname, an IPv4 address or an `[IPv6]`
+ * address, and a port 1..65535.
+ */
+export interface ClusterConfig {
+  /** This node's id; a key of `initialCluster`. YAML `node_id`. */
+  nodeId: number
+  /** Every initial member: node id to the `host:port` the others dial it at. */
+  initialCluster: Record<number, string>
+  /** Where to listen for the other members (default: this node's address in `initialCluster`). */
+  listen?: string
+  /** The address the others dial this node at; when given, it must be this node's address in `initialCluster`. */
+  advertise?: string
+  /** Tells groups with the same members apart; part of the cluster id (the core's default when absent). */
+  clusterToken?: string
+  /** Mutual TLS between the members; the files are PEM, relative to the process's working directory. */
+  tls?: TlsConfig
+}
+
+export interface TlsConfig {
+  /** This node's certificate. YAML `cert_file`. */
+  certFile: string
+  /** Its private key. YAML `key_file`. */
+  keyFile: string
+  /** The authority the other members' certificates must be signed by. YAML `ca_file`. */
+  caFile: string
+}
+
+export interface HttpConfig {
+  /** `host:port` of the HTTP end of `metastore serve` (metrics, health, status); port 0 takes any free port. */
+  listen?: string
+}
 
 export type DeepPartial<T> = {
   [K in keyof T]?: T[K] extends object ? DeepPartial<T[K]> : T[K]
@@ -174,6 +219,84 @@ function unit(what: string, parse: (v: string | number) => number, positiveRule:
   })
 }
 
+const NODE_ID = /^[1-9]\d*$/
+const HOSTNAME_LABEL = /^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$/i
+const ADDRESS_FORMAT = "must be host:port, e.g. 'host-a:7001', '10.0.0.1:7001' or '[::1]:7001'"
+
+/**
+ * The rule `value` breaks as a `host:port` address, or undefined: the host a
+ * hostname (underscores allowed, as container runtimes name hosts so), an IPv4
+ * address or an IPv6 address in brackets; the port 1..65535, or 0 as well
+ * when `anyPort` (a listener that takes any free port).
+ */
+function addressRule(value: string, anyPort: boolean): string | undefined {
+  if (/^[a-z][a-z\d+.-]*:\/\//i.test(value)) return 'must be host:port, without a scheme such as http://'
+  let host: string
+  let port: string
+  const bracketed = /^\[([^\]]*)\]:(.*)$/.exec(value)
+  if (bracketed !== null) {
+    host = bracketed[1] as string
+    port = bracketed[2] as string
+    if (!isIPv6(host)) return `has an invalid IPv6 address '${host}'`
+  } else {
+    const colon = value.lastIndexOf(':')
+    if (colon <= 0) return ADDRESS_FORMAT
+    host = value.slice(0, colon)
+    port = value.slice(colon + 1)
+    if (host.includes(':')) return "must put an IPv6 host in brackets, e.g. '[::1]:7001'"
+    if (/^[\d.]+$/.test(host)) {
+      if (!isIPv4(host)) return `has an invalid IPv4 address '${host}'`
+    } else if (host.length > 253 || !host.split('.').every((label) => HOSTNAME_LABEL.test(label))) {
+      return `has an invalid host '${host}'; expected a hostname, an IPv4 address or [IPv6]`
+    }
+  }
+  if (port === '') return ADDRESS_FORMAT
+  if (!/^\d{1,5}$/.test(port)) return `has an invalid port '${port}'`
+  const min = anyPort ? 0 : 1
+  if (Number(port) < min || Number(port) > 65535) return `has port ${Number(port)} out of range ${min}..65535`
+  return undefined
+}
+
+function address({ anyPort = false } = {}): z.ZodType<string> {
+  return z.unknown().transform((input, ctx) => {
+    const rule = typeof input === 'string' ? addressRule(input, anyPort) : expected('a host:port string')({ input })
+    if (rule === undefined) return input as string
+    ctx.addIssue({ code: 'custom', message: rule, input })
+    return z.NEVER
+  })
+}
+
+/**
+ * `initial_cluster`: node ids to distinct addresses. YAML gives the ids as
+ * numbers or strings; both become the keys of an object, as in options.
+ */
+function members(): z.ZodType<Record<number, string>> {
+  return z.unknown().transform((input, ctx) => {
+    if (input === null || typeof input !== 'object' || Array.isArray(input)) {
+      ctx.addIssue({ code: 'custom', message: expected('a mapping of node ids to host:port addresses')({ input }), input })
+      return z.NEVER
+    }
+    const entries = Object.entries(input)
+    if (entries.length === 0) ctx.addIssue({ code: 'custom', message: 'must name at least one member', input })
+    // Integer keys come in ascending order: a shared address is reported at the higher id.
+    const owners = new Map<string, string>()
+    for (const [id, value] of entries) {
+      const fail = (message: string): void => ctx.addIssue({ code: 'custom', message, input: value, path: [id] })
+      if (!NODE_ID.test(id) || Number(id) > MAX_U32) fail(`not a node id; node ids are integers 1..${MAX_U32}`)
+      const rule = typeof value === 'string' ? addressRule(value, false) : expected('a host:port string')({ input: value })
+      if (rule !== undefined) {
+        fail(rule)
+        continue
+      }
+      const key = (value as string).toLowerCase()
+      const owner = owners.get(key)
+      if (owner === undefined) owners.set(key, id)
+      else fail(`is also node ${owner}'s address`)
+    }
+    return Object.fromEntries(entries) as Record<number, string>
+  })
+}
+
 const duration = (): z.ZodType<number> =>
   unit(`a duration such as '5ms' or '1s'`, parseDuration, 'must be a positive duration')
 const size = (): z.ZodType<number> =>
@@ -181,23 +304,43 @@ const size = (): z.ZodType<number> =>
 
 // ---------------------------------------------------------------------------
 // The schema, written once as a table of keys: the YAML name, the value kind
-// and the default of each. Zod schemas for the YAML file (snake_case) and for
+// and the default of each (or whether it may be absent). Zod schemas for the YAML file (snake_case) and for
 // options objects (camelCase) are built from it, so the two cannot drift.
 
 interface LeafSpec<T> {
   readonly kind: 'leaf'
   readonly yaml: string
   readonly schema: z.ZodType<T>
-  readonly default: T
+  /** What an absent key gives: a default, or nothing; a `required` key must be there whenever its section is. */
+  readonly absent: { readonly default: T } | 'optional' | 'required'
 }
 
-type Report<T> = (key: keyof T & string, rule: string, value: string, related?: keyof T & string) => void
+/** How a rule names the keys of its section. */
+type Namer<T> = (key: keyof T & string) => string
+
+/** Adds an issue at `key`; `rule` is written with the names the message about `key` uses. */
+type Report<T> = (key: keyof T & string, rule: (name: Namer<T>) => string, value: string, related?: keyof T & string) => void
+
+/** A value that is a leaf although it is an object: node ids to addresses. */
+type Mapping = Readonly<Record<number, string>>
+
+type NodeSpec<V> =
+  NonNullable<V> extends object
+    ? [Mapping, NonNullable<V>] extends [NonNullable<V>, Mapping]
+      ? LeafSpec<V>
+      : SectionSpec<NonNullable<V>>
+    : LeafSpec<V>
 
 interface SectionSpec<T> {
   readonly kind: 'section'
-  readonly fields: { readonly [K in keyof T]-?: T[K] extends object ? SectionSpec<T[K]> : LeafSpec<T[K]> }
+  readonly fields: { readonly [K in keyof T]-?: NodeSpec<T[K]> }
   /** Rules across keys of this section, run once each key is valid on its own. */
-  readonly rules: readonly ((value: T, report: Report<T>, name: (key: keyof T & string) => string) => void)[]
+  readonly rules: readonly ((value: T, report: Report<T>) => void)[]
+  /**
+   * Set for a section without defaults: absent or empty it is undefined, and
+   * `what` names it in the rule for a missing required key.
+   */
+  readonly optional?: { readonly what: string }
 }
 
 type AnySection = SectionSpec<Record<string, unknown>>
@@ -207,18 +350,45 @@ const leaf = <T>(yaml: string, schema: z.ZodType<T>, value: T): LeafSpec<T> => (
   kind: 'leaf',
   yaml,
   schema,
-  default: value,
+  absent: { default: value },
+})
+
+const optionalLeaf = <T>(yaml: string, schema: z.ZodType<T>): LeafSpec<T | undefined> => ({
+  kind: 'leaf',
+  yaml,
+  schema,
+  absent: 'optional',
+})
+
+const requiredLeaf = <T>(yaml: string, schema: z.ZodType<T>): LeafSpec<T> => ({
+  kind: 'leaf',
+  yaml,
+  schema,
+  absent: 'required',
 })
 
 const ms = (v: number): string => `${v}ms`
 
 /** `a op b` between two keys of a section, e.g. min_batch_size <= max_batch_size. */
 function ordered<T>(a: keyof T & string, op: '<' | '<=', b: keyof T & string, show: (v: number) => string = String) {
-  return (value: T, report: Report<T>, name: (key: keyof T & string) => string): void => {
+  return (value: T, report: Report<T>): void => {
     const x = value[a] as number
     const y = value[b] as number
     if (op === '<' ? x < y : x <= y) return
-    report(a, `must be ${op} ${name(b)} (${show(y)})`, show(x), b)
+    report(a, (name) => `must be ${op} ${name(b)} (${show(y)})`, show(x), b)
+  }
+}
+
+/** A member's own id names one of the initial members, and `advertise` repeats that member's address. */
+function memberOfCluster(value: ClusterConfig, report: Report<ClusterConfig>): void {
+  const own = value.initialCluster[value.nodeId]
+  if (own === undefined) {
+    const ids = Object.keys(value.initialCluster).join(', ')
+    report('nodeId', (name) => `is not a key of ${name('initialCluster')} (${ids})`, String(value.nodeId), 'initialCluster')
+  } else if (value.advertise !== undefined && value.advertise !== own) {
+    const rule = (name: Namer<ClusterConfig>): string =>
+      `must equal the address of node ${value.nodeId} in ${name('initialCluster')} (${display(own)})`
+    report('advertise', rule, display(value.advertise), 'initialCluster')
   }
 }
 
@@ -288,10 +458,43 @@ const SPEC: SectionSpec<MetaStoreConfig> = {
             sync: leaf('sync', flag(), STORAGE.sync),
           },
         },
+        cluster: {
+          kind: 'section',
+          optional: { what: 'a cluster member' },
+          rules: [memberOfCluster],
+          fields: {
+            nodeId: requiredLeaf('node_id', count()),
+            initialCluster: requiredLeaf('initial_cluster', members()),
+            listen: optionalLeaf('listen', address()),
+            advertise: optionalLeaf('advertise', address()),
+            clusterToken: optionalLeaf('cluster_token', nonEmptyString()),
+            tls: {
+              kind: 'section',
+              optional: { what: 'tls' },
+              rules: [],
+              fields: {
+                certFile: requiredLeaf('cert_file', nonEmptyString()),
+                keyFile: requiredLeaf('key_file', nonEmptyString()),
+                caFile: requiredLeaf('ca_file', nonEmptyString()),
+              },
+            },
+          },
+        },
+        http: {
+          kind: 'section',
+          optional: { what: 'http' },
+          rules: [],
+          fields: {
+            listen: optionalLeaf('listen', address({ anyPort: true })),
+          },
+        },
       },
     },
   },
 }
+
+const ROOT = SPEC as unknown as AnySection
+const CLUSTER = SPEC.fields.server.fields.cluster as unknown as AnySection
 
 /** YAML files use snake_case keys; options objects use the TypeScript names. */
 type Style = 'yaml' | 'ts'
@@ -300,19 +503,55 @@ function keyName(node: AnyNode, tsKey: string, style: Style): string {
   return style === 'yaml' && node.kind === 'leaf' ? node.yaml : tsKey
 }
 
-function buildSchema(section: AnySection, style: Style): z.ZodType {
+/** `a`, `a and b`, `a, b and c`. */
+function list(words: readonly string[]): string {
+  return words.length <= 1 ? words.join('') : `${words.slice(0, -1).join(', ')} and ${words[words.length - 1]}`
+}
+
+/** `schema`, with `rule` reported when the key is absent. */
+function present(schema: z.ZodType, rule: string): z.ZodType {
+  return z
+    .unknown()
+    .transform((value, ctx): unknown => {
+      if (value !== undefined) return value
+      ctx.addIssue({ code: 'custom', message: rule })
+      return z.NEVER
+    })
+    .pipe(schema)
+}
+
+/**
+ * How the rules of a section name `key` in a message about `reported` (both
+ * TypeScript names); by default by the key's name in the schema's style.
+ */
+type Naming = (reported: string, key: string) => string
+
+function buildSchema(section: AnySection, style: Style, naming?: Naming): z.ZodType {
   const shape: Record<string, z.ZodType> = {}
   const toTs: Record<string, string> = {}
   const fromTs: Record<string, string> = {}
-  for (const [tsKey, node] of Object.entries(section.fields) as [string, AnyNode][]) {
+  const entries = Object.entries(section.fields) as [string, AnyNode][]
+  const requiredKeys = entries.filter(([, n]) => n.kind === 'leaf' && n.absent === 'required').map(([k, n]) => keyName(n, k, style))
+  const missing = `missing; ${section.optional?.what ?? 'this section'} needs ${list(requiredKeys)}`
+  for (const [tsKey, node] of entries) {
     const key = keyName(node, tsKey, style)
     toTs[key] = tsKey
     fromTs[tsKey] = key
-    // A section left empty in YAML (`batch:` with every key commented out) is null: use its defaults.
-    shape[key] =
-      node.kind === 'leaf'
-        ? node.schema.default(node.default)
-        : z.preprocess((v) => v ?? {}, buildSchema(node, style))
+    if (node.kind === 'leaf') {
+      const { absent } = node
+      shape[key] =
+        absent === 'optional'
+          ? node.schema.optional()
+          : absent === 'required'
+            ? present(node.schema, missing)
+            : node.schema.default(absent.default)
+    } else if (node.optional !== undefined) {
+      // Absent, or left empty in YAML (every key commented out, so null): no section.
+      shape[key] = z.preprocess((v) => v ?? undefined, buildSchema(node, style).optional())
+    } else {
+      // A section left empty in YAML (`batch:` with every key commented out) is null: use its defaults.
+      shape[key] = z.preprocess((v) => v ?? {}, buildSchema(node, style))
+    }
   }
   return z
     .strictObject(shape, {
@@ -328,19 +567,19 @@ function buildSchema(section: AnySection, style: Style): z.ZodType {
       const report: Report<Record<string, unknown>> = (key, rule, shown, related) =>
         ctx.addIssue({
           code: 'custom',
-          message: rule,
+          message: rule((other) => (naming === undefined ? name(other) : naming(key, other))),
           path: [name(key)],
           input: value[key],
           params: { display: shown, related: related === undefined ? undefined : name(related) },
         })
-      for (const rule of section.rules) rule(value, report, name)
+      for (const rule of section.rules) rule(value, report)
     })
 }
 
 const schemas: Partial<Record<Style, z.ZodType>> = {}
 
 function schemaFor(style: Style): z.ZodType {
-  schemas[style] ??= z.preprocess((v) => v ?? {}, buildSchema(SPEC as unknown as AnySection, style))
+  schemas[style] ??= z.preprocess((v) => v ?? {}, buildSchema(ROOT, style))
   return schemas[style]
 }
 
@@ -350,8 +589,8 @@ function schemaFor(style: Style): z.ZodType {
 /** Where a key path is in the source: 1-based line and column, if known. */
 type Locate = (path: readonly string[]) => { line: number; column: number } | undefined
 
-function sectionAt(path: readonly string[], style: Style): AnySection | undefined {
-  let node: AnyNode = SPEC as unknown as AnySection
+function sectionAt(path: readonly string[], style: Style, root: AnySection): AnySection | undefined {
+  let node: AnyNode = root
   for (const segment of path) {
     if (node.kind !== 'section') return undefined
     const entry: [string, AnyNode] | undefined = (Object.entries(node.fields) as [string, AnyNode][]).find(
@@ -364,7 +603,7 @@ function sectionAt(path: readonly string[], style: Style): AnySection | undefine
 }
 
 /** Every key path of the schema, in `style` names. */
-function allPaths(style: Style, section: AnySection = SPEC as unknown as AnySection, prefix: string[] = []): string[][] {
+function allPaths(style: Style, section: AnySection, prefix: string[] = []): string[][] {
   const out: string[][] = []
   for (const [tsKey, node] of Object.entries(section.fields) as [string, AnyNode][]) {
     const path = [...prefix, keyName(node, tsKey, style)]
@@ -390,8 +629,8 @@ function levenshtein(a: string, b: string): number {
 const normalize = (key: string): string => key.toLowerCase().replace(/[_-]/g, '')
 
 /** The rule for an unknown key: the nearest known key here, or where the key belongs. */
-function unknownKeyRule(parent: readonly string[], key: string, style: Style): string {
-  const known = Object.entries(sectionAt(parent, style)?.fields ?? {}).map(([tsKey, node]) =>
+function unknownKeyRule(parent: readonly string[], key: string, style: Style, root: AnySection): string {
+  const known = Object.entries(sectionAt(parent, style, root)?.fields ?? {}).map(([tsKey, node]) =>
     keyName(node as AnyNode, tsKey, style),
   )
   // Same key in another spelling: `minBatchSize` or `min-batch-size` for `min_batch_size`.
@@ -410,7 +649,7 @@ function unknownKeyRule(parent: readonly string[], key: string, style: Style): s
   if (best.length > 0) return `unknown key; did you mean ${best.join(' or ')}?`
 
   // A known key in the wrong section, e.g. `batch:` at the top level as in the seed's snippets.
-  const elsewhere = allPaths(style).filter((p) => normalize(p[p.length - 1] as string) === normalize(key))
+  const elsewhere = allPaths(style, root).filter((p) => normalize(p[p.length - 1] as string) === normalize(key))
   if (elsewhere.length > 0) return `unknown key; did you mean ${elsewhere.map((p) => p.join('.')).join(' or ')}?`
 
   return known.length > 0 ? `unknown key; expected one of ${known.join(', ')}` : 'unknown key'
@@ -432,14 +671,21 @@ function issueFor(file: string, path: readonly string[], rule: string, shown: st
   }
 }
 
-function toIssues(zodIssues: readonly z.core.$ZodIssue[], file: string, style: Style, locate: Locate): ConfigIssue[] {
+/** `zodIssues` as messages; their paths are relative to `root`, and so are `locate`'s. */
+function toIssues(
+  zodIssues: readonly z.core.$ZodIssue[],
+  file: string,
+  style: Style,
+  locate: Locate,
+  root: AnySection = ROOT,
+): ConfigIssue[] {
   const issues: ConfigIssue[] = []
   for (const issue of zodIssues) {
     const path = issue.path.map(String)
     if (issue.code === 'unrecognized_keys') {
       for (const key of issue.keys) {
         const keyPath = [...path, key]
-        issues.push(issueFor(file, keyPath, unknownKeyRule(path, key, style), undefined, locate(keyPath)))
+        issues.push(issueFor(file, keyPath, unknownKeyRule(path, key, style, root), undefined, locate(keyPath)))
       }
       continue
     }
@@ -491,11 +737,26 @@ function locator(doc: Document, lines: LineCounter): Locate {
   }
 }
 
+/** A validated configuration and where it came from, for checks made later that must point into it. */
+interface Source {
+  readonly config: MetaStoreConfig
+  /** The file, or `<options>` for an object, `<defaults>` for none. */
+  readonly file: string
+  readonly style: Style
+  readonly locate: Locate
+}
+
+const nowhere: Locate = () => undefined
+
 /**
  * Parses and validates the YAML text of a config file. `source` names the file
  * in error messages (`<inline>` when omitted).
  */
 export function parseConfig(yamlText: string, source = '<inline>'): MetaStoreConfig {
+  return parseSource(yamlText, source).config
+}
+
+function parseSource(yamlText: string, source: string): Source {
   const lines = new LineCounter()
   const doc = parseDocument(yamlText, { lineCounter: lines, prettyErrors: false, uniqueKeys: true })
   const syntax = doc.errors[0]
@@ -520,7 +781,8 @@ export function parseConfig(yamlText: string, source = '<inline>'): MetaStoreCon
     const rule = `invalid YAML: ${(err as Error).message}`
     throw new ConfigError(`${source}: ${rule}`, { file: source, rule, cause: err })
   }
-  return validate(data, source, 'yaml', locator(doc, lines))
+  const locate = locator(doc, lines)
+  return { config: validate(data, source, 'yaml', locate), file: source, style: 'yaml', locate }
 }
 
 const READ_ERRORS: Readonly<Record<string, string>> = {
@@ -548,18 +810,30 @@ export async function loadConfig(path: string): Promise<MetaStoreConfig> {
 
 /** Synchronous loadConfig, for startup code that cannot await. */
 export function loadConfigSync(path: string): MetaStoreConfig {
+  return loadSourceSync(path).config
+}
+
+function loadSourceSync(path: string): Source {
   let text: string
   try {
     text = readFileSync(path, 'utf8')
   } catch (err) {
     throw readError(path, err)
   }
-  return parseConfig(text, path)
+  return parseSource(text, path)
 }
 
 /** The core's defaults; a fresh object on every call. */
 export function defaultConfig(): MetaStoreConfig {
   return validate({}, '<defaults>', 'ts', () => undefined)
+}
+
+type ConfigInput = MetaStoreConfig | string | DeepPartial<MetaStoreConfig>
+
+function readSource(input?: ConfigInput): Source {
+  if (input === undefined) return { config: defaultConfig(), file: '<defaults>', style: 'ts', locate: nowhere }
+  if (typeof input === 'string') return loadSourceSync(input)
+  return { config: validate(input, '<options>', 'ts', nowhere), file: '<options>', style: 'ts', locate: nowhere }
 }
 
 /**
@@ -570,8 +844,80 @@ export function defaultConfig(): MetaStoreConfig {
  * Durations in options objects are milliseconds and sizes bytes (unit strings
  * such as '5ms' are accepted too).
  */
-export function resolveConfig(input?: MetaStoreConfig | string | DeepPartial<MetaStoreConfig>): MetaStoreConfig {
-  if (input === undefined) return defaultConfig()
-  if (typeof input === 'string') return loadConfigSync(input)
-  return validate(input, '<options>', 'ts', () => undefined)
+export function resolveConfig(input?: ConfigInput): MetaStoreConfig {
+  return readSource(input).config
+}
+
+/** The member settings `MetaStore.open` takes as options, each overriding the config's key. */
+export type MemberOverrides = { [K in keyof ClusterConfig]?: ClusterConfig[K] | undefined }
+
+/**
+ * The configuration `MetaStore.open` runs with, and the member it runs
+ * (undefined for a single-node store): the config's `server.cluster` with the
+ * options' member keys over it, key by key, checked by the rules of a file.
+ * A problem is reported where its value came from: `<options>` and the
+ * option's name, or the config's key path (and line, in a file).
+ */
+export function resolveMember(input: ConfigInput | undefined, overrides: MemberOverrides): {
+  config: MetaStoreConfig
+  member: ClusterConfig | undefined
+} {
+  const source = readSource(input)
+  const configured = source.config.server.cluster
+  const given = Object.fromEntries(Object.entries(overrides).filter(([, v]) => v !== undefined)) as Partial<ClusterConfig>
+  if (configured === undefined && given.nodeId === undefined && given.initialCluster === undefined) {
+    const stray = Object.keys(given)
+    if (stray.length === 0) return { config: source.config, member: undefined }
+    const rule = 'needs nodeId and initialCluster, or a server.cluster section in the config'
+    throw configError(stray.map((key) => issueFor('<options>', [key], rule, undefined)))
+  }
+
+  const fromOptions = (tsKey: string): boolean => tsKey in given || configured === undefined
+  const inConfig = (tsKey: string): string[] => ['server', 'cluster', keyName(CLUSTER.fields[tsKey] as AnyNode, tsKey, source.style)]
+  const naming: Naming = (reported, key) => {
+    if (fromOptions(key)) return fromOptions(reported) ? key : `the ${key} option`
+    const name = inConfig(key)
+    if (!fromOptions(reported)) return name[2] as string
+    return `${name.join('.')} of ${source.style === 'yaml' ? source.file : 'the config'}`
+  }
+  const result = buildSchema(CLUSTER, 'ts', naming).safeParse({ ...configured, ...given }, { reportInput: true })
+  if (result.success) {
+    const member = result.data as ClusterConfig
+    return { config: { ...source.config, server: { ...source.config.server, cluster: member } }, member }
+  }
+
+  // Values from the config passed its checks alone: only a rule across keys can fail on one of them.
+  const [options, configuredIssues] = partition(result.error.issues, (issue) => fromOptions(String(issue.path[0])))
+  const relocated = configuredIssues.map((issue) => {
+    const [key, ...rest] = issue.path.map(String) as [string, ...string[]]
+    const related = (issue as { params?: { related?: string } }).params?.related
+    const params = { ...(issue as { params?: object }).params, related: related && inConfig(related)[2] }
+    return { ...issue, path: [...inConfig(key), ...rest], params }
+  })
+  throw configError([
+    ...toIssues(options, '<options>', 'ts', nowhere, CLUSTER),
+    ...toIssues(relocated, source.file, source.style, source.locate),
+  ])
+}
+
+/**
+ * The configuration `LocalCluster.start` runs with. A cluster section
+ * describes one member of a group spread over processes; a local cluster runs
+ * all its nodes here, so it refuses one.
+ */
+export function resolveLocalConfig(input?: ConfigInput): MetaStoreConfig {
+  const source = readSource(input)
+  if (source.config.server.cluster === undefined) return source.config
+  const path = ['server', 'cluster']
+  const rule =
+    'a section for MetaStore.open and metastore serve (one member of a group spread over processes); ' +
+    'LocalCluster.start runs all its nodes in this process'
+  throw configError([issueFor(source.file, path, rule, undefined, source.locate(path))])
+}
+
+function partition<T>(items: readonly T[], test: (item: T) => boolean): [T[], T[]] {
+  const yes: T[] = []
+  const no: T[] = []
+  for (const item of items) (test(item) ? yes : no).push(item)
+  return [yes, no]
 }

@@ -1,7 +1,7 @@
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 
-import { resolveConfig, type MetaStoreConfig } from './config.js'
+import { resolveConfig, type ClusterConfig, type MetaStoreConfig } from './config.js'
 import { MetaStoreError, toMetaStoreError } from './errors.js'
 import { native, type Engine } from './native.js'
 import { Requests } from './requests.js'
@@ -26,17 +26,8 @@ export interface GroupOptions {
 /** How the nodes of a `LocalCluster` reach each other. */
 export type Transport = 'local' | 'grpc'
 
-/** One member of a group whose nodes run in separate processes or hosts. */
-export interface MemberOptions {
-  /** This node's id; a key of `initialCluster`. */
-  nodeId: number
-  /** Every initial member: node id to the `host:port` the others dial it at. */
-  initialCluster: Record<number, string>
-  /** Where to listen for the other members (default: this node's address in `initialCluster`). */
-  listen?: string
-  /** Tells groups with the same members apart; part of the cluster id (default `metastore`). */
-  clusterToken?: string
-}
+/** One member of a group whose nodes run in separate processes or hosts: the config's `server.cluster`. */
+export type MemberOptions = ClusterConfig
 
 /** The native Raft nodes of a group in this process, and the promises waiting on them. */
 export class Group {
@@ -55,9 +46,10 @@ export class Group {
         this.#native = native.NativeCluster.start({ nodes, raft, storage, transport }, this.requests.complete)
       } else {
         // Object keys are strings already: the ids cross as they are.
-        const { nodeId, listen, clusterToken } = nodes
+        const { nodeId, listen, advertise, clusterToken, tls } = nodes
         const initialCluster = nodes.initialCluster as Record<string, string>
-        this.#native = native.NativeCluster.startMember({ nodeId, listen, initialCluster, clusterToken, raft, storage }, this.requests.complete)
+        const member = { nodeId, listen, advertise, initialCluster, clusterToken, tls, raft, storage }
+        this.#native = native.NativeCluster.startMember(member, this.requests.complete)
       }
     } catch (err) {
       throw toMetaStoreError(err)

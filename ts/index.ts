@@ -1,6 +1,6 @@
 export { encodeBatch, decodeBatch, isBatchProposal } from './codec.js'
 export { loadConfig, loadConfigSync, parseConfig, defaultConfig, resolveConfig } from './config.js'
-export type { MetaStoreConfig, RaftConfig, BatchConfig, StorageConfig } from './config.js'
+export type { MetaStoreConfig, RaftConfig, BatchConfig, StorageConfig, ClusterConfig, TlsConfig, HttpConfig } from './config.js'
 export { ProposalBatcher } from './batcher.js'
 export type { OnBatch } from './batcher.js'
 export { MetaStore } from './store.js'

@@ -1,4 +1,5 @@
 import { assertBytes, type Bytes } from './bytes.js'
+import { resolveMember, type MetaStoreConfig } from './config.js'
 import { ConfigError, MetaStoreError } from './errors.js'
 import { Group, type GroupOptions, type MemberOptions } from './group.js'
 import { metricsText } from './metrics.js'
@@ -7,9 +8,11 @@ import { Kind, type WriteResult } from './requests.js'
 import type { Submitter } from './submitter.js'
 
 /**
- * Options of `MetaStore.open`. Without `nodeId` it runs a single-node group;
- * with `nodeId` and `initialCluster`, this process's node of a group whose
- * other members run elsewhere, reached over gRPC.
+ * Options of `MetaStore.open`. Without `nodeId` (here or in the config's
+ * `server.cluster`) it runs a single-node group; with `nodeId` and
+ * `initialCluster`, this process's node of a group whose other members run
+ * elsewhere, reached over gRPC. Each member option overrides the same key of
+ * the config's `server.cluster`.
  */
 export type OpenOptions = GroupOptions & Partial<MemberOptions>
 
@@ -22,36 +25,22 @@ const OPEN_KEYS: ReadonlySet<string> = new Set([
   'nodeId',
   'initialCluster',
   'listen',
+  'advertise',
   'clusterToken',
+  'tls',
 ] satisfies (keyof OpenOptions)[])
 
 function optionError(key: string, rule: string): ConfigError {
   return new ConfigError(`<options>: ${key}: ${rule}`, { file: '<options>', key, rule })
 }
 
-/** The member part of `options`, checked; undefined for a single-node store. */
-function memberOptions(options: OpenOptions): MemberOptions | undefined {
+/** The configuration `options` open with, and the member part, checked; undefined for a single-node store. */
+function memberOptions(options: OpenOptions): { config: MetaStoreConfig; member: MemberOptions | undefined } {
   for (const key of Object.keys(options)) {
     if (!OPEN_KEYS.has(key)) throw optionError(key, `is not an option of MetaStore.open (options: ${[...OPEN_KEYS].join(', ')})`)
   }
-  const { nodeId, initialCluster, listen, clusterToken } = options
-  if (nodeId === undefined && initialCluster === undefined) {
-    if (listen !== undefined) throw optionError('listen', 'needs nodeId and initialCluster')
-    if (clusterToken !== undefined) throw optionError('clusterToken', 'needs nodeId and initialCluster')
-    return undefined
-  }
-  if (nodeId === undefined || !Number.isInteger(nodeId) || nodeId < 1) {
-    throw optionError('nodeId', `must be a positive integer, got ${String(nodeId)}`)
-  }
-  if (typeof initialCluster !== 'object' || initialCluster === null || Object.keys(initialCluster).length === 0) {
-    throw optionError('initialCluster', 'must map each node id to its host:port, e.g. { 1: "host-a:7001", 2: "host-b:7001" }')
-  }
-  for (const [id, address] of Object.entries(initialCluster)) {
-    if (!/^[1-9]\d*$/.test(id)) throw optionError(`initialCluster.${id}`, 'node ids must be positive integers')
-    if (typeof address !== 'string') throw optionError(`initialCluster.${id}`, 'must be a host:port string')
-  }
-  if (!(String(nodeId) in initialCluster)) throw optionError('nodeId', `${nodeId} is not a key of initialCluster`)
-  return { nodeId, initialCluster, listen, clusterToken }
+  const { nodeId, initialCluster, listen, advertise, clusterToken, tls } = options
+  return resolveMember(options.config, { nodeId, initialCluster, listen, advertise, clusterToken, tls })
 }
 
 /** A node's figures, and those of the client its handles share. */
@@ -85,11 +74,15 @@ export class MetaStore {
     this.#submitter = group.submitter(node)
   }
 
-  /** Opens a single-node store (engine and data dir from the config, or the overrides). */
+  /**
+   * Opens a single-node store, or one member of a group when the options or
+   * the config's `server.cluster` name it (engine and data dir from the
+   * config, or the overrides).
+   */
   static async open(options: OpenOptions = {}): Promise<MetaStore> {
-    const member = memberOptions(options)
-    if (member === undefined) return new MetaStore(await Group.start(options, 1), 1, true)
-    return new MetaStore(await Group.start(options, member), member.nodeId, true)
+    const { config, member } = memberOptions(options)
+    if (member === undefined) return new MetaStore(await Group.start({ ...options, config }, 1), 1, true)
+    return new MetaStore(await Group.start({ ...options, config }, member), member.nodeId, true)
   }
 
   /** The members of this node's group, and which one leads as far as this node knows. */
