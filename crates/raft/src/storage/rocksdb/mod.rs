@@ -29,6 +29,7 @@ use rocksdb::{
 use self::log_cache::LogCache;
 use self::recover::{holds_database, EMPTY};
 use self::sessions::SessionStore;
+use self::snapshot::SnapshotBuilder;
 use self::wal_sync::WalSyncer;
 use super::{raft_err, Durability, Engine, SyncOutcome};
 use crate::command::SessionStamp;
@@ -43,6 +44,7 @@ mod log_cache;
 mod raft_storage;
 mod recover;
 mod sessions;
+mod snapshot;
 mod wal_sync;
 
 pub const CF_LOG: &str = "log";
@@ -96,6 +98,8 @@ pub struct RocksEngine {
     /// The sessions as of `applied` plus the current round; the round's
     /// changes are written with its batch.
     sessions: SessionStore,
+    /// The snapshot for followers, built off the node thread.
+    snapshots: SnapshotBuilder,
     /// Declared after `db`: dropping it joins the thread holding the other
     /// reference, so the database is closed when the engine is dropped.
     syncer: WalSyncer,
@@ -148,6 +152,7 @@ impl RocksEngine {
             apply_batch: WriteBatch::default(),
             apply_overlay: HashMap::new(),
             sessions: SessionStore::new(Sessions::default(), HashMap::new()),
+            snapshots: SnapshotBuilder::new(),
             syncer,
             sync_clock,
         };

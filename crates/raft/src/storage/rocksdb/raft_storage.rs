@@ -1,10 +1,13 @@
 //! raft-rs reads its log and state from the engine directly.
 
 use protobuf::Message as _;
-use raft::eraftpb::{Entry, Snapshot};
+use std::sync::Arc;
+
+use raft::eraftpb::{Entry, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 
-use super::{be_u64, log_key, RocksEngine, CF_KV, CF_LOG};
+use super::snapshot::BuildStart;
+use super::{be_u64, log_key, RocksEngine, CF_LOG};
 use crate::kv::SnapshotWriter;
 use crate::storage::raft_err;
 
@@ -111,22 +114,27 @@ impl Storage for RocksEngine {
                 StorageError::SnapshotTemporarilyUnavailable,
             ));
         }
-        let mut snap = Snapshot::default();
-        let meta = snap.mut_metadata();
-        meta.index = self.applied;
-        meta.term = self.term(self.applied)?;
-        meta.set_conf_state(self.conf_state.clone());
-        let kv = self.cf(CF_KV).map_err(raft_err)?;
-        let mut w = SnapshotWriter::new(&self.sessions.sessions);
-        let mut it = self.db.raw_iterator_cf(kv);
-        it.seek_to_first();
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            w.push(k, v);
-            it.next();
+        // A follower given a snapshot older than the log's start could not
+        // go on from the log.
+        let min_index = request_index.max(self.truncated_index);
+        let built = self.snapshots.get(min_index, || {
+            let mut metadata = SnapshotMetadata::default();
+            metadata.index = self.applied;
+            metadata.term = self
+                .term(self.applied)
+                .map_err(|e| self.corrupt(format!("no term for the applied index: {e}")))?;
+            metadata.set_conf_state(self.conf_state.clone());
+            Ok(BuildStart {
+                db: Arc::clone(&self.db),
+                metadata,
+                writer: SnapshotWriter::new(&self.sessions.sessions),
+            })
+        });
+        match built.map_err(raft_err)? {
+            Some(snap) => Ok(snap),
+            None => Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            )),
         }
-        it.status()
-            .map_err(|e| raft_err(self.err("cannot read kv", e)))?;
-        snap.data = w.finish().into();
-        Ok(snap)
     }
 }
