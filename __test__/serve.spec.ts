@@ -1,9 +1,18 @@
 // `store.metrics()`, and `metastore serve` / `metastore status` as a user runs
 // them: three serve processes on loopback, used through their HTTP API.
-import { describe, expect, it } from 'vitest'
+import { spawn, type ChildProcess } from 'node:child_process'
+import { readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 
-import { MetaStore } from '../ts/index.js'
+import { afterAll, describe, expect, it } from 'vitest'
+
+import { MetaStore, parseConfig } from '../ts/index.js'
 import { METRIC_NAMES } from '../ts/metrics.js'
+import { freePorts } from './harness/processes.js'
+import { eventually, tempDir } from './helpers.js'
+
+const ROOT = join(__dirname, '..')
+const CLI = join(ROOT, 'ts', 'cli.ts')
 
 interface Sample {
   name: string
@@ -67,4 +76,291 @@ describe('store.metrics()', () => {
     await store.close()
     await expect(store.metrics()).rejects.toMatchObject({ code: 'ERR_CLOSED' })
   })
+})
+
+/** A `metastore` command run as its own process, its output kept line by line. */
+class CliProcess {
+  readonly lines: string[] = []
+  stderr = ''
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
+  readonly #child: ChildProcess
+  readonly #listeners = new Set<() => void>()
+
+  constructor(args: string[]) {
+    this.#child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
+    let buffered = ''
+    this.#child.stdout!.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString()
+      const lines = buffered.split('\n')
+      buffered = lines.pop()!
+      this.lines.push(...lines)
+      for (const listener of this.#listeners) listener()
+    })
+    this.#child.stderr!.on('data', (chunk: Buffer) => void (this.stderr += chunk.toString()))
+    this.exited = new Promise((resolve) => this.#child.once('exit', (code, signal) => resolve({ code, signal })))
+  }
+
+  get running(): boolean {
+    return this.#child.exitCode === null && this.#child.signalCode === null
+  }
+
+  /** The first line from index `from` on that matches `pattern`, once printed. */
+  line(pattern: RegExp, timeoutMs = 30_000, from = 0): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const check = (): void => {
+        const found = this.lines.slice(from).find((l) => pattern.test(l))
+        if (found === undefined) return
+        done()
+        resolve(found)
+      }
+      const timer = setTimeout(() => {
+        done()
+        reject(new Error(`no line matching ${pattern} within ${timeoutMs} ms; output:\n${this.lines.join('\n')}\n${this.stderr}`))
+      }, timeoutMs)
+      const done = (): void => {
+        clearTimeout(timer)
+        this.#listeners.delete(check)
+      }
+      this.#listeners.add(check)
+      check()
+    })
+  }
+
+  kill(signal: NodeJS.Signals): void {
+    if (this.running) this.#child.kill(signal)
+  }
+}
+
+/** Runs a `metastore` command to its end. */
+async function run(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const p = new CliProcess(args)
+  const { code } = await p.exited
+  return { code, stdout: p.lines.join('\n'), stderr: p.stderr }
+}
+
+interface Node {
+  id: number
+  /** Where the other members reach it. */
+  raft: string
+  http: string
+  process: CliProcess
+}
+
+/** Three `serve` processes on free loopback ports, each with its config file and data dir under `dir`. */
+async function serveGroup(dir: string): Promise<Node[]> {
+  const ports = await freePorts(6)
+  const raft = ports.slice(0, 3)
+  const cluster = raft.map((p, i) => `      ${i + 1}: 127.0.0.1:${p}`).join('\n')
+  return [1, 2, 3].map((id) => {
+    const http = `127.0.0.1:${ports[2 + id]}`
+    const file = join(dir, `node-${id}.yaml`)
+    writeFileSync(
+      file,
+      [
+        'server:',
+        '  raft:',
+        '    tick_interval: 10ms',
+        '    batch:',
+        '      max_proposal_bytes: 64KB',
+        '  storage:',
+        '    engine: rocksdb',
+        `    data_dir: ${join(dir, `data-${id}`)}`,
+        '    sync: false',
+        '  cluster:',
+        `    node_id: ${id}`,
+        '    initial_cluster:',
+        cluster,
+        '  http:',
+        `    listen: ${http}`,
+        '',
+      ].join('\n'),
+    )
+    return { id, raft: `127.0.0.1:${raft[id - 1]}`, http, process: new CliProcess(['serve', '--config', file]) }
+  })
+}
+
+async function status(node: Node): Promise<{ role: string; leaderId: number; appliedIndex: number; members: unknown[] }> {
+  const res = await fetch(`http://${node.http}/status`)
+  expect(res.status).toBe(200)
+  return (await res.json()) as never
+}
+
+/** The node every running node names as leader, once they agree on one. */
+async function agreedLeader(nodes: Node[]): Promise<Node> {
+  let leader: Node | undefined
+  await eventually(async () => {
+    const seen = await Promise.all(nodes.filter((n) => n.process.running).map((n) => status(n).catch(() => undefined)))
+    const ids = new Set(seen.map((s) => s?.leaderId))
+    const [id] = ids
+    leader = ids.size === 1 ? nodes.find((n) => n.id === id && n.process.running) : undefined
+    return leader !== undefined
+  }, 30_000)
+  return leader!
+}
+
+const kv = (node: Node, key: string): string => `http://${node.http}/v1/kv/${encodeURIComponent(key)}`
+
+describe('metastore serve', () => {
+  const dir = tempDir('metastore-serve-')
+  const started: Node[] = []
+  afterAll(() => {
+    for (const n of started) n.process.kill('SIGKILL')
+  })
+
+  it('serves keys, metrics, health and status from every node; SIGKILL of the leader is logged as a new leader by another node; SIGTERM stops a node with exit 0 and answers its request in flight with its outcome', async () => {
+    const nodes = await serveGroup(dir)
+    started.push(...nodes)
+    for (const n of nodes) await n.process.line(/ leader node=\d+ leader=\d+ /, 60_000)
+    await eventually(async () => {
+      const codes = await Promise.all(nodes.map((n) => fetch(`http://${n.http}/health`).then((r) => r.status, () => 0)))
+      return codes.every((c) => c === 200)
+    }, 30_000)
+
+    const metricsBefore = await (await fetch(`http://${nodes[0]!.http}/metrics`)).text()
+
+    // Keys written through each node read back on every node, binary values intact.
+    for (const writer of nodes) {
+      for (let i = 0; i < 10; i++) {
+        const res = await fetch(kv(writer, `key ${writer.id}/${i}`), { method: 'PUT', body: `value ${writer.id}/${i}` })
+        expect(res.status).toBe(200)
+        expect(await res.json()).toEqual({ index: expect.any(Number), existed: false })
+      }
+    }
+    for (const reader of nodes) {
+      for (const writer of nodes) {
+        const res = await fetch(kv(reader, `key ${writer.id}/9`))
+        expect(res.status).toBe(200)
+        expect(await res.text()).toBe(`value ${writer.id}/9`)
+      }
+    }
+    const binary = Buffer.from([0, 255, 1, 254])
+    expect((await fetch(kv(nodes[1]!, 'bin'), { method: 'PUT', body: binary })).status).toBe(200)
+    expect(Buffer.from(await (await fetch(kv(nodes[2]!, 'bin'))).arrayBuffer())).toEqual(binary)
+    const again = await fetch(kv(nodes[2]!, 'key 1/0'), { method: 'PUT', body: 'changed' })
+    expect(await again.json()).toMatchObject({ existed: true })
+    const deleted = await fetch(kv(nodes[2]!, 'key 1/0'), { method: 'DELETE' })
+    expect(await deleted.json()).toEqual({ existed: true })
+    const absent = await fetch(kv(nodes[0]!, 'key 1/0'))
+    expect(absent.status).toBe(404)
+    expect(await absent.json()).toMatchObject({ code: 'ERR_KEY_NOT_FOUND', outcome: 'not-applied' })
+
+    // Requests the API refuses say so, and that nothing was applied.
+    const wrongMethod = await fetch(kv(nodes[0]!, 'k'), { method: 'POST', body: 'x' })
+    expect(wrongMethod.status).toBe(405)
+    expect(wrongMethod.headers.get('allow')).toBe('GET, PUT, DELETE')
+    expect(await wrongMethod.json()).toMatchObject({ code: 'ERR_METHOD_NOT_ALLOWED', outcome: 'not-applied' })
+    expect((await fetch(`http://${nodes[0]!.http}/metrics`, { method: 'DELETE' })).status).toBe(405)
+    const unknownPath = await fetch(`http://${nodes[0]!.http}/v2/kv/k`)
+    expect(unknownPath.status).toBe(404)
+    expect(await unknownPath.json()).toMatchObject({ code: 'ERR_NOT_FOUND', outcome: 'not-applied' })
+    const query = await fetch(`${kv(nodes[0]!, 'k')}?consistency=stale`)
+    expect(query.status).toBe(400)
+    expect(await query.json()).toMatchObject({ code: 'ERR_BAD_REQUEST', message: expect.stringContaining('consistency') })
+    expect((await fetch(`http://${nodes[0]!.http}/v1/kv/%E0%A4%A`)).status).toBe(400)
+    const large = await fetch(kv(nodes[0]!, 'large'), { method: 'PUT', body: Buffer.alloc(100 * 1024) })
+    expect(large.status).toBe(413)
+    expect(await large.json()).toMatchObject({ code: 'ERR_TOO_LARGE', outcome: 'not-applied' })
+    expect((await fetch(kv(nodes[0]!, 'large'))).status).toBe(404)
+
+    // Metrics of the node: named, typed, labelled, and moved by the writes.
+    const metrics = await fetch(`http://${nodes[0]!.http}/metrics`)
+    expect(metrics.headers.get('content-type')).toBe('text/plain; version=0.0.4; charset=utf-8')
+    const text = await metrics.text()
+    for (const name of METRIC_NAMES) expect(text).toContain(`# TYPE ${name} `)
+    expect(value(text, 'metastore_raft_applied_index')).toBeGreaterThanOrEqual(value(metricsBefore, 'metastore_raft_applied_index') + 30)
+    expect(value(text, 'metastore_transport_messages_sent_total')).toBeGreaterThan(0)
+    expect(value(text, 'metastore_transport_received_bytes_total')).toBeGreaterThan(0)
+    expect(value(text, 'metastore_storage_engine', { engine: 'rocksdb' })).toBe(1)
+    expect(samples(text).every((s) => s.labels.node_id === '1')).toBe(true)
+
+    // `metastore status` against any node: three members, one of them the leader.
+    const leader = await agreedLeader(nodes)
+    const shown = await run(['status', '--endpoint', nodes[2]!.http])
+    expect(shown.code, shown.stderr).toBe(0)
+    const rows = shown.stdout.split('\n').filter((l) => /^\d+\s/.test(l))
+    expect(rows).toHaveLength(3)
+    for (const n of nodes) expect(rows.find((r) => r.startsWith(`${n.id} `))).toContain(n.raft)
+    expect(rows.filter((r) => r.includes('*'))).toEqual([expect.stringMatching(new RegExp(`^${leader.id}\\s`))])
+    expect(shown.stdout).toMatch(/^node 3: (leader|follower), term \d+, leader \d+, commit \d+, applied \d+$/m)
+    for (const row of rows) expect(row).toMatch(/^\d+\s+127\.0\.0\.1:\d+\s+voter\b/)
+    // The leader knows how far each member's log matches its own.
+    const fromLeader = await run(['status', '--endpoint', leader.http])
+    expect(fromLeader.stdout).toMatch(/^ID\s+ADDRESS\s+ROLE\s+LEADER\s+MATCH$/m)
+    expect(fromLeader.stdout.split('\n').filter((l) => /^\d+\s.*\s\d+$/.test(l))).toHaveLength(3)
+
+    // SIGKILL of the leader: another node logs that it became leader; writes go on and nothing acknowledged is lost.
+    const survivors = nodes.filter((n) => n !== leader)
+    const from = survivors.map((n) => n.process.lines.length)
+    leader.process.kill('SIGKILL')
+    expect(await leader.process.exited).toMatchObject({ signal: 'SIGKILL' })
+    const took = await Promise.any(survivors.map((n, i) => n.process.line(/ role node=\d+ from=\S+ to=leader /, 30_000, from[i])))
+    const next = survivors.find((n) => took.includes(` node=${n.id} `))!
+    expect(next).toBeDefined()
+    await eventually(async () => (await fetch(kv(next, 'after'), { method: 'PUT', body: 'kill' })).status === 200, 30_000)
+    for (const n of survivors) {
+      for (const writer of nodes) expect(await (await fetch(kv(n, `key ${writer.id}/9`))).text()).toBe(`value ${writer.id}/9`)
+    }
+
+    // Kill the second-to-last node: the last one has no quorum, so a write to it waits until SIGTERM.
+    const [lone, other] = next === survivors[0] ? [survivors[1]!, survivors[0]!] : [survivors[0]!, survivors[1]!]
+    other.process.kill('SIGKILL')
+    await other.process.exited
+    const pending = fetch(kv(lone, 'during-shutdown'), { method: 'PUT', body: 'x' })
+    await eventually(async () => (await fetch(`http://${lone.http}/health`)).status === 503, 30_000)
+    const stopAt = lone.process.lines.length
+    lone.process.kill('SIGTERM')
+    const answer = await pending
+    expect(answer.status).toBe(503)
+    const body = (await answer.json()) as { code: string; outcome: string }
+    expect(['not-applied', 'unknown']).toContain(body.outcome)
+    expect(body.code).toBe('ERR_CLOSED')
+    expect(await lone.process.exited).toEqual({ code: 0, signal: null })
+    expect(lone.process.lines.slice(stopAt).join('\n')).toMatch(/ stopping node=\d+ signal=SIGTERM\n.* stopped node=\d+$/)
+  }, 240_000)
+
+  it('exits 2 on a bad config, naming the file and the key', async () => {
+    const [raft, http] = await freePorts(2)
+    const typo = join(dir, 'typo.yaml')
+    writeFileSync(typo, `server:\n  cluster:\n    node_id: 1\n    initial_cluster:\n      1: 127.0.0.1:${raft}\n  http:\n    lisen: 127.0.0.1:${http}\n`)
+    const bad = await run(['serve', '--config', typo])
+    expect(bad.code).toBe(2)
+    expect(bad.stderr).toContain(`${typo}: server.http.lisen: unknown key; did you mean listen?`)
+
+    const noHttp = join(dir, 'no-http.yaml')
+    writeFileSync(noHttp, `server:\n  cluster:\n    node_id: 1\n    initial_cluster:\n      1: 127.0.0.1:${raft}\n`)
+    const missing = await run(['serve', '--config', noHttp])
+    expect(missing.code).toBe(2)
+    expect(missing.stderr).toContain(`${noHttp}: server.http.listen`)
+
+    const noCluster = join(dir, 'no-cluster.yaml')
+    writeFileSync(noCluster, `server:\n  http:\n    listen: 127.0.0.1:${http}\n`)
+    const single = await run(['serve', '--config', noCluster])
+    expect(single.code).toBe(2)
+    expect(single.stderr).toContain(`${noCluster}: server.cluster is required by metastore serve`)
+
+    const absent = await run(['serve', '--config', join(dir, 'absent.yaml')])
+    expect(absent.code).toBe(2)
+    expect(absent.stderr).toContain('absent.yaml: cannot read config file: no such file')
+
+    const unknownOption = await run(['serve', '--config', noHttp, '--port', '1'])
+    expect(unknownOption.code).toBe(2)
+    expect(unknownOption.stderr).toContain("unknown option '--port'")
+  }, 60_000)
+
+  it("README's example config is one serve accepts", () => {
+    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8')
+    const section = readme.slice(readme.indexOf('## Running a node as its own process'))
+    const yaml = /```yaml\n([\s\S]*?)```/.exec(section)?.[1]
+    expect(yaml).toBeDefined()
+    const config = parseConfig(yaml!, 'README.md')
+    expect(config.server.cluster).toMatchObject({ nodeId: 1, initialCluster: { 1: 'host-a:7001', 2: 'host-b:7001', 3: 'host-c:7001' } })
+    expect(config.server.http?.listen).toBe('0.0.0.0:8080')
+  })
+
+  it('status exits 1 with a clear message when the node cannot be reached', async () => {
+    const [port] = await freePorts(1)
+    const r = await run(['status', '--endpoint', `127.0.0.1:${port}`])
+    expect(r.code).toBe(1)
+    expect(r.stderr).toContain(`cannot reach http://127.0.0.1:${port}/status: ECONNREFUSED`)
+  }, 60_000)
 })

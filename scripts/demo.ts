@@ -1,14 +1,48 @@
-// `npm start` in a clone: a LocalCluster under a mixed load, with a progress
-// bar and a summary. Run by tsx from the sources; it is not part of the
-// published package, so its progress bar and histogram stay dev dependencies.
-import { randomBytes } from 'node:crypto'
+// `npm start` in a clone: three `metastore serve` processes on loopback
+// (RocksDB in a temp dir) under a mixed put/get/delete load sent over HTTP
+// from this process. At 40% of the run the leader is killed with SIGKILL and
+// started again 3 s later. A live line shows throughput, p99, the leader and
+// each node's applied index; the summary says how long writes stalled, how
+// soon a new leader took over, whether the restarted node caught up, and
+// whether every acknowledged write is still there. Exits 1 if a check fails.
+//
+// Run by tsx from the sources; it is not part of the published package, so
+// its progress bar and histogram stay dev dependencies.
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { Agent, request } from 'node:http'
+import { createServer, type AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
+import { setTimeout as sleep } from 'node:timers/promises'
 
-import { SingleBar, Presets } from 'cli-progress'
+import { Presets, SingleBar } from 'cli-progress'
 import { Command, InvalidArgumentError } from 'commander'
 import * as hdr from 'hdr-histogram-js'
+import { parse, stringify } from 'yaml'
 
-import { LocalCluster, type Engine, type MetaStore } from '../ts/index.js'
+import { loadConfig } from '../ts/config.js'
+import type { NodeStatus } from '../ts/http.js'
+
+const ROOT = join(__dirname, '..')
+const CLI = join(ROOT, 'ts', 'cli.ts')
+/** Keys each worker owns: one worker writes a key, so the order of its writes is the order they were sent. */
+const KEYS_PER_WORKER = 16
+/** The killed leader is started again this long after the kill. */
+const RESTART_AFTER_MS = 3_000
+/** The leader is killed at this fraction of the run. */
+const KILL_AT = 0.4
+/** How long a step after the load may take (a new leader, the catch-up, the final reads). */
+const SETTLE_MS = 30_000
+const REQUEST_TIMEOUT_MS = 30_000
+
+interface DemoOptions {
+  config: string
+  seconds: number
+  nodes: number
+  inFlight: number
+}
 
 function positiveInt(value: string): number {
   const n = Number(value)
@@ -16,99 +50,416 @@ function positiveInt(value: string): number {
   return n
 }
 
-interface DemoOptions {
-  config: string
-  seconds: number
-  nodes: number
-  inFlight: number
-  engine?: Engine
-  dataDir?: string
+function atLeast3(value: string): number {
+  const n = positiveInt(value)
+  if (n < 3) throw new InvalidArgumentError('must be at least 3: the group must outlive the killed leader')
+  return n
 }
 
-async function demo(opts: DemoOptions): Promise<void> {
-  console.log(`Starting a ${opts.nodes}-node cluster (config ${opts.config}) ...`)
-  const cluster = await LocalCluster.start({
-    nodes: opts.nodes,
-    config: opts.config,
-    engine: opts.engine,
-    dataDir: opts.dataDir,
-  })
-  try {
-    const leader = await cluster.leader()
-    const histogram = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: 3 })
-    const counts = { put: 0, get: 0, delete: 0, failed: 0 }
-    const keys = Array.from({ length: 10_000 }, (_, i) => `key-${String(i).padStart(12, '0')}`)
-    const value = randomBytes(100)
-    const durationMs = opts.seconds * 1000
-    const bar = new SingleBar(
-      { format: ' {bar} {percentage}% | {ops} ops | {rate} ops/s | elapsed {duration}s', hideCursor: true },
-      Presets.shades_classic,
-    )
-    const start = performance.now()
-    const deadline = start + durationMs
-    bar.start(100, 0, { ops: 0, rate: 0 })
-    const ticker = setInterval(() => {
-      const elapsed = performance.now() - start
-      const ops = counts.put + counts.get + counts.delete
-      bar.update(Math.min(100, Math.round((elapsed / durationMs) * 100)), { ops, rate: Math.round(ops / (elapsed / 1000)) })
-    }, 200)
+async function freePorts(n: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from({ length: n }, () => new Promise<ReturnType<typeof createServer>>((resolve, reject) => {
+      const s = createServer()
+      s.once('error', reject)
+      s.listen(0, '127.0.0.1', () => resolve(s))
+    })),
+  )
+  const ports = servers.map((s) => (s.address() as AddressInfo).port)
+  await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))))
+  return ports
+}
 
-    // Each worker keeps one request in flight: 70% put, 20% get, 10% delete.
-    const worker = async (node: MetaStore, first: number): Promise<void> => {
-      let i = first
-      while (performance.now() < deadline) {
-        const key = keys[(i * 7919) % keys.length]
-        const roll = i++ % 10
-        const t0 = performance.now()
-        try {
-          if (roll < 7) {
-            await node.put(key, value)
-            counts.put++
-          } else if (roll < 9) {
-            await node.get(key)
-            counts.get++
-          } else {
-            await node.delete(key)
-            counts.delete++
-          }
-          histogram.recordValue(Math.max(1, Math.round((performance.now() - t0) * 1000)))
-        } catch {
-          counts.failed++
-        }
+// ---------------------------------------------------------------------------
+// HTTP
+
+interface Answer {
+  status: number
+  body: Buffer
+}
+
+/** Keep-alive connections, as many as requests in flight. */
+let agent: Agent
+
+function http(address: string, method: string, path: string, body?: string): Promise<Answer> {
+  const [host, port] = address.split(':') as [string, string]
+  return new Promise((resolve, reject) => {
+    const req = request({ host, port: Number(port), method, path, agent, timeout: REQUEST_TIMEOUT_MS }, (res) => {
+      const chunks: Buffer[] = []
+      res.on('data', (c: Buffer) => chunks.push(c))
+      res.once('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }))
+      res.once('error', reject)
+    })
+    req.once('timeout', () => req.destroy(new Error('timed out')))
+    req.once('error', reject)
+    req.end(body)
+  })
+}
+
+async function nodeStatus(address: string): Promise<NodeStatus | undefined> {
+  try {
+    const res = await http(address, 'GET', '/status')
+    return res.status === 200 ? (JSON.parse(res.body.toString()) as NodeStatus) : undefined
+  } catch {
+    return undefined
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The serve processes
+
+class ServeNode {
+  #child: ChildProcess | undefined
+  #exited: Promise<number | null> = Promise.resolve(null)
+  /** Called with each line the process logs. */
+  onLine: (node: ServeNode, line: string) => void = () => {}
+
+  constructor(
+    readonly id: number,
+    readonly config: string,
+    readonly http: string,
+  ) {}
+
+  get running(): boolean {
+    return this.#child !== undefined
+  }
+
+  start(): void {
+    const child = spawn(process.execPath, ['--import', 'tsx', CLI, 'serve', '--config', this.config], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    this.#child = child
+    this.#exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)))
+    void this.#exited.then(() => {
+      if (this.#child === child) this.#child = undefined
+    })
+    let buffered = ''
+    const lines = (chunk: Buffer): void => {
+      buffered += chunk.toString()
+      const parts = buffered.split('\n')
+      buffered = parts.pop()!
+      for (const line of parts) this.onLine(this, line)
+    }
+    child.stdout!.on('data', lines)
+    child.stderr!.on('data', lines)
+  }
+
+  /** Sends `signal` and resolves with the exit code once the process is gone. */
+  async stop(signal: NodeJS.Signals): Promise<number | null> {
+    this.#child?.kill(signal)
+    return this.#exited
+  }
+}
+
+/** A config file per node: the base config, with storage, cluster and http set for this run. */
+async function writeConfigs(base: string, dir: string, n: number): Promise<ServeNode[]> {
+  await loadConfig(base) // a bad base config is reported as the user's file, not as ours
+  const ports = await freePorts(2 * n)
+  const initialCluster = Object.fromEntries(ports.slice(0, n).map((p, i) => [i + 1, `127.0.0.1:${p}`]))
+  const nodes: ServeNode[] = []
+  for (let id = 1; id <= n; id++) {
+    const doc = (parse(readFileSync(base, 'utf8')) ?? {}) as { server?: Record<string, unknown> }
+    const server = doc.server ?? {}
+    server.storage = { ...(server.storage as object), engine: 'rocksdb', data_dir: join(dir, `node-${id}`) }
+    server.cluster = { node_id: id, initial_cluster: initialCluster }
+    const address = `127.0.0.1:${ports[n + id - 1]}`
+    server.http = { listen: address }
+    const file = join(dir, `node-${id}.yaml`)
+    writeFileSync(file, stringify({ ...doc, server }))
+    nodes.push(new ServeNode(id, file, address))
+  }
+  return nodes
+}
+
+// ---------------------------------------------------------------------------
+// The load and what it may have left in the store
+
+type Outcome = 'acked' | 'not-applied' | 'unknown'
+
+/**
+ * What each key may hold, from the writes sent to it: the value of its last
+ * acknowledged write, or the value of any write whose outcome is unknown (it
+ * may apply late). A write that was certainly not applied must never show.
+ */
+class Model {
+  readonly #acked = new Map<string, string | null>()
+  readonly #unknown = new Map<string, Set<string | null>>()
+  readonly #notApplied = new Map<string, Set<string | null>>()
+
+  record(key: string, value: string | null, outcome: Outcome): void {
+    if (outcome === 'acked') this.#acked.set(key, value)
+    else {
+      const into = outcome === 'unknown' ? this.#unknown : this.#notApplied
+      if (!into.has(key)) into.set(key, new Set())
+      into.get(key)!.add(value)
+    }
+  }
+
+  keys(): string[] {
+    return [...new Set([...this.#acked.keys(), ...this.#unknown.keys(), ...this.#notApplied.keys()])]
+  }
+
+  /** Why `actual` cannot be the value of `key`, or undefined if it can. */
+  check(key: string, actual: string | null): string | undefined {
+    const acked = this.#acked.has(key) ? this.#acked.get(key)! : null
+    if (actual === acked || this.#unknown.get(key)?.has(actual)) return undefined
+    const shown = (v: string | null): string => (v === null ? 'no value' : `'${v}'`)
+    const cause = this.#notApplied.get(key)?.has(actual) ? ', the value of a write answered not-applied' : ''
+    return `key '${key}' holds ${shown(actual)}${cause}; the last acknowledged write left ${shown(acked)}`
+  }
+}
+
+interface Counts {
+  put: number
+  get: number
+  delete: number
+  notApplied: number
+  unknown: number
+}
+
+class Load {
+  readonly model = new Model()
+  readonly counts: Counts = { put: 0, get: 0, delete: 0, notApplied: 0, unknown: 0 }
+  readonly total = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: 3 })
+  /** Latency of the last second, for the live line. */
+  recent = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: 3 })
+  /** When each acknowledged write was answered (ms since the start), in order. */
+  readonly acks: number[] = []
+  #stop = false
+
+  constructor(
+    readonly nodes: ServeNode[],
+    readonly start: number,
+  ) {}
+
+  get ops(): number {
+    return this.counts.put + this.counts.get + this.counts.delete
+  }
+
+  stop(): void {
+    this.#stop = true
+  }
+
+  /**
+   * One worker: a request at a time, 60% put, 30% get, 10% delete, on keys it
+   * alone writes; it starts on node `w mod n` and moves to the next node when
+   * its node cannot be reached.
+   */
+  async worker(w: number): Promise<void> {
+    let node = w % this.nodes.length
+    for (let seq = 0; !this.#stop; seq++) {
+      const key = `w${w}/k${(seq * 7) % KEYS_PER_WORKER}`
+      const roll = seq % 10
+      const method = roll < 6 ? 'PUT' : roll < 9 ? 'GET' : 'DELETE'
+      const value = method === 'PUT' ? `w${w}-s${seq}|${'x'.repeat(80)}` : null
+      const t0 = performance.now()
+      let outcome: Outcome
+      try {
+        const res = await http(this.nodes[node]!.http, method, `/v1/kv/${encodeURIComponent(key)}`, value ?? undefined)
+        if (res.status === 200 || (method === 'GET' && res.status === 404)) outcome = 'acked'
+        else outcome = (JSON.parse(res.body.toString()) as { outcome: Outcome }).outcome
+      } catch (err) {
+        // Refused: never sent. Anything else (a reset, a timeout): it may have been applied.
+        outcome = (err as NodeJS.ErrnoException).code === 'ECONNREFUSED' ? 'not-applied' : 'unknown'
+      }
+      const us = Math.max(1, Math.round((performance.now() - t0) * 1000))
+      if (outcome === 'acked') {
+        this.total.recordValue(us)
+        this.recent.recordValue(us)
+        this.counts[method === 'PUT' ? 'put' : method === 'GET' ? 'get' : 'delete']++
+        if (method !== 'GET') this.acks.push(performance.now() - this.start)
+      } else {
+        this.counts[outcome === 'unknown' ? 'unknown' : 'notApplied']++
+      }
+      if (method !== 'GET') this.model.record(key, value, outcome)
+      if (outcome !== 'acked') {
+        // This node is down, starting or without a leader: try the next one.
+        node = (node + 1) % this.nodes.length
+        await sleep(20)
       }
     }
-    await Promise.all(Array.from({ length: opts.inFlight }, (_, w) => worker(leader, w)))
+  }
+}
+
+/** The longest time without an acknowledged write in [from, to] (ms since the start). */
+function longestStall(acks: number[], from: number, to: number): number {
+  let longest = 0
+  let previous = from
+  for (const t of acks) {
+    if (t < from) continue
+    if (t > to) break
+    longest = Math.max(longest, t - previous)
+    previous = t
+  }
+  return Math.max(longest, to - previous)
+}
+
+// ---------------------------------------------------------------------------
+
+async function demo(opts: DemoOptions): Promise<void> {
+  agent = new Agent({ keepAlive: true, maxSockets: opts.inFlight })
+  const dir = mkdtempSync(join(tmpdir(), 'metastore-demo-'))
+  const nodes = await writeConfigs(opts.config, dir, opts.nodes)
+  const log: string[] = []
+  const failures: string[] = []
+  const t0 = performance.now()
+  const since = (): string => `+${((performance.now() - t0) / 1000).toFixed(1)}s`
+  let event = 'starting'
+  const leaderships: { node: number; at: number }[] = []
+  for (const node of nodes) {
+    node.onLine = (n, line) => {
+      log.push(`node ${n.id}: ${line}`)
+      if (/ to=leader /.test(line)) {
+        leaderships.push({ node: n.id, at: performance.now() })
+        event = `${since()} node ${n.id} became leader`
+      }
+    }
+  }
+
+  try {
+    console.log(`Starting ${opts.nodes} metastore serve processes (config ${opts.config}, RocksDB in ${dir}) ...`)
+    for (const node of nodes) node.start()
+    let leader = 0
+    for (const deadline = Date.now() + 60_000; leader === 0; await sleep(50)) {
+      if (Date.now() > deadline) throw new Error(`no leader within 60 s; the nodes logged:\n${log.join('\n')}`)
+      const seen = await Promise.all(nodes.map((n) => nodeStatus(n.http)))
+      const ids = new Set(seen.map((s) => s?.leaderId ?? 0))
+      leader = ids.size === 1 ? [...ids][0]! : 0
+    }
+    console.log(`Leader: node ${leader}. Load: ${opts.inFlight} requests in flight over HTTP keep-alive for ${opts.seconds} s.`)
+
+    const durationMs = opts.seconds * 1000
+    const start = performance.now()
+    const load = new Load(nodes, start)
+    const applied = new Map<number, number | undefined>()
+    let shownLeader = leader
+    const bar = new SingleBar(
+      {
+        format: ' {bar} {percentage}% | {rate} ops/s | p99 {p99} ms | leader {leader} | applied {applied} | {event}',
+        hideCursor: true,
+        noTTYOutput: true,
+        notTTYSchedule: 2_000,
+      },
+      Presets.shades_classic,
+    )
+    bar.start(100, 0, { rate: 0, p99: '-', leader, applied: '', event })
+    let lastOps = 0
+    let lastTick = start
+    let polling = false
+    const ticker = setInterval(() => {
+      const now = performance.now()
+      const rate = Math.round((load.ops - lastOps) / ((now - lastTick) / 1000))
+      const p99 = load.recent.totalCount > 0 ? (load.recent.getValueAtPercentile(99) / 1000).toFixed(1) : '-'
+      if (now - lastTick >= 1000) {
+        ;[lastOps, lastTick] = [load.ops, now]
+        load.recent.reset()
+      }
+      const shownApplied = nodes.map((n) => `${n.id}:${applied.get(n.id) ?? 'down'}`).join(' ')
+      bar.update(Math.min(100, Math.round(((now - start) / durationMs) * 100)), {
+        rate,
+        p99,
+        leader: shownLeader === 0 ? 'none' : shownLeader,
+        applied: shownApplied,
+        event,
+      })
+      if (polling) return
+      polling = true
+      void Promise.all(nodes.map((n) => nodeStatus(n.http))).then((seen) => {
+        polling = false
+        seen.forEach((s, i) => applied.set(nodes[i]!.id, s?.appliedIndex))
+        shownLeader = seen.find((s) => s?.role === 'leader')?.nodeId ?? 0
+      })
+    }, 250)
+
+    const workers = Array.from({ length: opts.inFlight }, (_, w) => load.worker(w))
+
+    // The fault: SIGKILL the leader, start it again 3 s later.
+    await sleep(durationMs * KILL_AT)
+    const killed = nodes.find((n) => n.id === leader)!
+    const killAt = performance.now()
+    event = `${since()} SIGKILL node ${killed.id}`
+    await killed.stop('SIGKILL')
+    await sleep(RESTART_AFTER_MS)
+    const restartAt = performance.now()
+    killed.start()
+    event = `${since()} restarted node ${killed.id}`
+    await sleep(Math.max(0, start + durationMs - performance.now()))
+    load.stop()
+    await Promise.all(workers)
     clearInterval(ticker)
-    const elapsedS = (performance.now() - start) / 1000
     bar.update(100)
     bar.stop()
+    const elapsedS = (performance.now() - start) / 1000
 
-    const ops = counts.put + counts.get + counts.delete
-    const stats = leader.stats()
-    console.log()
-    console.log(`Throughput     ${Math.round(ops / elapsedS).toLocaleString('en-US')} ops/s over ${elapsedS.toFixed(1)} s (${opts.inFlight} in flight)`)
-    console.log(`Operations     ${counts.put} put, ${counts.get} get, ${counts.delete} delete, ${counts.failed} failed`)
-    console.log(`Latency        p50 ${(histogram.getValueAtPercentile(50) / 1000).toFixed(2)} ms, p99 ${(histogram.getValueAtPercentile(99) / 1000).toFixed(2)} ms`)
-    console.log(`Batching       avg batch size ${stats.batch.avgBatchSize.toFixed(1)} over ${stats.batch.totalBatches} batches (load ${stats.batch.currentLoad.toFixed(2)})`)
-    console.log(`Leader         node ${stats.raft.leaderId}, term ${stats.raft.term}, engine ${stats.storage.engine}`)
-    for (const id of cluster.ids()) {
-      const s = cluster.node(id).stats().raft
-      console.log(`  node ${id}  ${s.role.padEnd(9)} commit ${s.commitIndex}  applied ${s.appliedIndex}  last ${s.lastIndex}`)
+    // After the load: the leader's applied index is final; the restarted node must reach it.
+    let caughtUp: number | undefined
+    let target = 0
+    for (const deadline = performance.now() + SETTLE_MS; caughtUp === undefined && performance.now() < deadline; await sleep(50)) {
+      const seen = await Promise.all(nodes.map((n) => nodeStatus(n.http)))
+      const current = seen.find((s) => s?.role === 'leader')
+      target = Math.max(target, current?.appliedIndex ?? 0)
+      const mine = seen[nodes.indexOf(killed)]
+      if (current !== undefined && mine !== undefined && mine.appliedIndex >= target) caughtUp = performance.now()
     }
+
+    // Every key holds what the acknowledged writes left (or an unknown write's value).
+    const keys = load.model.keys()
+    const lost: string[] = []
+    const readers = nodes.filter((n) => n !== killed)
+    await Promise.all(
+      Array.from({ length: Math.min(opts.inFlight, keys.length) }, async (_, r) => {
+        for (let i = r; i < keys.length; i += opts.inFlight) {
+          const key = keys[i]!
+          const res = await http(readers[i % readers.length]!.http, 'GET', `/v1/kv/${encodeURIComponent(key)}`)
+          if (res.status !== 200 && res.status !== 404) throw new Error(`reading ${key} answered ${res.status}: ${res.body}`)
+          const problem = load.model.check(key, res.status === 404 ? null : res.body.toString())
+          if (problem !== undefined) lost.push(problem)
+        }
+      }),
+    )
+
+    // Summary.
+    const newLeader = leaderships.find((l) => l.at > killAt && l.node !== killed.id)
+    const stallMs = longestStall(load.acks, killAt - start - 1_000, restartAt - start + RESTART_AFTER_MS)
+    const c = load.counts
+    const ms = (us: number): string => (us / 1000).toFixed(1)
+    console.log()
+    console.log(`Throughput     ${Math.round(load.ops / elapsedS).toLocaleString('en-US')} ops/s over ${elapsedS.toFixed(1)} s (${opts.inFlight} in flight)`)
+    console.log(`Operations     ${c.put} put, ${c.get} get, ${c.delete} delete acknowledged; ${c.notApplied} not applied, ${c.unknown} unknown outcome`)
+    console.log(`Latency        p50 ${ms(load.total.getValueAtPercentile(50))} ms, p99 ${ms(load.total.getValueAtPercentile(99))} ms, max ${ms(load.total.maxValue)} ms`)
+    console.log(`Leader killed  node ${killed.id} at ${((killAt - start) / 1000).toFixed(1)} s; restarted ${RESTART_AFTER_MS / 1000} s later`)
+    if (newLeader === undefined) failures.push('no other node became leader after the kill')
+    else console.log(`New leader     node ${newLeader.node}, ${((newLeader.at - killAt) / 1000).toFixed(2)} s after the kill`)
+    console.log(`Write stall    ${(stallMs / 1000).toFixed(2)} s without an acknowledged write around the kill`)
+    const changes = leaderships.filter((l) => l.at > start).map((l) => `node ${l.node} at ${((l.at - start) / 1000).toFixed(1)} s`)
+    console.log(`Leaders        ${changes.length} elected during the load: ${changes.join(', ')}`)
+    if (caughtUp === undefined) failures.push(`node ${killed.id} did not reach the leader's applied index ${target} within ${SETTLE_MS / 1000} s after the load`)
+    else console.log(`Catch-up       node ${killed.id} reached the leader's applied index ${target} ${((caughtUp - restartAt) / 1000).toFixed(1)} s after its restart`)
+    if (lost.length > 0) failures.push(`${lost.length} keys do not hold what the acknowledged writes left:\n  ${lost.slice(0, 10).join('\n  ')}`)
+    else console.log(`Durability     all ${keys.length} keys hold what the acknowledged writes left`)
   } finally {
-    await cluster.close()
+    const codes = await Promise.all(nodes.map((n) => (n.running ? n.stop('SIGTERM') : Promise.resolve(0))))
+    codes.forEach((code, i) => {
+      if (code !== 0) failures.push(`node ${nodes[i]!.id} exited with ${code} on SIGTERM`)
+    })
+    agent.destroy()
+    rmSync(dir, { recursive: true, force: true })
+  }
+  if (failures.length > 0) {
+    console.error(`\nFAILED:\n- ${failures.join('\n- ')}`)
+    process.exitCode = 1
+  } else {
+    console.log('\nAll checks passed: a new leader took over, the restarted node caught up, no acknowledged write was lost.')
   }
 }
 
 const program = new Command()
   .name('npm start --')
-  .description('run a local MetaStore cluster under a mixed load and print a summary')
-  .option('-c, --config <path>', 'YAML config file', 'configs/config.yaml')
-  .option('-s, --seconds <n>', 'load duration in seconds', positiveInt, 5)
-  .option('-n, --nodes <n>', 'number of nodes', positiveInt, 3)
-  .option('-i, --in-flight <n>', 'requests in flight', positiveInt, 256)
-  .option('-e, --engine <engine>', 'memory or rocksdb (overrides the config)')
-  .option('-d, --data-dir <dir>', 'data directory (overrides the config)')
+  .description('run three metastore serve processes under a mixed HTTP load, kill the leader, and check what survived')
+  .option('-c, --config <path>', 'base YAML config (raft and batch settings; storage, cluster and http are set per node)', 'configs/config.yaml')
+  .option('-s, --seconds <n>', 'load duration in seconds', positiveInt, 20)
+  .option('-n, --nodes <n>', 'number of nodes (at least 3)', atLeast3, 3)
+  .option('-i, --in-flight <n>', 'requests in flight', positiveInt, 64)
   .action(demo)
 
 program.parseAsync().catch((err: unknown) => {

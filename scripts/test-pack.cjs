@@ -29,7 +29,7 @@ const PUBLISHED = [
   /^configs\/[a-z-]+\.yaml$/,
 ]
 /** Dependencies of the repository's dev tools (demo, bench) that must not reach a user. */
-const DEV_ONLY = ['cli-progress', 'commander', 'hdr-histogram-js']
+const DEV_ONLY = ['cli-progress', 'hdr-histogram-js']
 
 function fail(message) {
   console.error(`test:pack failed: ${message}`)

@@ -1,0 +1,272 @@
+/**
+ * The HTTP end of `metastore serve`: metrics, health and status for operators,
+ * and a small key-value API so that other processes can use the group.
+ *
+ *   GET    /metrics          Prometheus text (`store.metrics()`)
+ *   GET    /health           200 while the node runs and knows a leader, else 503
+ *   GET    /status           this node's Raft figures and the members
+ *   PUT    /v1/kv/<key>      body = value; answers {index, existed}
+ *   GET    /v1/kv/<key>      the value's bytes (linearizable read); 404 when absent
+ *   DELETE /v1/kv/<key>      answers {existed}
+ *
+ * Keys are URL-encoded UTF-8 in the path. Every answer other than a 2xx is
+ * JSON `{code, outcome, message}`: the `MetaStoreError` of a failed request
+ * (503; 413 for ERR_TOO_LARGE), or a code of this API for a request it
+ * refused before the store saw it (400, 404, 405, 413), which is never
+ * applied.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { setTimeout as sleep } from 'node:timers/promises'
+
+import { MetaStoreError, type RequestOutcome } from './errors.js'
+import { METRICS_CONTENT_TYPE } from './metrics.js'
+import type { MemberInfo, RaftRole } from './native.js'
+import type { MetaStore } from './store.js'
+
+/** What `GET /status` answers. */
+export interface NodeStatus {
+  nodeId: number
+  role: RaftRole
+  term: number
+  /** 0 while no leader is known. */
+  leaderId: number
+  commitIndex: number
+  appliedIndex: number
+  lastIndex: number
+  members: MemberInfo[]
+}
+
+/** The body of every answer that is not a 2xx. */
+export interface ErrorBody {
+  code: string
+  outcome: RequestOutcome
+  message: string
+}
+
+export interface HttpApiOptions {
+  /** The node's store; undefined while it opens, when only /health answers (503). */
+  store: () => MetaStore | undefined
+  /** The largest request body read; a larger one is refused with 413 before it is read whole. */
+  maxBodyBytes: number
+}
+
+const KV_PREFIX = '/v1/kv/'
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message)
+  }
+}
+
+/** Where a `host:port` string listens; `[::1]:80` for IPv6. */
+export function parseHostPort(value: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(value)
+  const port = Number(m?.[3])
+  if (m === null || port > 65535) throw new TypeError(`'${value}' is not a host:port address`)
+  return { host: (m[1] ?? m[2]) as string, port }
+}
+
+export function nodeStatus(store: MetaStore): NodeStatus {
+  const { raft } = store.stats()
+  return {
+    nodeId: store.nodeId,
+    role: raft.role,
+    term: raft.term,
+    leaderId: raft.leaderId,
+    commitIndex: raft.commitIndex,
+    appliedIndex: raft.appliedIndex,
+    lastIndex: raft.lastIndex,
+    members: store.members(),
+  }
+}
+
+export class HttpApi {
+  readonly #server: Server
+  readonly #options: HttpApiOptions
+  #inFlight = 0
+  #closing = false
+  #closed: Promise<void> = Promise.resolve()
+
+  constructor(options: HttpApiOptions) {
+    this.#options = options
+    this.#server = createServer((req, res) => void this.#handle(req, res))
+  }
+
+  /** Starts listening on `address` (`host:port`, port 0 for any); resolves with the bound address. */
+  listen(address: string): Promise<AddressInfo> {
+    const { host, port } = parseHostPort(address)
+    return new Promise((resolve, reject) => {
+      this.#server.once('error', reject)
+      this.#server.listen(port, host, () => {
+        this.#server.off('error', reject)
+        resolve(this.#server.address() as AddressInfo)
+      })
+    })
+  }
+
+  /** Stops accepting connections; open ones close once idle, and every answer from now on closes its connection. */
+  stopAccepting(): void {
+    if (this.#closing) return
+    this.#closing = true
+    this.#closed = new Promise<void>((resolve) => this.#server.close(() => resolve()))
+    this.#server.closeIdleConnections()
+  }
+
+  /** Waits until the requests being answered now have finished, for at most `timeoutMs`. */
+  async drain(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs
+    while (this.#inFlight > 0 && Date.now() < deadline) await sleep(10)
+  }
+
+  /**
+   * Stops accepting connections, waits up to `drainMs` for the requests being
+   * answered, then cuts the connections still open.
+   */
+  async close(drainMs: number): Promise<void> {
+    this.stopAccepting()
+    await this.drain(drainMs)
+    this.#server.closeAllConnections()
+    await this.#closed
+  }
+
+  async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    this.#inFlight++
+    try {
+      if (this.#closing) res.setHeader('connection', 'close')
+      await this.#route(req, res)
+    } catch (err) {
+      this.#fail(req, res, err)
+    } finally {
+      this.#inFlight--
+    }
+  }
+
+  async #route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://node')
+    const path = url.pathname
+    if (path === '/health') return this.#only(req, 'GET', () => this.#health(res))
+    const isKv = path.startsWith(KV_PREFIX)
+    if (!isKv && path !== '/metrics' && path !== '/status') {
+      throw new HttpError(404, 'ERR_NOT_FOUND', `no such path ${path}; paths: /metrics, /health, /status, ${KV_PREFIX}<url-encoded key>`)
+    }
+    const [query] = url.searchParams.keys()
+    if (query !== undefined) throw new HttpError(400, 'ERR_BAD_REQUEST', `unknown query parameter '${query}'; ${path} takes none`)
+    if (path === '/metrics') {
+      return this.#only(req, 'GET', async () => {
+        const text = await this.#store().metrics()
+        res.writeHead(200, { 'content-type': METRICS_CONTENT_TYPE }).end(text)
+      })
+    }
+    if (path === '/status') return this.#only(req, 'GET', () => json(res, 200, nodeStatus(this.#store())))
+    const key = decodeKey(path.slice(KV_PREFIX.length))
+    switch (req.method) {
+      case 'PUT': {
+        const value = await this.#body(req)
+        const { index, existed } = await this.#store().put(key, value)
+        return json(res, 200, { index, existed })
+      }
+      case 'GET': {
+        const value = await this.#store().get(key)
+        if (value === undefined) throw new HttpError(404, 'ERR_KEY_NOT_FOUND', `no value for key '${key}'`)
+        res.writeHead(200, { 'content-type': 'application/octet-stream' }).end(value)
+        return
+      }
+      case 'DELETE':
+        return json(res, 200, { existed: await this.#store().delete(key) })
+      default:
+        throw methodNotAllowed(req, 'GET, PUT, DELETE')
+    }
+  }
+
+  #health(res: ServerResponse): void {
+    const store = this.#options.store()
+    if (store === undefined || this.#closing) {
+      return json(res, 503, { status: this.#closing ? 'closing' : 'starting', leaderId: 0 })
+    }
+    const { leaderId } = store.stats().raft
+    json(res, leaderId === 0 ? 503 : 200, { status: leaderId === 0 ? 'no-leader' : 'ok', nodeId: store.nodeId, leaderId })
+  }
+
+  async #only(req: IncomingMessage, method: 'GET', answer: () => void | Promise<void>): Promise<void> {
+    if (req.method !== method) throw methodNotAllowed(req, method)
+    await answer()
+  }
+
+  #store(): MetaStore {
+    const store = this.#options.store()
+    if (store === undefined) {
+      throw new MetaStoreError('ERR_NOT_STARTED', 'the node is starting: it has not yet joined a group with a leader')
+    }
+    return store
+  }
+
+  /** The request body, refused with 413 beyond `maxBodyBytes`. */
+  #body(req: IncomingMessage): Promise<Buffer> {
+    const max = this.#options.maxBodyBytes
+    const tooLarge = (): HttpError =>
+      new HttpError(413, 'ERR_TOO_LARGE', `the value is larger than ${max} bytes (server.raft.batch.max_proposal_bytes)`, {
+        connection: 'close',
+      })
+    if (Number(req.headers['content-length'] ?? 0) > max) return Promise.reject(tooLarge())
+    return new Promise((resolve, reject) => {
+      const chunks: Buffer[] = []
+      let size = 0
+      req.on('data', (chunk: Buffer) => {
+        size += chunk.length
+        if (size > max) {
+          req.pause()
+          reject(tooLarge())
+        } else chunks.push(chunk)
+      })
+      req.once('end', () => resolve(Buffer.concat(chunks)))
+      req.once('error', reject)
+    })
+  }
+
+  #fail(req: IncomingMessage, res: ServerResponse, err: unknown): void {
+    if (res.headersSent) {
+      res.destroy()
+      return
+    }
+    const write = req.method === 'PUT' || req.method === 'DELETE'
+    let status: number
+    let body: ErrorBody
+    let headers: Record<string, string> = {}
+    if (err instanceof HttpError) {
+      status = err.status
+      body = { code: err.code, outcome: 'not-applied', message: err.message }
+      headers = err.headers
+    } else if (err instanceof MetaStoreError) {
+      status = err.code === 'ERR_TOO_LARGE' ? 413 : 503
+      body = { code: err.code, outcome: err.outcome, message: err.message }
+    } else {
+      // Not an error of the store: a bug here. A write may have reached the store before it.
+      status = 500
+      body = { code: 'ERR_INTERNAL', outcome: write ? 'unknown' : 'not-applied', message: String((err as Error)?.message ?? err) }
+    }
+    json(res, status, body, headers)
+  }
+}
+
+function json(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  res.writeHead(status, { ...headers, 'content-type': 'application/json' }).end(JSON.stringify(body))
+}
+
+function methodNotAllowed(req: IncomingMessage, allow: string): HttpError {
+  return new HttpError(405, 'ERR_METHOD_NOT_ALLOWED', `${req.method} is not allowed here; allowed: ${allow}`, { allow })
+}
+
+function decodeKey(encoded: string): string {
+  if (encoded === '') throw new HttpError(400, 'ERR_BAD_REQUEST', `the key is empty; use ${KV_PREFIX}<url-encoded key>`)
+  try {
+    return decodeURIComponent(encoded)
+  } catch {
+    throw new HttpError(400, 'ERR_BAD_REQUEST', `the key '${encoded}' is not valid URL-encoded UTF-8`)
+  }
+}
