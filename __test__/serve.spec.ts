@@ -160,6 +160,8 @@ async function serveGroup(dir: string): Promise<Node[]> {
         'server:',
         '  raft:',
         '    tick_interval: 10ms',
+        // A write to a node without quorum stays in flight until the test stops the node.
+        '    request_timeout: 60s',
         '    batch:',
         '      max_proposal_bytes: 64KB',
         '  storage:',
