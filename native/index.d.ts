@@ -328,8 +328,16 @@ export interface TransportStats {
   bytesReceived: number
   /** Dropped because a peer's queue was full or it was unreachable (raft retransmits). */
   messagesDropped: number
-  /** Streams refused: another cluster or node, no hello, malformed or oversized frames. */
+  /**
+   * Streams refused (another cluster or node, no hello, malformed or
+   * oversized frames), and connections that ended without a hello (not
+   * HTTP/2, a failed TLS handshake, silent).
+   */
   refused: number
   connects: number
   connectFailures: number
+  /** Snapshots that reached a peer (on their own streams, in chunks). */
+  snapshotsSent: number
+  /** Snapshots that arrived here. */
+  snapshotsReceived: number
 }

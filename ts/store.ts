@@ -88,7 +88,7 @@ export class MetaStore {
   /** The members of this node's group, and which one leads as far as this node knows. */
   members(): MemberInfo[] {
     this.#checkOpen()
-    return this.#group.call((n) => n.members())
+    return this.#group.call((n) => n.members(this.#node))
   }
 
   /** The leader as far as this node knows, or undefined while none is known. */

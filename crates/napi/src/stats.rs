@@ -81,10 +81,16 @@ pub struct TransportStatsView {
     pub bytes_received: f64,
     /// Dropped because a peer's queue was full or it was unreachable (raft retransmits).
     pub messages_dropped: f64,
-    /// Streams refused: another cluster or node, no hello, malformed or oversized frames.
+    /// Streams refused (another cluster or node, no hello, malformed or
+    /// oversized frames), and connections that ended without a hello (not
+    /// HTTP/2, a failed TLS handshake, silent).
     pub refused: f64,
     pub connects: f64,
     pub connect_failures: f64,
+    /// Snapshots that reached a peer (on their own streams, in chunks).
+    pub snapshots_sent: f64,
+    /// Snapshots that arrived here.
+    pub snapshots_received: f64,
 }
 
 impl From<NetStats> for TransportStatsView {
@@ -98,6 +104,8 @@ impl From<NetStats> for TransportStatsView {
             refused: s.refused as f64,
             connects: s.connects as f64,
             connect_failures: s.connect_failures as f64,
+            snapshots_sent: s.snapshots_sent as f64,
+            snapshots_received: s.snapshots_received as f64,
         }
     }
 }

@@ -16,6 +16,11 @@
 //! staying silent, without any stream having said hello: bytes that are not
 //! HTTP/2, a TLS handshake that fails, a half-open connection.
 //!
+//! A snapshot message travels on a stream of its own (the `Snapshot` RPC),
+//! its data in chunks, so it never holds up the heartbeats and appends behind
+//! it nor needs a frame of its size; raft-rs hears that it arrived once the
+//! receiving node has it, and that it failed otherwise.
+//!
 //! With [`TlsPem`] the members talk mutual TLS (rustls, ring provider): each
 //! presents a certificate signed by the group's CA and accepts only peers
 //! that do the same.
@@ -56,6 +61,7 @@ pub mod pb {
 use pb::frame::Body;
 use pb::peer_client::PeerClient;
 use pb::peer_server::{Peer, PeerServer};
+use pb::snapshot_frame::Body as SnapshotBody;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -80,6 +86,8 @@ pub struct NetConfig {
     pub max_frame_bytes: usize,
     /// Batches queued per peer before new ones are dropped.
     pub queue_capacity: usize,
+    /// The largest snapshot (its data) a node accepts.
+    pub max_snapshot_bytes: u64,
     /// Mutual TLS between members; plain HTTP/2 when `None`.
     pub tls: Option<TlsPem>,
 }
@@ -109,6 +117,7 @@ impl NetConfig {
             peers: HashMap::new(),
             max_frame_bytes: 256 << 20,
             queue_capacity: 1024,
+            max_snapshot_bytes: 8 << 30,
             tls: None,
         }
     }
@@ -129,6 +138,9 @@ pub struct NetStats {
     pub refused: u64,
     pub connects: u64,
     pub connect_failures: u64,
+    /// Snapshots that reached the peer, and that arrived here.
+    pub snapshots_sent: u64,
+    pub snapshots_received: u64,
 }
 
 #[derive(Default)]
@@ -141,13 +153,14 @@ struct Counters {
     refused: AtomicU64,
     connects: AtomicU64,
     connect_failures: AtomicU64,
+    snapshots_sent: AtomicU64,
+    snapshots_received: AtomicU64,
 }
 
-/// The encoded messages of one `Ready` for one peer, and whether a snapshot
-/// is among them (raft-rs must hear whether it left).
+/// The encoded messages of one `Ready` for one peer (snapshots travel on
+/// their own streams).
 struct Outbound {
     messages: Vec<Vec<u8>>,
-    snapshot: bool,
 }
 
 struct PeerLink {
@@ -168,6 +181,9 @@ struct Shared {
     counters: Counters,
     /// How this node dials its peers when they talk TLS.
     client_tls: Option<ClientTlsConfig>,
+    max_snapshot_bytes: u64,
+    /// Where snapshot sends run.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Shared {
@@ -184,9 +200,6 @@ impl Shared {
             .messages_dropped
             .fetch_add(batch.messages.len() as u64, Relaxed);
         self.deliver(Inbound::Unreachable(peer));
-        if batch.snapshot {
-            self.deliver(Inbound::SnapshotStatus { peer, ok: false });
-        }
     }
 
     fn is_blocked(&self, peer: u64) -> bool {
@@ -235,6 +248,8 @@ impl GrpcNet {
         };
         let shared = Arc::new(Shared {
             client_tls,
+            max_snapshot_bytes: cfg.max_snapshot_bytes,
+            runtime: runtime.handle().clone(),
             id: cfg.node_id,
             cluster_id: cfg.cluster_id,
             max_frame_bytes: cfg.max_frame_bytes,
@@ -386,6 +401,8 @@ impl GrpcNet {
             refused: c.refused.load(Relaxed),
             connects: c.connects.load(Relaxed),
             connect_failures: c.connect_failures.load(Relaxed),
+            snapshots_sent: c.snapshots_sent.load(Relaxed),
+            snapshots_received: c.snapshots_received.load(Relaxed),
         }
     }
 
@@ -426,21 +443,20 @@ impl Transport for GrpcTransport {
         let shared = &self.shared;
         let mut by_peer: Vec<(u64, Outbound)> = Vec::new();
         for m in msgs {
-            let snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
+            if m.get_msg_type() == MessageType::MsgSnapshot {
+                shared.runtime.spawn(send_snapshot(Arc::clone(shared), m));
+                continue;
+            }
             let Ok(bytes) = m.write_to_bytes() else {
                 shared.counters.messages_dropped.fetch_add(1, Relaxed);
                 continue;
             };
             match by_peer.iter_mut().find(|(to, _)| *to == m.to) {
-                Some((_, batch)) => {
-                    batch.messages.push(bytes);
-                    batch.snapshot |= snapshot;
-                }
+                Some((_, batch)) => batch.messages.push(bytes),
                 None => by_peer.push((
                     m.to,
                     Outbound {
                         messages: vec![bytes],
-                        snapshot,
                     },
                 )),
             }
@@ -470,27 +486,9 @@ async fn run_link(
     mut queue: mpsc::Receiver<Outbound>,
 ) {
     let mut backoff = MIN_BACKOFF;
-    let scheme = if shared.client_tls.is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    let uri = format!("{scheme}://{address}");
     while let Some(first) = queue.recv().await {
-        let endpoint = Endpoint::from_shared(uri.clone()).and_then(|e| match &shared.client_tls {
-            Some(tls) => e.tls_config(tls.clone()),
-            None => Ok(e),
-        });
-        let channel = match endpoint {
-            Ok(e) => e
-                .connect_timeout(CONNECT_TIMEOUT)
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-                .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-                .keep_alive_while_idle(true)
-                .connect()
-                .await
-                .ok(),
+        let channel = match endpoint(&shared, &address) {
+            Ok(e) => e.connect().await.ok(),
             Err(_) => None,
         };
         let Some(channel) = channel else {
@@ -523,7 +521,6 @@ async fn run_link(
             if let Some(batch) = next.take() {
                 let n = batch.messages.len() as u64;
                 let bytes = batch.messages.iter().map(Vec::len).sum::<usize>() as u64;
-                let snapshot = batch.snapshot;
                 let frame = pb::Frame {
                     body: Some(Body::Batch(pb::Batch {
                         messages: batch.messages,
@@ -534,16 +531,11 @@ async fn run_link(
                         Some(Body::Batch(b)) => b.messages,
                         _ => Vec::new(),
                     };
-                    shared.undelivered(id, &Outbound { messages, snapshot });
+                    shared.undelivered(id, &Outbound { messages });
                     break;
                 }
                 shared.counters.messages_sent.fetch_add(n, Relaxed);
                 shared.counters.bytes_sent.fetch_add(bytes, Relaxed);
-                if snapshot {
-                    // Handed to the stream; should it be lost after all, the
-                    // follower's next answer makes the leader send another.
-                    shared.deliver(Inbound::SnapshotStatus { peer: id, ok: true });
-                }
             }
             tokio::select! {
                 batch = queue.recv() => match batch {
@@ -590,30 +582,7 @@ impl Peer for PeerService {
                 )))
             }
         };
-        let from = hello.from;
-        if hello.cluster_id != shared.cluster_id.0.to_be_bytes() {
-            return Err(refuse(Status::permission_denied(format!(
-                "node {} belongs to cluster {}, not to the one node {from} names",
-                shared.id, shared.cluster_id
-            ))));
-        }
-        if hello.to != shared.id {
-            return Err(refuse(Status::invalid_argument(format!(
-                "this is node {}, not node {}",
-                shared.id, hello.to
-            ))));
-        }
-        let known = shared
-            .peers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(&from);
-        if !known {
-            return Err(refuse(Status::permission_denied(format!(
-                "node {from} is not a peer of node {}",
-                shared.id
-            ))));
-        }
+        let from = check_hello(shared, &hello).map_err(refuse)?;
         if let Some(conn) = &conn {
             conn.greeted.store(true, Relaxed);
         }
@@ -657,6 +626,107 @@ impl Peer for PeerService {
                 shared.deliver(Inbound::Raft(msgs));
             }
         }
+    }
+
+    async fn snapshot(
+        &self,
+        request: Request<Streaming<pb::SnapshotFrame>>,
+    ) -> Result<Response<pb::Done>, Status> {
+        let shared = &self.shared;
+        let conn = conn_state(&request);
+        let refuse = |status: Status| {
+            if let Some(conn) = &conn {
+                conn.refused.store(true, Relaxed);
+            }
+            shared.refuse(status)
+        };
+        let mut stream = request.into_inner();
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, stream.message()).await {
+            Ok(Ok(Some(pb::SnapshotFrame {
+                body: Some(SnapshotBody::Hello(hello)),
+            }))) => hello,
+            Ok(Err(status)) => return Err(refuse(status)),
+            _ => {
+                return Err(refuse(Status::invalid_argument(
+                    "the first frame of a stream must be a hello",
+                )))
+            }
+        };
+        let from = check_hello(shared, &hello).map_err(refuse)?;
+        if let Some(conn) = &conn {
+            conn.greeted.store(true, Relaxed);
+        }
+        let header = match stream.message().await {
+            Ok(Some(pb::SnapshotFrame {
+                body: Some(SnapshotBody::Header(header)),
+            })) => header,
+            Err(status) => return Err(refuse(status)),
+            _ => {
+                return Err(refuse(Status::invalid_argument(
+                    "a snapshot stream's second frame must be its header",
+                )))
+            }
+        };
+        if header.data_len > shared.max_snapshot_bytes {
+            return Err(refuse(Status::resource_exhausted(format!(
+                "a snapshot of {} bytes; this node takes at most {}",
+                header.data_len, shared.max_snapshot_bytes
+            ))));
+        }
+        let mut m = match Message::parse_from_bytes(&header.message) {
+            Ok(m)
+                if m.from == from
+                    && m.to == shared.id
+                    && m.get_msg_type() == MessageType::MsgSnapshot =>
+            {
+                m
+            }
+            Ok(_) => {
+                return Err(refuse(Status::invalid_argument(format!(
+                "the header of a snapshot stream from {from} is not a snapshot from {from} to {}",
+                shared.id
+            ))))
+            }
+            Err(e) => {
+                return Err(refuse(Status::invalid_argument(format!(
+                    "a snapshot header that does not decode: {e}"
+                ))))
+            }
+        };
+        let want = header.data_len as usize;
+        let mut data = Vec::with_capacity(want.min(64 << 20));
+        loop {
+            match stream.message().await {
+                Ok(Some(pb::SnapshotFrame {
+                    body: Some(SnapshotBody::Chunk(chunk)),
+                })) if data.len() + chunk.len() <= want => data.extend_from_slice(&chunk),
+                Ok(None) if data.len() == want => break,
+                Ok(None) => {
+                    return Err(refuse(Status::invalid_argument(format!(
+                        "a snapshot stream ended after {} of its {want} bytes",
+                        data.len()
+                    ))))
+                }
+                Ok(Some(_)) => {
+                    return Err(refuse(Status::invalid_argument(format!(
+                        "a snapshot stream carries more than its {want} bytes, or a frame that is no chunk"
+                    ))))
+                }
+                Err(status) => return Err(refuse(status)),
+            }
+        }
+        shared.counters.messages_received.fetch_add(1, Relaxed);
+        shared
+            .counters
+            .bytes_received
+            .fetch_add((header.message.len() + data.len()) as u64, Relaxed);
+        if shared.is_blocked(from) {
+            return Err(Status::unavailable("cut off"));
+        }
+        m.mut_snapshot().set_data(data.into());
+        shared.counters.snapshots_received.fetch_add(1, Relaxed);
+        shared.deliver(Inbound::Raft(vec![m]));
+        Ok(Response::new(pb::Done {}))
     }
 }
 
@@ -791,4 +861,126 @@ impl AsyncWrite for PeerConn {
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
     }
+}
+
+/// How this node dials `address`.
+fn endpoint(shared: &Shared, address: &str) -> Result<Endpoint, tonic::transport::Error> {
+    let scheme = if shared.client_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let e = Endpoint::from_shared(format!("{scheme}://{address}"))?;
+    let e = match &shared.client_tls {
+        Some(tls) => e.tls_config(tls.clone())?,
+        None => e,
+    };
+    Ok(e.connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true))
+}
+
+/// The sender of a stream whose hello names this cluster, this node, and a
+/// peer; the refusal otherwise.
+fn check_hello(shared: &Shared, hello: &pb::Hello) -> Result<u64, Status> {
+    let from = hello.from;
+    if hello.cluster_id != shared.cluster_id.0.to_be_bytes() {
+        return Err(Status::permission_denied(format!(
+            "node {} belongs to cluster {}, not to the one node {from} names",
+            shared.id, shared.cluster_id
+        )));
+    }
+    if hello.to != shared.id {
+        return Err(Status::invalid_argument(format!(
+            "this is node {}, not node {}",
+            shared.id, hello.to
+        )));
+    }
+    let known = shared
+        .peers
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains_key(&from);
+    if !known {
+        return Err(Status::permission_denied(format!(
+            "node {from} is not a peer of node {}",
+            shared.id
+        )));
+    }
+    Ok(from)
+}
+
+/// The size of the data chunks of a snapshot stream.
+const SNAPSHOT_CHUNK: usize = 1 << 20;
+
+/// Sends snapshot message `m` on a stream of its own and tells raft-rs
+/// whether it arrived.
+async fn send_snapshot(shared: Arc<Shared>, m: Message) {
+    let to = m.to;
+    let arrived = snapshot_stream(&shared, m).await.is_ok();
+    if arrived {
+        shared.counters.snapshots_sent.fetch_add(1, Relaxed);
+    } else {
+        shared.counters.messages_dropped.fetch_add(1, Relaxed);
+        shared.deliver(Inbound::Unreachable(to));
+    }
+    shared.deliver(Inbound::SnapshotStatus {
+        peer: to,
+        ok: arrived,
+    });
+}
+
+async fn snapshot_stream(shared: &Shared, mut m: Message) -> Result<(), String> {
+    let to = m.to;
+    let address = {
+        let peers = shared.peers.read().unwrap_or_else(|p| p.into_inner());
+        peers.get(&to).map(|l| l.address.clone())
+    };
+    let address = address.ok_or_else(|| format!("{to} is not a peer"))?;
+    if shared.is_blocked(to) {
+        return Err(format!("cut off from {to}"));
+    }
+    let channel = endpoint(shared, &address)
+        .map_err(|e| e.to_string())?
+        .connect()
+        .await
+        .map_err(|e| {
+            shared.counters.connect_failures.fetch_add(1, Relaxed);
+            e.to_string()
+        })?;
+    shared.counters.connects.fetch_add(1, Relaxed);
+    let data = m.mut_snapshot().take_data();
+    let header = m.write_to_bytes().map_err(|e| e.to_string())?;
+    let sent = (header.len() + data.len()) as u64;
+    let first = [
+        SnapshotBody::Hello(pb::Hello {
+            cluster_id: shared.cluster_id.0.to_be_bytes().to_vec(),
+            from: shared.id,
+            to,
+        }),
+        SnapshotBody::Header(pb::SnapshotHeader {
+            message: header,
+            data_len: data.len() as u64,
+        }),
+    ];
+    let chunks = (0..data.len().div_ceil(SNAPSHOT_CHUNK)).map(move |i| {
+        let end = ((i + 1) * SNAPSHOT_CHUNK).min(data.len());
+        SnapshotBody::Chunk(data[i * SNAPSHOT_CHUNK..end].to_vec())
+    });
+    let frames = first
+        .into_iter()
+        .chain(chunks)
+        .map(|body| pb::SnapshotFrame { body: Some(body) });
+    let mut client = PeerClient::new(channel)
+        .max_encoding_message_size(shared.max_frame_bytes)
+        .max_decoding_message_size(shared.max_frame_bytes);
+    client
+        .snapshot(tokio_stream::iter(frames))
+        .await
+        .map_err(|s| s.to_string())?;
+    shared.counters.messages_sent.fetch_add(1, Relaxed);
+    shared.counters.bytes_sent.fetch_add(sent, Relaxed);
+    Ok(())
 }

@@ -96,6 +96,47 @@ fn a_node_cut_off_catches_up_by_a_snapshot_sent_over_the_network() {
         first > lag_last + 1,
         "the log it needed was compacted ({first} > {lag_last} + 1)"
     );
+    let received: u64 = c
+        .ids()
+        .iter()
+        .map(|id| c.net_stats(*id).unwrap().snapshots_received)
+        .sum();
+    assert!(received >= 1, "no snapshot arrived on its own stream");
+    c.close().unwrap();
+}
+
+#[test]
+fn a_snapshot_of_many_chunks_arrives_while_the_leader_keeps_its_term() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(3, EngineKind::RocksDb, dir.path());
+    cfg.transport = TransportKind::Grpc;
+    cfg.raft.snapshot_count = 10;
+    let c = start(cfg);
+    let f = follower(&c);
+    isolate_until_leaderless(&c, f);
+    let big = vec![0x42u8; 100 << 10];
+    for i in 0..60 {
+        put_retry(&c, &key(i), &big);
+    }
+    let l = leader(&c);
+    let term = c.node(l).unwrap().stats().raft.term;
+    let before = c.net_stats(f).unwrap();
+    c.heal_all();
+    put_retry(&c, b"barrier", b"1");
+    wait_converged(&c);
+    assert_eq!(get(&c, f, &key(59)), Some(big.clone()));
+    let after = c.net_stats(f).unwrap();
+    assert!(
+        after.snapshots_received > before.snapshots_received,
+        "{after:?}"
+    );
+    // Six megabytes, in chunks of one.
+    assert!(
+        after.bytes_received - before.bytes_received > 6_000_000,
+        "{after:?}"
+    );
+    assert_eq!(c.node(l).unwrap().stats().raft.term, term, "an election");
+    assert_eq!(leader(&c), l);
     c.close().unwrap();
 }
 
@@ -115,6 +156,23 @@ fn hello(cluster_id: Vec<u8>, from: u64, to: u64) -> pb::Frame {
             to,
         })),
     }
+}
+
+/// Sends `frames` on one snapshot stream to `addr`.
+async fn snapshot_stream(
+    addr: std::net::SocketAddr,
+    frames: Vec<pb::snapshot_frame::Body>,
+) -> Result<(), tonic::Status> {
+    let mut client = PeerClient::connect(format!("http://{addr}"))
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let frames = frames
+        .into_iter()
+        .map(|body| pb::SnapshotFrame { body: Some(body) });
+    client
+        .snapshot(tokio_stream::iter(frames))
+        .await
+        .map(|_| ())
 }
 
 fn batch(messages: Vec<Vec<u8>>) -> pb::Frame {
@@ -157,11 +215,53 @@ fn bad_input_on_the_peer_port_is_refused_and_counted_while_the_group_serves() {
         // A hello from itself would name a non-peer; use node 2 as the sender.
         refusals[4][0] = hello(ours.clone(), 2, target);
     }
-    let expected = refusals.len() as u64;
+    let sender = if target == 1 { 2 } else { 1 };
+    let snapshot_header = |msg_type, data_len| {
+        let mut m = raft::eraftpb::Message::default();
+        m.set_msg_type(msg_type);
+        m.from = sender;
+        m.to = target;
+        pb::snapshot_frame::Body::Header(pb::SnapshotHeader {
+            message: protobuf::Message::write_to_bytes(&m).unwrap(),
+            data_len,
+        })
+    };
+    let snapshot_hello = || {
+        pb::snapshot_frame::Body::Hello(pb::Hello {
+            cluster_id: ours.clone(),
+            from: sender,
+            to: target,
+        })
+    };
+    use raft::eraftpb::MessageType::{MsgAppend, MsgSnapshot};
+    let snapshot_refusals = vec![
+        // A header that is no snapshot.
+        vec![snapshot_hello(), snapshot_header(MsgAppend, 0)],
+        // More data than the header said.
+        vec![
+            snapshot_hello(),
+            snapshot_header(MsgSnapshot, 4),
+            pb::snapshot_frame::Body::Chunk(vec![0; 8]),
+        ],
+        // Less.
+        vec![
+            snapshot_hello(),
+            snapshot_header(MsgSnapshot, 16),
+            pb::snapshot_frame::Body::Chunk(vec![0; 8]),
+        ],
+        // Larger than a node takes.
+        vec![snapshot_hello(), snapshot_header(MsgSnapshot, 1 << 40)],
+    ];
+    let expected = (refusals.len() + snapshot_refusals.len()) as u64;
     for frames in refusals {
         let answer = rt.block_on(stream(addr, frames));
         assert!(answer.is_err(), "a bad stream was accepted");
         // The group keeps serving meanwhile.
+        put_retry(&c, b"during", b"bad input");
+    }
+    for frames in snapshot_refusals {
+        let answer = rt.block_on(snapshot_stream(addr, frames));
+        assert!(answer.is_err(), "a bad snapshot stream was accepted");
         put_retry(&c, b"during", b"bad input");
     }
     // The streams, the connection of random bytes, and the silent connection

@@ -118,12 +118,14 @@ impl Storage for RocksEngine {
         // go on from the log.
         let min_index = request_index.max(self.truncated_index);
         let built = self.snapshots.get(min_index, || {
-            let mut metadata = SnapshotMetadata::default();
-            metadata.index = self.applied;
-            metadata.term = self
-                .term(self.applied)
-                .map_err(|e| self.corrupt(format!("no term for the applied index: {e}")))?;
-            metadata.set_conf_state(self.conf_state.clone());
+            let metadata = SnapshotMetadata {
+                index: self.applied,
+                term: self
+                    .term(self.applied)
+                    .map_err(|e| self.corrupt(format!("no term for the applied index: {e}")))?,
+                conf_state: Some(self.conf_state.clone()).into(),
+                ..Default::default()
+            };
             Ok(BuildStart {
                 db: Arc::clone(&self.db),
                 metadata,

@@ -164,7 +164,7 @@ fn build(
         writer.push(k, v);
         it.next();
         n += 1;
-        if n % CANCEL_EVERY == 0 && cancel.load(Relaxed) {
+        if n.is_multiple_of(CANCEL_EVERY) && cancel.load(Relaxed) {
             return Err(Error::Closed);
         }
     }
