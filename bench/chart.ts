@@ -5,7 +5,8 @@ import type { Report } from './report.js'
  * The report chart as SVG text: puts/s (left) and p99 latency (right) against
  * offered load, one line per system; colour is the engine (or etcd), a solid
  * line with filled dots is batch on, a dashed line with hollow squares batch
- * off. Open-loop and closed-loop points are separate groups on the x axis and
+ * off; the three-process systems are green with triangles (solid: load in the
+ * leader, dashed: load in all three). Open-loop and closed-loop points are separate groups on the x axis and
  * lines do not cross between them.
  */
 
@@ -22,11 +23,12 @@ const FONT = 'DejaVu Sans, Helvetica, Arial, sans-serif'
 interface Style {
   color: string
   dash?: string
-  marker: 'dot' | 'square' | 'diamond'
+  marker: 'dot' | 'square' | 'diamond' | 'triangle'
 }
 
 function styleOf(s: SystemSpec): Style {
   if (s.kind === 'etcd') return { color: s.nodes === 3 ? '#222222' : '#8a8a8a', dash: '2,4', marker: 'diamond' }
+  if (s.kind === 'procs') return s.drivers === 'leader' ? { color: '#2ca02c', marker: 'triangle' } : { color: '#2ca02c', dash: '6,4', marker: 'triangle' }
   const color = s.engine === 'memory' ? '#1f77b4' : '#d62728'
   return s.batch ? { color, marker: 'dot' } : { color, dash: '8,5', marker: 'square' }
 }
@@ -41,6 +43,10 @@ function marker(kind: Style['marker'], x: number, y: number, color: string): str
   if (kind === 'dot') return `<circle cx="${x.toFixed(1)}" cy="${y.toFixed(1)}" r="4.5" fill="${color}"/>`
   if (kind === 'square') {
     return `<rect x="${(x - 4).toFixed(1)}" y="${(y - 4).toFixed(1)}" width="8" height="8" fill="white" stroke="${color}" stroke-width="2"/>`
+  }
+  if (kind === 'triangle') {
+    const t = [`${x},${y - 6}`, `${x + 5.5},${y + 4}`, `${x - 5.5},${y + 4}`].join(' ')
+    return `<polygon points="${t}" fill="${color}"/>`
   }
   const p = [`${x},${y - 5.5}`, `${x + 5.5},${y}`, `${x},${y + 5.5}`, `${x - 5.5},${y}`].join(' ')
   return `<polygon points="${p}" fill="${color}"/>`
@@ -167,7 +173,7 @@ export function renderChart(report: Report): string {
     `medians of ${report.options.runs} run(s) of ${report.options.durationMs / 1000} s; ${m.cpus} × ${m.cpuModel}, Node ${m.node}; ` +
     `commit ${m.commit.slice(0, 10)}; ${report.date.slice(0, 10)}${report.quick ? '; QUICK SMOKE RUN' : ''}`
   const body = [
-    text(W / 2, 30, 'MetaStore (batch on / off, memory and RocksDB with sync) vs etcd 3.4: puts from TypeScript', `font-size="18" font-weight="bold" text-anchor="middle"`),
+    text(W / 2, 30, 'MetaStore (memory and RocksDB with sync, batch on / off, one process or three) vs etcd 3.4: puts from TypeScript', `font-size="18" font-weight="bold" text-anchor="middle"`),
     text(W / 2, 50, subtitle, `font-size="12" text-anchor="middle" fill="#555"`),
     ...panel(
       report,

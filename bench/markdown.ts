@@ -30,9 +30,11 @@ export function renderMarkdown(r: Report, chartFile: string): string {
   lines.push(
     `Each scenario starts a fresh ${r.workload.nodes}-node system, warms up ${r.options.warmupMs / 1000} s, then measures ` +
       `${r.options.durationMs / 1000} s; ${r.options.runs} run(s) per scenario, figures are medians. ` +
-      `${r.workload.keyBytes}-byte keys, ${r.workload.valueBytes}-byte values; MetaStore runs in this process ` +
-      `and takes the load on the leader's handle; etcd runs as separate processes on 127.0.0.1, driven by the ` +
-      `\`etcd3\` client connected to its leader.`,
+      `${r.workload.keyBytes}-byte keys, ${r.workload.valueBytes}-byte values. \`memory/*\` and \`rocksdb/*\`: MetaStore ` +
+      `in this process, the load on the leader's handle. \`procs/*\`: MetaStore as three processes on 127.0.0.1 ` +
+      `(gRPC between members, RocksDB with sync, batch on), the load generated inside the leader's process ` +
+      `(\`leader\`) or split over all three, each against its own member (\`spread\`). etcd runs as separate ` +
+      `processes on 127.0.0.1, driven by the \`etcd3\` client connected to its leader.`,
   )
   lines.push('')
   lines.push(`Command: \`${r.command}\``)
@@ -50,20 +52,20 @@ export function renderMarkdown(r: Report, chartFile: string): string {
   lines.push(`![throughput and p99 latency against offered load](${chartFile})`)
   lines.push('')
   lines.push(
-    '| scenario | load | puts/s | p50 ms | p99 ms | p99.9 ms | avg batch | puts per log write | fsync ms | CPU µs/put | puts/s vs etcd 3-node | p50 vs etcd 3-node | runs ok | failed puts |',
+    '| scenario | load | puts/s | p50 ms | p99 ms | p99.9 ms | avg batch | puts per log write | fsync ms | CPU µs/put | sent B/put | sent msgs/put | puts/s vs etcd 3-node | p50 vs etcd 3-node | runs ok | failed puts |',
   )
-  lines.push('|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|')
+  lines.push('|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|')
   const row = (cells: string[]) => lines.push(`| ${cells.join(' | ')} |`)
   for (const s of r.scenarios) {
     const head = [`\`${s.id}\``, describeLoad(s.load)]
     if (s.skipped !== undefined) {
-      row([...head, `skipped: ${escape(s.skipped)}`, ...Array(11).fill('')])
+      row([...head, `skipped: ${escape(s.skipped)}`, ...Array(13).fill('')])
       continue
     }
     const x = s.median
     if (!x) {
       const err = s.runs.find((run) => !run.ok)
-      row([...head, `error: ${err && !err.ok ? escape(err.error) : 'no run'}`, ...Array(9).fill(''), `0/${s.runs.length}`, ''])
+      row([...head, `error: ${err && !err.ok ? escape(err.error) : 'no run'}`, ...Array(11).fill(''), `0/${s.runs.length}`, ''])
       continue
     }
     const cpu = s.system.kind === 'etcd' ? `${fmt.rate(x.cpuUsPerOp)} (client ${fmt.rate(x.clientCpuUsPerOp)})` : fmt.rate(x.cpuUsPerOp)
@@ -79,6 +81,8 @@ export function renderMarkdown(r: Report, chartFile: string): string {
       fmt.num(x.proposalsPerLogWrite),
       fmt.ms(x.syncMs ?? NaN),
       cpu,
+      fmt.rate(x.sentBytesPerOp ?? NaN),
+      fmt.num(x.sentMessagesPerOp, 2),
       fmt.ratio(s.vsEtcd3?.throughput),
       fmt.ratio(s.vsEtcd3?.p50),
       `${x.okRuns}/${s.runs.length}`,
@@ -91,10 +95,14 @@ export function renderMarkdown(r: Report, chartFile: string): string {
       'omission); closed-loop latency from the send. "avg batch" is proposals per Raft entry on the leader during the ' +
       'window; "puts per log write" is proposals per Raft `Ready` the leader wrote to its log (with sync on, one ' +
       'fsync each): the pipeline groups many entries per write even with batching off; "fsync ms" is the mean time ' +
-      'of the leader\'s WAL syncs in the window (`stats().storage.syncMicros / syncs`). CPU counts this process (the ' +
-      'client, and MetaStore\'s Raft threads) plus etcd\'s processes; for etcd the share of its client (etcd3 on ' +
-      'grpc-js, in this process) is shown apart. Ratios divide this row by etcd 3-node at the same load: above 1× is ' +
-      'more puts/s, below 1× is lower latency.',
+      'of the leader\'s WAL syncs in the window (`stats().storage.syncMicros / syncs`); for `procs/*`, "avg batch" ' +
+      'sums the batches of all three members (a follower batches its own puts and forwards each batch as one entry). ' +
+      'CPU counts this process (the client, and MetaStore\'s Raft threads) plus the system\'s processes (etcd\'s, or ' +
+      'the three member processes with their load generators); for etcd the share of its client (etcd3 on grpc-js, ' +
+      'in this process) is shown apart. "sent B/put" and "sent msgs/put" are the bytes and Raft messages the nodes ' +
+      'sent each other during the window per acknowledged put, summed over the nodes (`stats().transport`; etcd ' +
+      'reports bytes only, `etcd_network_peer_sent_bytes_total`); in-process clusters have no network. Ratios divide ' +
+      'this row by etcd 3-node at the same load: above 1× is more puts/s, below 1× is lower latency.',
   )
   lines.push('')
 
@@ -102,7 +110,10 @@ export function renderMarkdown(r: Report, chartFile: string): string {
     s.runs.flatMap((run, i) =>
       !run.ok
         ? [`- \`${s.id}\` run ${i + 1}: ${run.error}`]
-        : run.figures.errorSamples.map((e) => `- \`${s.id}\` run ${i + 1}: ${run.figures.errors} failed puts, e.g. ${e}`),
+        : [
+            ...run.figures.errorSamples.map((e) => `- \`${s.id}\` run ${i + 1}: ${run.figures.errors} failed puts, e.g. ${e}`),
+            ...(run.figures.notes ?? []).map((n) => `- \`${s.id}\` run ${i + 1}: ${n}`),
+          ],
     ),
   )
   // Work of other processes during a window (CPU not used by this process or etcd) disturbs that run's figures.
@@ -128,7 +139,11 @@ export function renderMarkdown(r: Report, chartFile: string): string {
   lines.push('')
   lines.push('- This report: `' + r.command + '`')
   lines.push('- One scenario, e.g.: `npx tsx bench/run.ts --scenarios rocksdb/batch-on/high --runs 3`')
-  lines.push('- MetaStore config: `defaultConfig()`, with `server.raft.batch.enable` set per scenario and `server.storage.sync: true` on rocksdb.')
+  lines.push(
+    '- MetaStore config: `defaultConfig()`, with `server.raft.batch.enable` set per scenario and `server.storage.sync: true` on rocksdb ' +
+      '(`procs/*`: rocksdb, batch on, each member `MetaStore.open({ nodeId, initialCluster, engine: \'rocksdb\', dataDir, config })` ' +
+      'in a process of its own, `bench/systems/member-load.ts`).',
+  )
   for (const [system, args] of Object.entries(r.etcd.args ?? {})) {
     lines.push(`- \`${system}\` members, as started (data dirs in a temp folder, removed afterwards):`)
     for (const a of args) lines.push(`  - \`${r.etcd.binary} ${a.join(' ')}\``)

@@ -3,11 +3,12 @@ import { cpus } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 
-import { closedLoop, describeError, openLoop, type DriveOptions, type LatencyFigures, type LoadResult, type Progress } from './load.js'
+import { describeError, runLoad, type DriveOptions, type LatencyFigures, type LoadResult, type Progress } from './load.js'
 import { cpuTimes } from './machine.js'
 import type { LoadSpec, Scenario } from './scenarios.js'
 import { startEtcd } from './systems/etcd.js'
 import { startMetaStore } from './systems/metastore.js'
+import { startProcesses } from './systems/processes.js'
 import type { Target, TargetSample } from './systems/target.js'
 import type { Workload } from './workload.js'
 
@@ -47,14 +48,26 @@ export interface RunFigures {
   syncMs?: number
   /** The leader's cumulative `stats().batch.avgBatchSize` at the end (includes warm-up). */
   avgBatchSizeCumulative?: number
-  /** CPU time per acknowledged put, microseconds: this process (client, and MetaStore's threads) plus etcd's processes. */
+  /**
+   * CPU time per acknowledged put, microseconds: this process (the client,
+   * and MetaStore's threads when it runs here) plus the system's own
+   * processes (etcd's, or the member processes with their load generators).
+   */
   cpuUsPerOp: number
+  /** This process's part: the load generator, or for self-driven systems only the coordination. */
   clientCpuUsPerOp: number
   externalCpuUsPerOp: number
-  /** CPU cores busy on average during the window (this process plus etcd's). */
+  /** CPU cores busy on average during the window (this process plus the system's). */
   cpuCores: number
-  /** CPU cores busy on average during the window with work that is neither this process nor etcd (disturbance). */
+  /** CPU cores busy on average during the window with work that is neither this process nor the system's (disturbance). */
   othersCpuCores: number
+  /**
+   * Traffic between the nodes per acknowledged put, summed over the nodes
+   * (multi-process MetaStore; etcd 3-node has bytes only, from its metrics).
+   */
+  transportPerOp?: { messagesSent?: number; bytesSent: number; messagesReceived?: number; bytesReceived: number }
+  /** What else happened in the window that bears on its figures (a change of leader). */
+  notes?: string[]
   startupMs: number
   /** The system's own view at the end of the window (MetaStore: the leader's stats, with flush reasons). */
   targetStats?: unknown
@@ -63,13 +76,14 @@ export interface RunFigures {
 export type RunOutcome = { ok: true; figures: RunFigures } | { ok: false; error: string }
 
 function drive(load: LoadSpec, target: Target, o: MeasureOptions, d: DriveOptions): Promise<LoadResult> {
+  if ('drive' in target) return target.drive(load, d)
   const { workload } = o
-  const op = (seq: number) => target.put(workload.key(seq), workload.value(seq))
-  return load.mode === 'open' ? openLoop(op, load.rate, d) : closedLoop(op, load.concurrency, d)
+  return runLoad((seq) => target.put(workload.key(seq), workload.value(seq)), load, d)
 }
 
 async function startTarget(s: Scenario, dir: string, o: MeasureOptions): Promise<Target> {
   if (s.system.kind === 'metastore') return startMetaStore(s.system, dir)
+  if (s.system.kind === 'procs') return startProcesses(s.system, dir)
   if (!o.etcdBinary) throw new Error('etcd is not installed')
   return startEtcd(o.etcdBinary, s.system.nodes, dir)
 }
@@ -111,7 +125,7 @@ export async function measure(s: Scenario, o: MeasureOptions, live: LiveStatus):
     await drive(s.load, target, o, { durationMs: o.warmupMs, drainMs: o.drainMs, seqStart: 0 })
 
     phase('measure', o.durationMs)
-    const before: TargetSample = target.sample()
+    const before: TargetSample = await target.sample()
     const cpu0 = process.cpuUsage()
     const machine0 = cpuTimes()
     const wall0 = performance.now()
@@ -119,7 +133,7 @@ export async function measure(s: Scenario, o: MeasureOptions, live: LiveStatus):
     const cpu = process.cpuUsage(cpu0)
     const wallUs = (performance.now() - wall0) * 1000
     const machine1 = cpuTimes()
-    const after: TargetSample = target.sample()
+    const after: TargetSample = await target.sample()
 
     if (r.acked === 0) return { ok: false, error: r.errorSamples[0] ?? 'no put was acknowledged in the window' }
     const clientCpuUs = cpu.user + cpu.system
@@ -137,6 +151,22 @@ export async function measure(s: Scenario, o: MeasureOptions, live: LiveStatus):
       proposalsPerLogWrite = writes > 0 ? (after.batch.proposals - before.batch.proposals) / writes : NaN
       const syncs = after.log.syncs - before.log.syncs
       syncMs = syncs > 0 ? (after.log.syncMicros - before.log.syncMicros) / syncs / 1000 : undefined
+    }
+    let transportPerOp: RunFigures['transportPerOp']
+    const net0 = before.transport
+    const net1 = after.transport
+    if (net0 && net1) {
+      const counted = (a?: number, b?: number) => (a === undefined || b === undefined ? undefined : perOp(b - a))
+      transportPerOp = {
+        messagesSent: counted(net0.messagesSent, net1.messagesSent),
+        bytesSent: perOp(net1.bytesSent - net0.bytesSent),
+        messagesReceived: counted(net0.messagesReceived, net1.messagesReceived),
+        bytesReceived: perOp(net1.bytesReceived - net0.bytesReceived),
+      }
+    }
+    const notes: string[] = []
+    if (before.leaderId !== after.leaderId) {
+      notes.push(`the leader changed during the window (node ${before.leaderId ?? 'none'} before, ${after.leaderId ?? 'none'} after)`)
     }
     return {
       ok: true,
@@ -158,6 +188,8 @@ export async function measure(s: Scenario, o: MeasureOptions, live: LiveStatus):
         externalCpuUsPerOp: perOp(externalCpuUs),
         cpuCores: (clientCpuUs + externalCpuUs) / wallUs,
         othersCpuCores: othersCores(machine0, machine1, (clientCpuUs + externalCpuUs) / wallUs),
+        ...(transportPerOp && { transportPerOp }),
+        ...(notes.length > 0 && { notes }),
         startupMs,
         targetStats: after.detail,
       },

@@ -17,6 +17,10 @@ export interface MedianFigures {
   cpuUsPerOp: number
   /** The part of `cpuUsPerOp` spent in this process; for etcd, the etcd3 client. */
   clientCpuUsPerOp: number
+  /** Bytes the nodes sent each other per put, summed over the nodes (multi-process MetaStore, etcd 3-node). */
+  sentBytesPerOp?: number
+  /** Raft messages the nodes sent each other per put, summed over the nodes (multi-process MetaStore). */
+  sentMessagesPerOp?: number
   okRuns: number
   /** Failed puts, summed over all runs. */
   errors: number
@@ -73,6 +77,8 @@ function medianOf(runs: RunOutcome[]): MedianFigures | undefined {
   const batch = m((x) => x.avgBatchSize)
   const perWrite = m((x) => x.proposalsPerLogWrite)
   const sync = m((x) => x.syncMs)
+  const sentBytes = m((x) => x.transportPerOp?.bytesSent)
+  const sentMessages = m((x) => x.transportPerOp?.messagesSent)
   return {
     throughput: m((x) => x.throughput),
     p50Ms: lat((l) => l.p50Ms),
@@ -83,6 +89,8 @@ function medianOf(runs: RunOutcome[]): MedianFigures | undefined {
     ...(Number.isFinite(sync) && { syncMs: sync }),
     cpuUsPerOp: m((x) => x.cpuUsPerOp),
     clientCpuUsPerOp: m((x) => x.clientCpuUsPerOp),
+    ...(Number.isFinite(sentBytes) && { sentBytesPerOp: sentBytes }),
+    ...(Number.isFinite(sentMessages) && { sentMessagesPerOp: sentMessages }),
     okRuns: ok.length,
     errors: ok.reduce((sum, x) => sum + x.errors, 0),
   }

@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 /**
  * The scenario runner behind `npm run bench`: MetaStore (memory and RocksDB,
- * batch on and off) and etcd 3.4 under the same load shapes, side by side in
- * one run, written to bench/results/<date>.{json,md,svg}. See bench/README.md.
+ * batch on and off, in this process or as three member processes) and etcd
+ * 3.4 under the same load shapes, side by side in one run, written to
+ * bench/results/<date>.{json,md,svg}. See bench/README.md.
  *
  *   npx tsx bench/run.ts [--quick] [--runs 3] [--duration 5] [--scenarios memory,etcd/3-node]
  *
@@ -133,10 +134,15 @@ function summaryLine(s: Scenario, run: number, runs: number, outcome: RunOutcome
   const f = outcome.figures
   const batch = f.avgBatchSize !== undefined ? `, batch ${fmt.num(f.avgBatchSize)}` : ''
   const failed = f.errors > 0 ? `, ${f.errors} failed (${f.errorSamples[0]})` : ''
+  const t = f.transportPerOp
+  const sent = t
+    ? `, ${fmt.rate(t.bytesSent)} B${t.messagesSent !== undefined ? ` / ${fmt.num(t.messagesSent, 2)} msgs` : ''} sent per put`
+    : ''
+  const notes = (f.notes ?? []).map((n) => `, ${n}`).join('')
   const others = f.othersCpuCores > 0.25 ? `, other processes used ${f.othersCpuCores.toFixed(2)} cores` : ''
   return (
     `${head} ${fmt.rate(f.throughput)} puts/s, p50 ${fmt.ms(f.latency.p50Ms)} ms, p99 ${fmt.ms(f.latency.p99Ms)} ms, ` +
-    `p99.9 ${fmt.ms(f.latency.p999Ms)} ms${batch}, ${fmt.num(f.cpuUsPerOp, 0)} µs CPU/put${failed}${others}`
+    `p99.9 ${fmt.ms(f.latency.p999Ms)} ms${batch}, ${fmt.num(f.cpuUsPerOp, 0)} µs CPU/put${sent}${failed}${notes}${others}`
   )
 }
 

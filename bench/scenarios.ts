@@ -1,7 +1,15 @@
 import type { Engine } from './systems/metastore.js'
 
+/**
+ * Where the load of a multi-process group comes from: `leader`, a load
+ * generator inside the leader's process; `spread`, one in each member's
+ * process, each against its own member (followers forward to the leader).
+ */
+export type Drivers = 'leader' | 'spread'
+
 export type SystemSpec =
   | { kind: 'metastore'; id: string; label: string; engine: Engine; batch: boolean }
+  | { kind: 'procs'; id: string; label: string; engine: Engine; batch: boolean; drivers: Drivers }
   | { kind: 'etcd'; id: string; label: string; nodes: 1 | 3 }
 
 export type LoadSpec =
@@ -20,6 +28,8 @@ export const SYSTEMS: SystemSpec[] = [
   { kind: 'metastore', id: 'memory/batch-off', label: 'MetaStore memory, batch off', engine: 'memory', batch: false },
   { kind: 'metastore', id: 'rocksdb/batch-on', label: 'MetaStore rocksdb (sync), batch on', engine: 'rocksdb', batch: true },
   { kind: 'metastore', id: 'rocksdb/batch-off', label: 'MetaStore rocksdb (sync), batch off', engine: 'rocksdb', batch: false },
+  { kind: 'procs', id: 'procs/leader', label: 'MetaStore 3 processes, load in the leader', engine: 'rocksdb', batch: true, drivers: 'leader' },
+  { kind: 'procs', id: 'procs/spread', label: 'MetaStore 3 processes, load in all three', engine: 'rocksdb', batch: true, drivers: 'spread' },
   { kind: 'etcd', id: 'etcd/1-node', label: 'etcd 1 node', nodes: 1 },
   { kind: 'etcd', id: 'etcd/3-node', label: 'etcd 3 nodes', nodes: 3 },
 ]

@@ -3,6 +3,8 @@ import { randomBytes } from 'node:crypto'
 /** The benchmark workload: 16-byte keys, 100-byte values. */
 export const KEY_BYTES = 16
 export const VALUE_BYTES = 100
+/** Distinct keys the workload cycles through. */
+export const KEY_SPACE = 100_000
 
 /**
  * Keys and values built once, so the load loop measures the store and not
@@ -14,7 +16,7 @@ export class Workload {
   readonly keys: Buffer[]
   readonly values: Buffer[]
 
-  constructor(keySpace = 100_000, valuePool = 1024) {
+  constructor(keySpace = KEY_SPACE, valuePool = 1024) {
     this.keys = Array.from({ length: keySpace }, (_, i) => Buffer.from(`k${String(i).padStart(KEY_BYTES - 1, '0')}`))
     this.values = Array.from({ length: valuePool }, () => randomBytes(VALUE_BYTES))
   }

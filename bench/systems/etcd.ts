@@ -1,18 +1,17 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdirSync, readFileSync, rmSync } from 'node:fs'
-import { createServer, type AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 
 import { Etcd3 } from 'etcd3'
 
 import { onCleanup } from '../cleanup.js'
-import type { Target } from './target.js'
+import { freePorts, HOST } from './ports.js'
+import type { ClientTarget, TransportSample } from './target.js'
 
 export const ETCD_INSTALL_HINT = 'apt-get install etcd-server (Debian/Ubuntu; etcd 3.4, binary /usr/bin/etcd)'
 
-const HOST = '127.0.0.1'
 const START_TIMEOUT_MS = 20_000
 const STOP_GRACE_MS = 5_000
 
@@ -32,24 +31,6 @@ export function findEtcd(preferred?: string): EtcdInstall | undefined {
     }
   }
   return undefined
-}
-
-/** Distinct free loopback ports (all held open together, so none is handed out twice). */
-async function freePorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from(
-      { length: n },
-      () =>
-        new Promise<ReturnType<typeof createServer>>((resolve, reject) => {
-          const s = createServer()
-          s.once('error', reject)
-          s.listen(0, HOST, () => resolve(s))
-        }),
-    ),
-  )
-  const ports = servers.map((s) => (s.address() as AddressInfo).port)
-  await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))))
-  return ports
 }
 
 const clockTicks = (() => {
@@ -173,6 +154,18 @@ export class EtcdCluster {
     }
   }
 
+  /**
+   * Bytes the members sent to and received from each other so far (their
+   * `etcd_network_peer_{sent,received}_bytes_total`, raft messages as
+   * encoded, as MetaStore counts them); undefined when a member does not answer.
+   */
+  async peerBytes(): Promise<TransportSample | undefined> {
+    const texts = await Promise.all(this.members.map((m) => metricsText(m.clientUrl)))
+    if (texts.some((t) => t === undefined)) return undefined
+    const total = (name: string) => texts.reduce((sum, t) => sum + metricSum(t!, name), 0)
+    return { bytesSent: total('etcd_network_peer_sent_bytes_total'), bytesReceived: total('etcd_network_peer_received_bytes_total') }
+  }
+
   /** CPU time of all members so far, in microseconds. */
   cpuUs(): number {
     return this.members.reduce((sum, m) => sum + (m.process?.pid ? processCpuUs(m.process.pid) : 0), 0)
@@ -200,6 +193,26 @@ export class EtcdCluster {
   }
 }
 
+async function metricsText(clientUrl: string): Promise<string | undefined> {
+  try {
+    const res = await fetch(`${clientUrl}/metrics`, { signal: AbortSignal.timeout(2_000) })
+    return res.ok ? await res.text() : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** The sum of every series of the Prometheus metric `name` in `text` (one per peer). */
+function metricSum(text: string, name: string): number {
+  let sum = 0
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue
+    const value = Number(line.slice(line.lastIndexOf(' ') + 1))
+    if (Number.isFinite(value)) sum += value
+  }
+  return sum
+}
+
 async function isHealthy(clientUrl: string): Promise<boolean> {
   try {
     const res = await fetch(`${clientUrl}/health`, { signal: AbortSignal.timeout(1_000) })
@@ -215,7 +228,7 @@ async function isHealthy(clientUrl: string): Promise<boolean> {
  * leader (as the MetaStore load goes to the leader's handle). Every put is
  * one etcd transaction: etcd has no client-side batching to turn on or off.
  */
-export async function startEtcd(binary: string, nodes: number, dir: string): Promise<Target & { cluster: EtcdCluster }> {
+export async function startEtcd(binary: string, nodes: number, dir: string): Promise<ClientTarget & { cluster: EtcdCluster }> {
   const cluster = await EtcdCluster.start(binary, nodes, dir)
   let client: Etcd3
   try {
@@ -227,7 +240,11 @@ export async function startEtcd(binary: string, nodes: number, dir: string): Pro
   return {
     cluster,
     put: (key, value) => client.kv.put({ key, value }),
-    sample: () => ({ externalCpuUs: cluster.cpuUs() }),
+    sample: async () => {
+      const externalCpuUs = cluster.cpuUs()
+      const transport = nodes > 1 ? await cluster.peerBytes() : undefined
+      return { externalCpuUs, ...(transport && { transport }) }
+    },
     close: async () => {
       client.close()
       await cluster.stop()
