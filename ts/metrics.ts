@@ -121,9 +121,16 @@ const FIGURES: readonly Figure[] = [
   ),
   counter(
     'metastore_transport_refused_streams_total',
-    'Incoming streams refused: another cluster or node, no hello, malformed or oversized frames.',
+    'Incoming streams refused (another cluster or node, no hello, malformed or oversized frames), ' +
+      'and connections that ended without a hello (not HTTP/2, a failed TLS handshake, silent).',
     (s) => s.transport?.refused,
   ),
+  counter(
+    'metastore_transport_snapshots_sent_total',
+    'Snapshots that reached another member, each on a stream of its own.',
+    (s) => s.transport?.snapshotsSent,
+  ),
+  counter('metastore_transport_snapshots_received_total', 'Snapshots that arrived from another member.', (s) => s.transport?.snapshotsReceived),
   counter('metastore_transport_connects_total', 'Connections made to other members.', (s) => s.transport?.connects),
   counter('metastore_transport_connect_failures_total', 'Connection attempts to other members that failed.', (s) => s.transport?.connectFailures),
   counter('metastore_client_retries_total', 'Attempts of writes sent again after an unknown or dropped outcome.', (s) => s.client.retries),
