@@ -1,7 +1,8 @@
 // A child process embedding one member of a group, driven by its parent over
 // stdin and stdout, one JSON object per line. Argument: the JSON of a
 // `MemberSpec`. It prints `{"ready":true}` once open, then answers each
-// request `{id, op, key?, value?}` with `{id, ok, result}` or
+// request `{id, op, key?, value?}` (op `stats`: the store's whole `stats()`)
+// with `{id, ok, result}` or
 // `{id, ok: false, code, outcome, message}`. SIGTERM closes the store first.
 import { createInterface } from 'node:readline'
 
@@ -24,7 +25,7 @@ export interface MemberSpec {
 
 export interface MemberRequest {
   id: number
-  op: 'put' | 'get' | 'delete' | 'status'
+  op: 'put' | 'get' | 'delete' | 'status' | 'stats'
   key?: string
   value?: string
 }
@@ -59,6 +60,8 @@ async function main(): Promise<void> {
         const { raft } = store.stats()
         return { role: raft.role, leaderId: raft.leaderId, term: raft.term, appliedIndex: raft.appliedIndex }
       }
+      case 'stats':
+        return store.stats()
     }
   }
   createInterface({ input: process.stdin }).on('line', (line) => {
