@@ -887,9 +887,11 @@ fn endpoint(shared: &Shared, address: &str) -> Result<Endpoint, tonic::transport
 fn check_hello(shared: &Shared, hello: &pb::Hello) -> Result<u64, Status> {
     let from = hello.from;
     if hello.cluster_id != shared.cluster_id.0.to_be_bytes() {
+        // The message does not say this cluster's id: a stranger must not
+        // learn the hello it would need.
         return Err(Status::permission_denied(format!(
-            "node {} belongs to cluster {}, not to the one node {from} names",
-            shared.id, shared.cluster_id
+            "node {} belongs to another cluster than the one node {from} names",
+            shared.id
         )));
     }
     if hello.to != shared.id {

@@ -252,7 +252,15 @@ fn bad_input_on_the_peer_port_is_refused_and_counted_while_the_group_serves() {
         // Larger than a node takes.
         vec![snapshot_hello(), snapshot_header(MsgSnapshot, 1 << 40)],
     ];
-    let expected = (refusals.len() + snapshot_refusals.len()) as u64;
+    // The refusal of another cluster's hello does not tell this cluster's id.
+    let told = rt
+        .block_on(stream(addr, vec![hello(other.clone(), 1, target)]))
+        .unwrap_err();
+    assert!(
+        !told.message().contains(&c.cluster_id().to_string()),
+        "{told:?}"
+    );
+    let expected = (refusals.len() + snapshot_refusals.len() + 1) as u64;
     for frames in refusals {
         let answer = rt.block_on(stream(addr, frames));
         assert!(answer.is_err(), "a bad stream was accepted");
