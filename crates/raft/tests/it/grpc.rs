@@ -201,7 +201,7 @@ fn bad_input_on_the_peer_port_is_refused_and_counted_while_the_group_serves() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut refusals = vec![
         // Another cluster.
-        vec![hello(other, 1, target)],
+        vec![hello(other.clone(), 1, target)],
         // A node that is no member.
         vec![hello(ours.clone(), 9, target)],
         // Addressed to another node.
