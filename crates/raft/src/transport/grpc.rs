@@ -43,7 +43,7 @@ use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{mpsc, oneshot};
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt as _;
 use tonic::transport::server::{Connected, TlsConnectInfo};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, Server, ServerTlsConfig};
@@ -479,14 +479,13 @@ impl Transport for GrpcTransport {
 
 /// Dials `address` whenever there is something to send to peer `id`, and
 /// streams the queued batches to it, until the link is dropped.
-async fn run_link(
-    shared: Arc<Shared>,
-    id: u64,
-    address: String,
-    mut queue: mpsc::Receiver<Outbound>,
-) {
+async fn run_link(shared: Arc<Shared>, id: u64, address: String, queue: mpsc::Receiver<Outbound>) {
+    // Shared with the request body of the stream while one is open, which
+    // takes the batches straight from the queue (no task in between).
+    let queue = Arc::new(Mutex::new(queue));
+    let recv = || std::future::poll_fn(|cx| lock(&queue).poll_recv(cx));
     let mut backoff = MIN_BACKOFF;
-    while let Some(first) = queue.recv().await {
+    while let Some(first) = recv().await {
         let channel = match endpoint(&shared, &address) {
             Ok(e) => e.connect().await.ok(),
             Err(_) => None,
@@ -494,7 +493,7 @@ async fn run_link(
         let Some(channel) = channel else {
             shared.counters.connect_failures.fetch_add(1, Relaxed);
             shared.undelivered(id, &first);
-            while let Ok(batch) = queue.try_recv() {
+            while let Ok(batch) = lock(&queue).try_recv() {
                 shared.undelivered(id, &batch);
             }
             tokio::time::sleep(backoff).await;
@@ -503,7 +502,6 @@ async fn run_link(
         };
         shared.counters.connects.fetch_add(1, Relaxed);
         backoff = MIN_BACKOFF;
-        let (frames, stream) = mpsc::channel::<pb::Frame>(64);
         let hello = pb::Frame {
             body: Some(Body::Hello(pb::Hello {
                 cluster_id: shared.cluster_id.0.to_be_bytes().to_vec(),
@@ -511,44 +509,68 @@ async fn run_link(
                 to: id,
             })),
         };
+        let body = Batches {
+            shared: Arc::clone(&shared),
+            queue: Arc::clone(&queue),
+            hello: Some(hello),
+            first: Some(first),
+        };
         let mut client = PeerClient::new(channel)
             .max_encoding_message_size(shared.max_frame_bytes)
             .max_decoding_message_size(shared.max_frame_bytes);
-        let mut call = tokio::spawn(async move { client.raft(ReceiverStream::new(stream)).await });
-        let mut next = Some(first);
-        let _ = frames.send(hello).await;
-        loop {
-            if let Some(batch) = next.take() {
-                let n = batch.messages.len() as u64;
-                let bytes = batch.messages.iter().map(Vec::len).sum::<usize>() as u64;
-                let frame = pb::Frame {
-                    body: Some(Body::Batch(pb::Batch {
-                        messages: batch.messages,
-                    })),
-                };
-                if let Err(mpsc::error::SendError(frame)) = frames.send(frame).await {
-                    let messages = match frame.body {
-                        Some(Body::Batch(b)) => b.messages,
-                        _ => Vec::new(),
-                    };
-                    shared.undelivered(id, &Outbound { messages });
-                    break;
-                }
-                shared.counters.messages_sent.fetch_add(n, Relaxed);
-                shared.counters.bytes_sent.fetch_add(bytes, Relaxed);
-            }
-            tokio::select! {
-                batch = queue.recv() => match batch {
-                    Some(batch) => next = Some(batch),
-                    None => return,
-                },
-                _ = &mut call => break,
-            }
+        let _ = client.raft(body).await;
+        if lock(&queue).is_closed() {
+            // The link was dropped (the peer removed, or the net closed).
+            return;
         }
-        call.abort();
         shared.deliver(Inbound::Unreachable(id));
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The frames of one peer stream: the hello, then each batch as it is
+/// queued, counted as sent when h2 takes it. Ends when the link is dropped.
+struct Batches {
+    shared: Arc<Shared>,
+    queue: Arc<Mutex<mpsc::Receiver<Outbound>>>,
+    hello: Option<pb::Frame>,
+    first: Option<Outbound>,
+}
+
+impl tokio_stream::Stream for Batches {
+    type Item = pb::Frame;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<pb::Frame>> {
+        let this = self.get_mut();
+        if let Some(hello) = this.hello.take() {
+            return Poll::Ready(Some(hello));
+        }
+        let batch = match this.first.take() {
+            Some(batch) => batch,
+            None => match lock(&this.queue).poll_recv(cx) {
+                Poll::Ready(Some(batch)) => batch,
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            },
+        };
+        let counters = &this.shared.counters;
+        counters
+            .messages_sent
+            .fetch_add(batch.messages.len() as u64, Relaxed);
+        counters.bytes_sent.fetch_add(
+            batch.messages.iter().map(Vec::len).sum::<usize>() as u64,
+            Relaxed,
+        );
+        Poll::Ready(Some(pb::Frame {
+            body: Some(Body::Batch(pb::Batch {
+                messages: batch.messages,
+            })),
+        }))
     }
 }
 
