@@ -254,6 +254,37 @@ describe('LocalCluster over loopback gRPC', () => {
   })
 })
 
+describe('leadership transfer', () => {
+  const dir = tempDir()
+
+  it('moves leadership to each member in turn, asked of a follower or the leader; refuses a node that is no voter', async () => {
+    const cluster = await LocalCluster.start({ nodes: 3, engine: 'rocksdb', dataDir: join(dir, 'transfer'), config: testConfig() })
+    try {
+      let written = 0
+      for (const askFollower of [true, false]) {
+        for (const to of cluster.ids()) {
+          const leader = await cluster.leader()
+          const asked = askFollower ? cluster.node(cluster.ids().find((id) => id !== leader.nodeId)!) : leader
+          const moved = await asked.transferLeadership(to)
+          expect(moved).toMatchObject({ id: to, isLeader: true, role: 'voter' })
+          await eventually(() => cluster.ids().every((id) => cluster.node(id).leader()?.id === to))
+          await cluster.node(to).put(`t${written}`, `v${written}`)
+          written++
+        }
+      }
+      for (const id of cluster.ids()) {
+        for (let i = 0; i < written; i++) expect((await cluster.node(id).get(`t${i}`))?.toString()).toBe(`v${i}`)
+      }
+      const leader = await cluster.leader()
+      await expect(leader.transferLeadership(9)).rejects.toMatchObject({ code: 'ERR_UNKNOWN_NODE', outcome: 'not-applied' })
+      await expect(leader.transferLeadership(1, { timeout: 5 } as never)).rejects.toThrow(/unknown option 'timeout'/)
+      expect((await cluster.leader()).nodeId).toBe(leader.nodeId)
+    } finally {
+      await cluster.close()
+    }
+  })
+})
+
 describe('error outcomes', () => {
   it('a write proposed when its node stops ends with an unknown outcome; one refused after close was not applied', async () => {
     const cluster = await LocalCluster.start({ nodes: 3, engine: 'memory', config: testConfig() })

@@ -28,6 +28,11 @@ export declare class NativeCluster {
   submitMany(node: number, ops: Uint8Array): Array<SubmitFailure>
   leader(): number | null
   ids(): Array<number>
+  /**
+   * Asks node `node`'s group to hand leadership to voter `to`; returns
+   * at once (the caller watches `leader()`).
+   */
+  transferLeader(node: number, to: number): void
   isRunning(node: number): boolean
   /**
    * The members as node `node` sees them (for a member, the node of

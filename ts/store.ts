@@ -1,3 +1,5 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+
 import { assertBytes, type Bytes } from './bytes.js'
 import { resolveMember, type MetaStoreConfig } from './config.js'
 import { ConfigError, MetaStoreError } from './errors.js'
@@ -94,6 +96,37 @@ export class MetaStore {
   /** The leader as far as this node knows, or undefined while none is known. */
   leader(): MemberInfo | undefined {
     return this.members().find((m) => m.isLeader)
+  }
+
+  /**
+   * Hands leadership to voter `to`, asked of any node (a follower forwards
+   * the request to the leader, which brings `to` up to date and has it
+   * campaign at once). Resolves with the new leader once this node sees it
+   * lead. Rejects with ERR_UNKNOWN_NODE when `to` is not a voter, and with
+   * ERR_TIMEOUT (outcome unknown: the transfer may still happen) when it did
+   * not happen within `timeoutMs` (default: two election timeouts and a
+   * second).
+   */
+  async transferLeadership(to: number, options: { timeoutMs?: number } = {}): Promise<MemberInfo> {
+    for (const key of Object.keys(options)) {
+      if (key !== 'timeoutMs') throw new TypeError(`transferLeadership: unknown option '${key}' (options: timeoutMs)`)
+    }
+    if (!Number.isInteger(to) || to < 1) throw new TypeError(`transferLeadership: the node id must be a positive integer, got ${String(to)}`)
+    const { tickIntervalMs, electionTick } = this.#group.config.server.raft
+    const timeoutMs = options.timeoutMs ?? 2 * tickIntervalMs * electionTick + 1_000
+    this.#checkOpen()
+    this.#group.call((n) => n.transferLeader(this.#node, to))
+    const deadline = Date.now() + timeoutMs
+    for (;;) {
+      const leader = this.leader()
+      if (leader?.id === to) return leader
+      if (Date.now() >= deadline) {
+        throw new MetaStoreError('ERR_TIMEOUT', `leadership did not move to node ${to} within ${timeoutMs} ms; it may still`, {
+          outcome: 'unknown',
+        })
+      }
+      await sleep(5)
+    }
   }
 
   get nodeId(): number {

@@ -391,6 +391,16 @@ impl NativeCluster {
         self.inner.ids().into_iter().map(|id| id as u32).collect()
     }
 
+    /// Asks node `node`'s group to hand leadership to voter `to`; returns
+    /// at once (the caller watches `leader()`).
+    #[napi(catch_unwind)]
+    pub fn transfer_leader(&self, node: u32, to: u32) -> Result<(), String> {
+        self.inner
+            .running_node(u64::from(node))
+            .and_then(|n| n.transfer_leader(u64::from(to)))
+            .map_err(from_raft)
+    }
+
     #[napi(catch_unwind)]
     pub fn is_running(&self, node: u32) -> bool {
         self.inner.running_node(node as u64).is_ok()

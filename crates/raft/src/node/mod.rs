@@ -350,6 +350,28 @@ impl RaftNode {
         self.stats.peers()
     }
 
+    /// Asks the group to hand leadership to voter `to` (raft-rs's leader
+    /// transfer: the leader stops taking proposals, brings `to` up to date
+    /// and tells it to campaign at once; a follower forwards the request to
+    /// the leader). Returns at once: the transfer shows in this node's stats
+    /// when it happened, and raft-rs gives it up after an election timeout.
+    /// `UnknownNode` when `to` is not a voter as this node sees the group.
+    pub fn transfer_leader(&self, to: u64) -> Result<()> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        let peers = self.stats.peers();
+        if !peers.iter().any(|p| p.id == to && p.voter) {
+            return Err(Error::UnknownNode {
+                id: to,
+                nodes: peers.len() as u64,
+            });
+        }
+        self.mailbox
+            .send(NodeMsg::TransferLeader { to })
+            .map_err(|_| Error::Closed)
+    }
+
     /// The raft figures alone (no batcher lock, no engine query).
     pub fn raft_stats(&self) -> RaftStats {
         self.stats.raft(self.id)

@@ -24,7 +24,14 @@ use crate::transport::{Inbound, Transport};
 
 /// What the handle sends to its node thread besides batches.
 pub(super) enum NodeMsg {
-    Get { token: u64, key: Vec<u8> },
+    Get {
+        token: u64,
+        key: Vec<u8>,
+    },
+    /// Hand leadership to voter `to` (a follower forwards it to the leader).
+    TransferLeader {
+        to: u64,
+    },
     Stop,
 }
 
@@ -211,6 +218,7 @@ impl<E: Engine> Worker<E> {
                 },
                 recv(mailbox) -> c => match c {
                     Ok(NodeMsg::Get { token, key }) => self.on_get(token, key),
+                    Ok(NodeMsg::TransferLeader { to }) => self.raft_group.transfer_leader(to),
                     Ok(NodeMsg::Stop) | Err(_) => stop = true,
                 },
                 recv(ticker) -> _ => self.on_tick(),
@@ -231,6 +239,7 @@ impl<E: Engine> Worker<E> {
                 for c in mailbox.try_iter().take(DRAIN_LIMIT) {
                     match c {
                         NodeMsg::Get { token, key } => self.on_get(token, key),
+                        NodeMsg::TransferLeader { to } => self.raft_group.transfer_leader(to),
                         NodeMsg::Stop => {
                             stop = true;
                             break;

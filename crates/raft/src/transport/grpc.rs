@@ -622,7 +622,15 @@ impl Peer for PeerService {
             for raw in &batch.messages {
                 bytes += raw.len();
                 match Message::parse_from_bytes(raw) {
-                    Ok(m) if m.from == from && m.to == shared.id => msgs.push(m),
+                    // A forwarded leader transfer names the transferee as
+                    // its sender (raft-rs); any other message, the stream's.
+                    Ok(m)
+                        if m.to == shared.id
+                            && (m.from == from
+                                || m.get_msg_type() == MessageType::MsgTransferLeader) =>
+                    {
+                        msgs.push(m)
+                    }
                     Ok(m) => {
                         return Err(refuse(Status::invalid_argument(format!(
                             "a message from {} to {} on the stream from {from}",

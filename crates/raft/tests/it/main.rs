@@ -14,6 +14,7 @@ mod errors;
 mod failover;
 mod grpc;
 mod identity;
+mod leadership;
 mod order;
 mod outcomes;
 mod restart;
