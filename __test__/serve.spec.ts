@@ -1,6 +1,5 @@
 // `store.metrics()`, and `metastore serve` / `metastore status` as a user runs
 // them: three serve processes on loopback, used through their HTTP API.
-import { spawn, type ChildProcess } from 'node:child_process'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 
@@ -8,11 +7,11 @@ import { afterAll, describe, expect, it } from 'vitest'
 
 import { MetaStore, parseConfig } from '../ts/index.js'
 import { METRIC_NAMES } from '../ts/metrics.js'
+import { CliProcess, run } from './harness/cli.js'
 import { freePorts } from './harness/processes.js'
 import { eventually, tempDir } from './helpers.js'
 
 const ROOT = join(__dirname, '..')
-const CLI = join(ROOT, 'ts', 'cli.ts')
 
 interface Sample {
   name: string
@@ -77,66 +76,6 @@ describe('store.metrics()', () => {
     await expect(store.metrics()).rejects.toMatchObject({ code: 'ERR_CLOSED' })
   })
 })
-
-/** A `metastore` command run as its own process, its output kept line by line. */
-class CliProcess {
-  readonly lines: string[] = []
-  stderr = ''
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
-  readonly #child: ChildProcess
-  readonly #listeners = new Set<() => void>()
-
-  constructor(args: string[]) {
-    this.#child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
-    let buffered = ''
-    this.#child.stdout!.on('data', (chunk: Buffer) => {
-      buffered += chunk.toString()
-      const lines = buffered.split('\n')
-      buffered = lines.pop()!
-      this.lines.push(...lines)
-      for (const listener of this.#listeners) listener()
-    })
-    this.#child.stderr!.on('data', (chunk: Buffer) => void (this.stderr += chunk.toString()))
-    this.exited = new Promise((resolve) => this.#child.once('exit', (code, signal) => resolve({ code, signal })))
-  }
-
-  get running(): boolean {
-    return this.#child.exitCode === null && this.#child.signalCode === null
-  }
-
-  /** The first line from index `from` on that matches `pattern`, once printed. */
-  line(pattern: RegExp, timeoutMs = 30_000, from = 0): Promise<string> {
-    return new Promise((resolve, reject) => {
-      const check = (): void => {
-        const found = this.lines.slice(from).find((l) => pattern.test(l))
-        if (found === undefined) return
-        done()
-        resolve(found)
-      }
-      const timer = setTimeout(() => {
-        done()
-        reject(new Error(`no line matching ${pattern} within ${timeoutMs} ms; output:\n${this.lines.join('\n')}\n${this.stderr}`))
-      }, timeoutMs)
-      const done = (): void => {
-        clearTimeout(timer)
-        this.#listeners.delete(check)
-      }
-      this.#listeners.add(check)
-      check()
-    })
-  }
-
-  kill(signal: NodeJS.Signals): void {
-    if (this.running) this.#child.kill(signal)
-  }
-}
-
-/** Runs a `metastore` command to its end. */
-async function run(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const p = new CliProcess(args)
-  const { code } = await p.exited
-  return { code, stdout: p.lines.join('\n'), stderr: p.stderr }
-}
 
 interface Node {
   id: number

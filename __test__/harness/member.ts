@@ -14,6 +14,8 @@ export interface MemberSpec {
   initialCluster: Record<number, string>
   /** Where it listens, when the others reach it through something else (a proxy). */
   listen?: string
+  /** The group's cluster token (the core's default when absent). */
+  clusterToken?: string
   dataDir: string
   tickIntervalMs?: number
   proposalTimeoutMs?: number
@@ -45,6 +47,7 @@ async function main(): Promise<void> {
     nodeId: spec.nodeId,
     initialCluster: spec.initialCluster,
     ...(spec.listen !== undefined && { listen: spec.listen }),
+    ...(spec.clusterToken !== undefined && { clusterToken: spec.clusterToken }),
     leaderTimeoutMs: 60_000,
   })
   const reply = (msg: object): void => void process.stdout.write(`${JSON.stringify(msg)}\n`)
