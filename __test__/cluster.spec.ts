@@ -257,7 +257,7 @@ describe('LocalCluster over loopback gRPC', () => {
 describe('leadership transfer', () => {
   const dir = tempDir()
 
-  it('moves leadership to each member in turn, asked of a follower or the leader; refuses a node that is no voter', async () => {
+  it('moves leadership to each member in turn, asked of a follower or the leader; the leader reports each member\'s progress; refuses a node that is no voter', async () => {
     const cluster = await LocalCluster.start({ nodes: 3, engine: 'rocksdb', dataDir: join(dir, 'transfer'), config: testConfig() })
     try {
       let written = 0
@@ -276,6 +276,11 @@ describe('leadership transfer', () => {
         for (let i = 0; i < written; i++) expect((await cluster.node(id).get(`t${i}`))?.toString()).toBe(`v${i}`)
       }
       const leader = await cluster.leader()
+      // The leader knows each member's progress; a follower does not.
+      await eventually(() => leader.members().every((m) => m.matchIndex !== undefined && m.lag === 0))
+      expect(leader.members().map((m) => m.role)).toEqual(['voter', 'voter', 'voter'])
+      const follower = cluster.node(cluster.ids().find((id) => id !== leader.nodeId)!)
+      expect(follower.members().every((m) => m.matchIndex === undefined && m.lag === undefined)).toBe(true)
       await expect(leader.transferLeadership(9)).rejects.toMatchObject({ code: 'ERR_UNKNOWN_NODE', outcome: 'not-applied' })
       await expect(leader.transferLeadership(1, { timeout: 5 } as never)).rejects.toThrow(/unknown option 'timeout'/)
       expect((await cluster.leader()).nodeId).toBe(leader.nodeId)

@@ -181,6 +181,11 @@ export interface MemberInfo {
    * node asked leads (as of at most 50 ms ago), absent elsewhere.
    */
   matchIndex?: number
+  /**
+   * Entries of the leader's log that member lacks; known, like
+   * `matchIndex`, when the node asked leads.
+   */
+  lag?: number
 }
 
 /** One member of a group whose nodes run in separate processes or hosts. */

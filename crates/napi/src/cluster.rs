@@ -265,6 +265,9 @@ pub struct MemberInfo {
     /// The highest log index known to be on that member; known when the
     /// node asked leads (as of at most 50 ms ago), absent elsewhere.
     pub match_index: Option<f64>,
+    /// Entries of the leader's log that member lacks; known, like
+    /// `matchIndex`, when the node asked leads.
+    pub lag: Option<f64>,
 }
 
 /// The JS callback as a thread-safe function shared by every node's sink
@@ -429,6 +432,7 @@ impl NativeCluster {
                 role: if p.voter { "voter" } else { "learner" }.to_string(),
                 is_leader: leader != 0 && leader == p.id,
                 match_index: p.match_index.map(|i| i as f64),
+                lag: p.lag.map(|l| l as f64),
             })
             .collect())
     }

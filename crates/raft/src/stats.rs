@@ -112,6 +112,9 @@ pub struct PeerState {
     /// The highest log index known to be on that member: known on the
     /// leader only (`None` elsewhere).
     pub match_index: Option<u64>,
+    /// Entries of the leader's log that member lacks (its last index minus
+    /// the match index): known on the leader only.
+    pub lag: Option<u64>,
 }
 
 /// Figures written by the node thread, read by any thread.

@@ -383,20 +383,21 @@ impl<E: Engine> Worker<E> {
 /// The configuration, with each member's match index when `raft` leads.
 fn peer_states<T: raft::Storage>(raft: &raft::Raft<T>) -> Vec<PeerState> {
     let leads = raft.state == StateRole::Leader;
+    let last = raft.raft_log.last_index();
     let conf = raft.prs().conf();
     let voters = conf.voters().ids();
     let mut out: Vec<PeerState> = voters
         .iter()
         .map(|id| (id, true))
         .chain(conf.learners().iter().map(|id| (*id, false)))
-        .map(|(id, voter)| PeerState {
-            id,
-            voter,
-            match_index: if leads {
-                raft.prs().get(id).map(|p| p.matched)
-            } else {
-                None
-            },
+        .map(|(id, voter)| {
+            let matched = raft.prs().get(id).map(|p| p.matched).filter(|_| leads);
+            PeerState {
+                id,
+                voter,
+                match_index: matched,
+                lag: matched.map(|m| last.saturating_sub(m)),
+            }
         })
         .collect();
     out.sort_by_key(|p| p.id);
