@@ -1,11 +1,12 @@
-// `store.metrics()`, and `metastore serve` / `metastore status` as a user runs
+// `store.metrics()`, and `metastore serve` / `status` / `transfer-leader` as a user runs
 // them: three serve processes on loopback, used through their HTTP API.
-import { readFileSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 
 import { afterAll, describe, expect, it } from 'vitest'
 
 import { MetaStore, parseConfig } from '../ts/index.js'
+import type { NodeStatus } from '../ts/http.js'
 import { METRIC_NAMES } from '../ts/metrics.js'
 import { CliProcess, run } from './harness/cli.js'
 import { freePorts } from './harness/processes.js'
@@ -120,7 +121,7 @@ async function serveGroup(dir: string): Promise<Node[]> {
   })
 }
 
-async function status(node: Node): Promise<{ role: string; leaderId: number; appliedIndex: number; members: unknown[] }> {
+async function status(node: Node): Promise<NodeStatus> {
   const res = await fetch(`http://${node.http}/status`)
   expect(res.status).toBe(200)
   return (await res.json()) as never
@@ -226,8 +227,8 @@ describe('metastore serve', () => {
     for (const row of rows) expect(row).toMatch(/^\d+\s+127\.0\.0\.1:\d+\s+voter\b/)
     // The leader knows how far each member's log matches its own.
     const fromLeader = await run(['status', '--endpoint', leader.http])
-    expect(fromLeader.stdout).toMatch(/^ID\s+ADDRESS\s+ROLE\s+LEADER\s+MATCH$/m)
-    expect(fromLeader.stdout.split('\n').filter((l) => /^\d+\s.*\s\d+$/.test(l))).toHaveLength(3)
+    expect(fromLeader.stdout).toMatch(/^ID\s+ADDRESS\s+ROLE\s+LEADER\s+MATCH\s+LAG$/m)
+    expect(fromLeader.stdout.split('\n').filter((l) => /^\d+\s.*\s\d+\s+\d+$/.test(l))).toHaveLength(3)
 
     // SIGKILL of the leader: another node logs that it became leader; writes go on and nothing acknowledged is lost.
     const survivors = nodes.filter((n) => n !== leader)
@@ -258,6 +259,108 @@ describe('metastore serve', () => {
     expect(await lone.process.exited).toEqual({ code: 0, signal: null })
     expect(lone.process.lines.slice(stopAt).join('\n')).toMatch(/ stopping node=\d+ signal=SIGTERM\n.* stopped node=\d+$/)
   }, 240_000)
+
+  it('transfer-leader moves leadership to each node in turn through a follower, and every node names the new leader; status shows how far a stopped member lags; a transfer to an unknown node, to an unreachable one or with a bad body fails saying whether it happened', async () => {
+    const groupDir = join(dir, 'transfer')
+    mkdirSync(groupDir)
+    const nodes = await serveGroup(groupDir)
+    started.push(...nodes)
+    for (const n of nodes) await n.process.line(/ leader node=\d+ leader=\d+ /, 60_000)
+    const first = await agreedLeader(nodes)
+
+    // Each node in turn, asked of the member that is neither the leader nor the one to lead.
+    const others = nodes.filter((n) => n !== first)
+    let leader = first
+    for (const to of [...others, first]) {
+      const via = nodes.find((n) => n !== leader && n !== to)!
+      const moved = await run(['transfer-leader', '--endpoint', via.http, '--to', String(to.id)])
+      expect(moved.code, moved.stderr).toBe(0)
+      expect(moved.stdout).toBe(`leader: node ${to.id} (${to.raft})`)
+      await eventually(async () => (await Promise.all(nodes.map(status))).every((s) => s.leaderId === to.id), 30_000)
+      for (const n of nodes) {
+        const shown = await run(['status', '--endpoint', n.http])
+        expect(shown.code, shown.stderr).toBe(0)
+        expect(shown.stdout).toMatch(new RegExp(`^node ${n.id}: ${n === to ? 'leader' : 'follower'}, term \\d+, leader ${to.id},`, 'm'))
+        const starred = shown.stdout.split('\n').filter((l) => /^\d+\s/.test(l) && l.includes('*'))
+        expect(starred).toEqual([expect.stringMatching(new RegExp(`^${to.id}\\s`))])
+      }
+      // The group works under its new leader: a write through the old one reads back on the new one.
+      const key = `written after the move to ${to.id}`
+      await eventually(async () => (await fetch(kv(leader, key), { method: 'PUT', body: 'v' })).status === 200, 30_000)
+      expect(await (await fetch(kv(to, key))).text()).toBe('v')
+      leader = to
+    }
+
+    // Only the leader knows how far each member's log matches its own.
+    const [follower, bystander] = others as [Node, Node]
+    const fromLeader = await status(leader)
+    for (const m of fromLeader.members) expect(m).toMatchObject({ matchIndex: expect.any(Number), lag: expect.any(Number) })
+    for (const m of (await status(follower)).members) {
+      expect(m.matchIndex).toBeUndefined()
+      expect(m.lag).toBeUndefined()
+    }
+
+    // A stopped member falls behind by every write the other two commit, and the leader's status shows it.
+    follower.process.kill('SIGSTOP')
+    try {
+      for (let i = 0; i < 20; i++) expect((await fetch(kv(leader, `while stopped ${i}`), { method: 'PUT', body: 'v' })).status).toBe(200)
+      await eventually(async () => {
+        const members = (await status(leader)).members
+        return members.find((m) => m.id === follower.id)!.lag! >= 20 && members.find((m) => m.id === bystander.id)!.lag === 0
+      }, 30_000)
+      const lagging = await run(['status', '--endpoint', leader.http])
+      expect(lagging.code, lagging.stderr).toBe(0)
+      expect(lagging.stdout).toMatch(/^ID\s+ADDRESS\s+ROLE\s+LEADER\s+MATCH\s+LAG$/m)
+      const lagOf = (id: number): number => Number(/(\d+)$/.exec(lagging.stdout.split('\n').find((l) => l.startsWith(`${id} `))!)![1])
+      expect(lagOf(follower.id)).toBeGreaterThanOrEqual(20)
+      expect(lagOf(bystander.id)).toBe(0)
+
+      // The stopped member cannot catch up to take over: the transfer times out, and may still happen.
+      const timedOut = await fetch(`http://${bystander.http}/v1/leader`, { method: 'POST', body: JSON.stringify({ to: follower.id, timeoutMs: 300 }) })
+      expect(timedOut.status).toBe(503)
+      expect(await timedOut.json()).toMatchObject({ code: 'ERR_TIMEOUT', outcome: 'unknown' })
+      const cliTimedOut = await run(['transfer-leader', '--endpoint', bystander.http, '--to', String(follower.id), '--timeout', '300'])
+      expect(cliTimedOut.code).toBe(1)
+      expect(cliTimedOut.stderr).toContain(`transfer to node ${follower.id} failed: ERR_TIMEOUT (outcome: unknown)`)
+    } finally {
+      follower.process.kill('SIGCONT')
+    }
+    // Resumed, it catches up (and may take over after all: the outcome was unknown).
+    const settled = await agreedLeader(nodes)
+    await eventually(async () => (await status(settled)).members.every((m) => m.lag === 0), 30_000)
+    const [asked, other] = nodes.filter((n) => n !== settled) as [Node, Node]
+
+    // A node that is no voter: refused before anything moved.
+    const unknown = await run(['transfer-leader', '--endpoint', asked.http, '--to', '9'])
+    expect(unknown.code).toBe(1)
+    expect(unknown.stderr).toContain('transfer to node 9 failed: ERR_UNKNOWN_NODE (outcome: not-applied)')
+    const unknownHttp = await fetch(`http://${settled.http}/v1/leader`, { method: 'POST', body: '{"to": 9}' })
+    expect(unknownHttp.status).toBe(400)
+    expect(await unknownHttp.json()).toMatchObject({ code: 'ERR_UNKNOWN_NODE', outcome: 'not-applied' })
+
+    // Bodies the API does not take, each refused with what it takes.
+    const refused = async (body: string, message: string): Promise<void> => {
+      const res = await fetch(`http://${asked.http}/v1/leader`, { method: 'POST', body })
+      expect(res.status, body).toBe(400)
+      expect(await res.json()).toEqual({ code: 'ERR_BAD_REQUEST', outcome: 'not-applied', message: expect.stringContaining(message) })
+    }
+    await refused(`{"to": ${other.id}, "force": true}`, "unknown key 'force'")
+    await refused(`{"to": "${other.id}"}`, `to must be a positive integer (a node id), got "${other.id}"`)
+    await refused('{"to": 0}', 'to must be a positive integer (a node id), got 0')
+    await refused('{"to": 1.5}', 'got 1.5')
+    await refused('{}', 'to must be a positive integer (a node id), got nothing')
+    await refused(`{"to": ${other.id}, "timeoutMs": -1}`, 'timeoutMs must be a positive integer (milliseconds), got -1')
+    await refused('[2]', 'the body must be JSON {"to": <node id>')
+    await refused('to=2', 'it is not JSON')
+    const get = await fetch(`http://${asked.http}/v1/leader`)
+    expect(get.status).toBe(405)
+    expect(get.headers.get('allow')).toBe('POST')
+    const badArg = await run(['transfer-leader', '--endpoint', asked.http, '--to', 'two'])
+    expect(badArg.code).toBe(2)
+    expect(badArg.stderr).toContain("option '--to <id>' argument 'two' is invalid")
+    // None of them moved the leader.
+    expect((await Promise.all(nodes.map(status))).map((s) => s.leaderId)).toEqual([settled.id, settled.id, settled.id])
+  }, 300_000)
 
   it('exits 2 on a bad config, naming the file and the key', async () => {
     const [raft, http] = await freePorts(2)

@@ -4,6 +4,8 @@
  *
  *   metastore serve --config node.yaml     runs the member the file describes, with its HTTP end
  *   metastore status --endpoint host:port  prints what a serving node knows of its group
+ *   metastore transfer-leader --endpoint host:port --to id
+ *                                          hands the group's leadership to member `id`
  *
  * Exit codes: 0 done (serve: stopped by SIGTERM or SIGINT), 1 a failure,
  * 2 a bad command line or config file.
@@ -23,6 +25,13 @@ import { MetaStore } from './store.js'
 const WATCH_INTERVAL_MS = 50
 /** How long `serve` lets requests in flight finish on shutdown before the store closes under them. */
 const DRAIN_MS = 2_000
+/**
+ * How long `transfer-leader` waits for an answer beyond the transfer's own
+ * timeout. Without --timeout the node's default applies, which it does not
+ * tell; 60 s covers any sane election timeout.
+ */
+const ANSWER_MARGIN_MS = 5_000
+const DEFAULT_TRANSFER_WAIT_MS = 60_000
 
 /** One line per event: ISO time, event name, then `key=value` fields. */
 function log(event: string, fields: Record<string, string | number | undefined> = {}): void {
@@ -137,33 +146,45 @@ function watch(store: MetaStore, stopping: () => boolean): void {
 // ---------------------------------------------------------------------------
 // status
 
-async function status(opts: { endpoint: string; timeout: number }): Promise<void> {
-  const url = `http://${opts.endpoint}/status`
+/** A serving node's answer to one request: its HTTP status and JSON body (undefined when the body is no JSON). */
+async function ask(url: string, init: RequestInit, timeoutMs: number): Promise<{ res: Response; body: unknown }> {
   let res: Response
   try {
-    res = await fetch(url, { signal: AbortSignal.timeout(opts.timeout) })
+    res = await fetch(url, { ...init, signal: AbortSignal.timeout(timeoutMs) })
   } catch (err) {
     const cause = (err as { cause?: { code?: string; message?: string } }).cause
     const why = cause?.code ?? cause?.message ?? (err as Error).message
     throw new Error(`cannot reach ${url}: ${why}`)
   }
-  const body = (await res.json().catch(() => undefined)) as (NodeStatus & Partial<ErrorBody>) | undefined
-  if (!res.ok || body === undefined || !Array.isArray(body.members)) {
-    throw new Error(`${url} answered ${res.status}${body?.message === undefined ? '' : `: ${body.message}`}`)
-  }
-  process.stdout.write(formatStatus(body))
+  return { res, body: await res.json().catch(() => undefined) }
 }
 
-/** The node's figures, then one row per member; the match index shows where the node asked leads. */
+async function status(opts: { endpoint: string; timeout: number }): Promise<void> {
+  const url = `http://${opts.endpoint}/status`
+  const { res, body } = await ask(url, {}, opts.timeout)
+  const s = body as (NodeStatus & Partial<ErrorBody>) | undefined
+  if (!res.ok || s === undefined || !Array.isArray(s.members)) {
+    throw new Error(`${url} answered ${res.status}${s?.message === undefined ? '' : `: ${s.message}`}`)
+  }
+  process.stdout.write(formatStatus(s))
+}
+
+/**
+ * The node's figures, then one row per member; the match index and the lag
+ * (entries of the leader's log a member lacks) show where the node asked leads.
+ */
 function formatStatus(s: NodeStatus): string {
   const withMatch = s.members.some((m) => m.matchIndex !== undefined)
-  const header = ['ID', 'ADDRESS', 'ROLE', 'LEADER', ...(withMatch ? ['MATCH'] : [])]
+  const withLag = s.members.some((m) => m.lag !== undefined)
+  const known = (n: number | undefined): string => (n === undefined ? '-' : String(n))
+  const header = ['ID', 'ADDRESS', 'ROLE', 'LEADER', ...(withMatch ? ['MATCH'] : []), ...(withLag ? ['LAG'] : [])]
   const rows = s.members.map((m: MemberInfo) => [
     String(m.id),
     m.address,
     m.role,
     m.isLeader ? '*' : '',
-    ...(withMatch ? [m.matchIndex === undefined ? '-' : String(m.matchIndex)] : []),
+    ...(withMatch ? [known(m.matchIndex)] : []),
+    ...(withLag ? [known(m.lag)] : []),
   ])
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)))
   const line = (cells: string[]): string => cells.map((c, i) => c.padEnd(widths[i] as number)).join('  ').trimEnd()
@@ -174,6 +195,28 @@ function formatStatus(s: NodeStatus): string {
     ...rows.map(line),
     '',
   ].join('\n')
+}
+
+// ---------------------------------------------------------------------------
+// transfer-leader
+
+async function transferLeader(opts: { endpoint: string; to: number; timeout?: number }): Promise<void> {
+  const url = `http://${opts.endpoint}/v1/leader`
+  const wait = (opts.timeout ?? DEFAULT_TRANSFER_WAIT_MS) + ANSWER_MARGIN_MS
+  const request = { to: opts.to, ...(opts.timeout === undefined ? {} : { timeoutMs: opts.timeout }) }
+  const { res, body } = await ask(
+    url,
+    { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(request) },
+    wait,
+  )
+  if (res.ok) {
+    const leader = body as MemberInfo
+    process.stdout.write(`leader: node ${leader.id} (${leader.address})\n`)
+    return
+  }
+  const error = body as Partial<ErrorBody> | undefined
+  if (error?.code === undefined) throw new Error(`${url} answered ${res.status}`)
+  throw new Error(`transfer to node ${opts.to} failed: ${error.code} (outcome: ${error.outcome}): ${error.message}`)
 }
 
 // ---------------------------------------------------------------------------
@@ -195,6 +238,13 @@ function program(): Command {
     .requiredOption('-e, --endpoint <host:port>', "the node's HTTP address (server.http.listen)", hostPort)
     .option('-t, --timeout <ms>', 'how long to wait for the answer', positiveInt, 5_000)
     .action(status)
+  root
+    .command('transfer-leader')
+    .description("hand the group's leadership to a voter, asked of any serving member")
+    .requiredOption('-e, --endpoint <host:port>', "a member's HTTP address (server.http.listen)", hostPort)
+    .requiredOption('--to <id>', 'the node id of the voter to lead', positiveInt)
+    .option('-t, --timeout <ms>', "how long the transfer may take (default: the node's, two election timeouts and a second)", positiveInt)
+    .action(transferLeader)
   for (const command of root.commands) command.exitOverride()
   return root
 }

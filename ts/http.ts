@@ -5,19 +5,23 @@
  *   GET    /metrics          Prometheus text (`store.metrics()`)
  *   GET    /health           200 while the node runs and knows a leader, else 503
  *   GET    /status           this node's Raft figures and the members
+ *   POST   /v1/leader        body {"to": id, "timeoutMs"?: ms}: hands leadership to voter `id`;
+ *                            answers the new leader's member info
  *   PUT    /v1/kv/<key>      body = value; answers {index, existed}
  *   GET    /v1/kv/<key>      the value's bytes (linearizable read); 404 when absent
  *   DELETE /v1/kv/<key>      answers {existed}
  *
  * Keys are URL-encoded UTF-8 in the path. Every answer other than a 2xx is
  * JSON `{code, outcome, message}`: the `MetaStoreError` of a failed request
- * (503; 413 for ERR_TOO_LARGE), or a code of this API for a request it
- * refused before the store saw it (400, 404, 405, 413), which is never
- * applied.
+ * (503; 413 for ERR_TOO_LARGE, 400 for ERR_UNKNOWN_NODE), or a code of
+ * this API for a request it refused before the store saw it (400, 404, 405,
+ * 413), which is never applied.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
+
+import * as z from 'zod'
 
 import { MetaStoreError, type RequestOutcome } from './errors.js'
 import { METRICS_CONTENT_TYPE } from './metrics.js'
@@ -52,6 +56,19 @@ export interface HttpApiOptions {
 }
 
 const KV_PREFIX = '/v1/kv/'
+const LEADER_PATH = '/v1/leader'
+
+/** What `POST /v1/leader` takes: the options of `store.transferLeadership`, and nothing else. */
+const TransferBody = z.strictObject({
+  to: z.number().int().positive(),
+  timeoutMs: z.number().int().positive().optional(),
+})
+
+/** The HTTP status of a failed request's `MetaStoreError`, by its code; 503 for the others. */
+const ERROR_STATUS: ReadonlyMap<string, number> = new Map([
+  ['ERR_TOO_LARGE', 413],
+  ['ERR_UNKNOWN_NODE', 400],
+])
 
 class HttpError extends Error {
   constructor(
@@ -152,8 +169,12 @@ export class HttpApi {
     const path = url.pathname
     if (path === '/health') return this.#only(req, 'GET', () => this.#health(res))
     const isKv = path.startsWith(KV_PREFIX)
-    if (!isKv && path !== '/metrics' && path !== '/status') {
-      throw new HttpError(404, 'ERR_NOT_FOUND', `no such path ${path}; paths: /metrics, /health, /status, ${KV_PREFIX}<url-encoded key>`)
+    if (!isKv && path !== '/metrics' && path !== '/status' && path !== LEADER_PATH) {
+      throw new HttpError(
+        404,
+        'ERR_NOT_FOUND',
+        `no such path ${path}; paths: /metrics, /health, /status, ${LEADER_PATH}, ${KV_PREFIX}<url-encoded key>`,
+      )
     }
     const [query] = url.searchParams.keys()
     if (query !== undefined) throw new HttpError(400, 'ERR_BAD_REQUEST', `unknown query parameter '${query}'; ${path} takes none`)
@@ -164,6 +185,12 @@ export class HttpApi {
       })
     }
     if (path === '/status') return this.#only(req, 'GET', () => json(res, 200, nodeStatus(this.#store())))
+    if (path === LEADER_PATH) {
+      return this.#only(req, 'POST', async () => {
+        const { to, ...options } = transferBody(await this.#body(req))
+        json(res, 200, await this.#store().transferLeadership(to, options))
+      })
+    }
     const key = decodeKey(path.slice(KV_PREFIX.length))
     switch (req.method) {
       case 'PUT': {
@@ -193,7 +220,7 @@ export class HttpApi {
     json(res, leaderId === 0 ? 503 : 200, { status: leaderId === 0 ? 'no-leader' : 'ok', nodeId: store.nodeId, leaderId })
   }
 
-  async #only(req: IncomingMessage, method: 'GET', answer: () => void | Promise<void>): Promise<void> {
+  async #only(req: IncomingMessage, method: 'GET' | 'POST', answer: () => void | Promise<void>): Promise<void> {
     if (req.method !== method) throw methodNotAllowed(req, method)
     await answer()
   }
@@ -234,7 +261,8 @@ export class HttpApi {
       res.destroy()
       return
     }
-    const write = req.method === 'PUT' || req.method === 'DELETE'
+    // A request that changes the group may have taken effect before a failure of this API.
+    const write = req.method === 'PUT' || req.method === 'DELETE' || req.method === 'POST'
     let status: number
     let body: ErrorBody
     let headers: Record<string, string> = {}
@@ -243,7 +271,7 @@ export class HttpApi {
       body = { code: err.code, outcome: 'not-applied', message: err.message }
       headers = err.headers
     } else if (err instanceof MetaStoreError) {
-      status = err.code === 'ERR_TOO_LARGE' ? 413 : 503
+      status = ERROR_STATUS.get(err.code) ?? 503
       body = { code: err.code, outcome: err.outcome, message: err.message }
     } else {
       // Not an error of the store: a bug here. A write may have reached the store before it.
@@ -260,6 +288,32 @@ function json(res: ServerResponse, status: number, body: unknown, headers: Recor
 
 function methodNotAllowed(req: IncomingMessage, allow: string): HttpError {
   return new HttpError(405, 'ERR_METHOD_NOT_ALLOWED', `${req.method} is not allowed here; allowed: ${allow}`, { allow })
+}
+
+/** The body of `POST /v1/leader`, checked; a body it does not take is refused with 400. */
+function transferBody(raw: Buffer): z.infer<typeof TransferBody> {
+  const usage = 'the body must be JSON {"to": <node id>, "timeoutMs"?: <ms>}'
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(raw.toString('utf8'))
+  } catch (err) {
+    throw new HttpError(400, 'ERR_BAD_REQUEST', `${usage}; it is not JSON (${(err as Error).message})`)
+  }
+  const result = TransferBody.safeParse(parsed)
+  if (result.success) return result.data
+  const issue = result.error.issues[0]!
+  if (issue.code === 'unrecognized_keys') {
+    throw new HttpError(400, 'ERR_BAD_REQUEST', `unknown key '${issue.keys[0]}' in the body; ${usage}`)
+  }
+  const [key] = issue.path
+  if (key === undefined) throw new HttpError(400, 'ERR_BAD_REQUEST', usage)
+  const got = (parsed as Record<string, unknown>)[key as string]
+  const what = key === 'to' ? 'a node id' : 'milliseconds'
+  throw new HttpError(
+    400,
+    'ERR_BAD_REQUEST',
+    `${String(key)} must be a positive integer (${what}), got ${got === undefined ? 'nothing' : JSON.stringify(got)}`,
+  )
 }
 
 function decodeKey(encoded: string): string {
