@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{never, select, tick, Receiver};
+use raft::eraftpb::{Message, MessageType};
 use raft::{RawNode, SnapshotStatus, StateRole, INVALID_ID};
 
 use super::apply::AppliedLog;
@@ -110,6 +111,8 @@ pub(super) struct Worker<E: Engine> {
     /// Set once the node hit a storage error or a panic: from then on it only
     /// rejects requests, until it is stopped.
     pub failed: Option<Error>,
+    /// A snapshot message held while the engine prepares its install.
+    held_snapshot: Option<Message>,
 }
 
 impl<E: Engine> Worker<E> {
@@ -151,6 +154,7 @@ impl<E: Engine> Worker<E> {
             term_and_vote,
             last_leader: INVALID_ID,
             failed: None,
+            held_snapshot: None,
         };
         worker.publish_stats(Instant::now());
         worker
@@ -264,6 +268,23 @@ impl<E: Engine> Worker<E> {
         match m {
             Inbound::Raft(msgs) => {
                 for m in msgs {
+                    if m.get_msg_type() == MessageType::MsgSnapshot {
+                        // While one is being prepared, others are dropped:
+                        // the leader sends another if it is still needed
+                        // once this one is in, and replacing it could keep
+                        // every preparation from finishing.
+                        if self.held_snapshot.is_some() {
+                            continue;
+                        }
+                        if self
+                            .raft_group
+                            .mut_store()
+                            .prepare_snapshot(m.get_snapshot())
+                        {
+                            self.held_snapshot = Some(m);
+                            continue;
+                        }
+                    }
                     // Errors are stale or foreign messages; raft-rs ignores them.
                     let _ = self.raft_group.step(m);
                 }
@@ -292,12 +313,28 @@ impl<E: Engine> Worker<E> {
     /// After the events of one loop iteration: the `Ready` rounds, then the
     /// answers they produced go out.
     pub(super) fn end_iteration(&mut self, busy: bool) {
+        self.step_prepared_snapshot();
         if self.failed.is_none() {
             if let Err(e) = self.handle_readies(busy) {
                 self.fail(e);
             }
         }
         self.outbox.deliver();
+    }
+
+    /// Steps the held snapshot message once its install is prepared.
+    fn step_prepared_snapshot(&mut self) {
+        let Some(m) = &self.held_snapshot else {
+            return;
+        };
+        let meta = m.get_snapshot().get_metadata();
+        let (index, term) = (meta.index, meta.term);
+        if !self.raft_group.mut_store().snapshot_prepared(index, term) {
+            return;
+        }
+        if let Some(m) = self.held_snapshot.take() {
+            let _ = self.raft_group.step(m);
+        }
     }
 
     /// A `Ready` that writes to the log (for the `log_writes` figure).

@@ -56,6 +56,20 @@ pub trait Engine: raft::Storage + Send + 'static {
         durability: Durability,
     ) -> Result<()>;
 
+    /// Starts preparing the install of `snap` off the node thread; `true`
+    /// when the node should hold the snapshot's message until
+    /// [`snapshot_prepared`](Self::snapshot_prepared) says so (the install
+    /// then takes little time on the node thread).
+    fn prepare_snapshot(&mut self, _snap: &Snapshot) -> bool {
+        false
+    }
+
+    /// Whether the install of the snapshot at `index`/`term` may go ahead
+    /// (prepared, or failed to prepare and installs inline).
+    fn snapshot_prepared(&mut self, _index: u64, _term: u64) -> bool {
+        true
+    }
+
     /// Where the engine counts its syncs and their time (for stats).
     fn sync_clock(&self) -> Arc<SyncClock> {
         Arc::default()

@@ -26,6 +26,7 @@ use rocksdb::{
     BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB,
 };
 
+use self::install::Installs;
 use self::log_cache::LogCache;
 use self::recover::{holds_database, EMPTY};
 use self::sessions::SessionStore;
@@ -40,6 +41,7 @@ use crate::kv::decode_snapshot;
 use crate::session::{Record, Sessions};
 use crate::stats::{StorageStats, SyncClock};
 
+mod install;
 mod log_cache;
 mod raft_storage;
 mod recover;
@@ -57,6 +59,9 @@ pub const KEY_CONF_STATE: &[u8] = b"conf_state";
 pub const KEY_TRUNCATED: &[u8] = b"truncated";
 /// `u64 BE`: the last index whose commands are in `kv`.
 pub const KEY_APPLIED: &[u8] = b"applied";
+/// The path of a prepared snapshot file whose ingestion into `kv` the
+/// install recorded but may not have finished (see `install.rs`).
+pub const KEY_PENDING_INSTALL: &[u8] = b"pending_install";
 /// Whose state this is: [`Identity::encode`].
 pub const KEY_IDENTITY: &[u8] = b"identity";
 
@@ -100,6 +105,8 @@ pub struct RocksEngine {
     sessions: SessionStore,
     /// The snapshot for followers, built off the node thread.
     snapshots: SnapshotBuilder,
+    /// The snapshot to install, prepared off the node thread.
+    installs: Installs,
     /// Declared after `db`: dropping it joins the thread holding the other
     /// reference, so the database is closed when the engine is dropped.
     syncer: WalSyncer,
@@ -153,6 +160,7 @@ impl RocksEngine {
             apply_overlay: HashMap::new(),
             sessions: SessionStore::new(Sessions::default(), HashMap::new()),
             snapshots: SnapshotBuilder::new(),
+            installs: Installs::default(),
             syncer,
             sync_clock,
         };
@@ -232,9 +240,16 @@ impl RocksEngine {
     }
 
     /// Adds to `wb` the replacement of the whole state by `snap`; returns
-    /// the snapshot's sessions, to take once `wb` is written.
-    fn stage_snapshot(&self, wb: &mut WriteBatch, snap: &Snapshot) -> Result<Sessions> {
+    /// the snapshot's sessions, to take once `wb` is written, and the
+    /// prepared file of its KV pairs, to ingest then (when it was prepared,
+    /// `wb` records the file as pending instead of holding the pairs).
+    fn stage_snapshot(
+        &mut self,
+        wb: &mut WriteBatch,
+        snap: &Snapshot,
+    ) -> Result<(Sessions, Option<PathBuf>)> {
         let meta = snap.get_metadata();
+        let prepared = self.installs.take(meta.index, meta.term);
         let data = decode_snapshot(&snap.data)?;
         let kv = self.cf(CF_KV)?;
         // Delete every current key: [b"", last_key ++ 0x00) covers them all.
@@ -247,8 +262,22 @@ impl RocksEngine {
         }
         it.status().map_err(|e| self.err("cannot read kv", e))?;
         drop(it);
-        for (k, v) in data.pairs {
-            wb.put_cf(kv, k, v);
+        let mut pending = None;
+        match prepared {
+            Some(Some(path)) => {
+                let bytes = path.to_str().ok_or_else(|| {
+                    self.corrupt(format!("snapshot file {} is no UTF-8 path", path.display()))
+                })?;
+                wb.put_cf(self.cf(CF_META)?, KEY_PENDING_INSTALL, bytes.as_bytes());
+                pending = Some(path);
+            }
+            // Prepared, and without pairs.
+            Some(None) => {}
+            None => {
+                for (k, v) in data.pairs {
+                    wb.put_cf(kv, k, v);
+                }
+            }
         }
         SessionStore::stage_snapshot(wb, self.cf(CF_SESSIONS)?, &data.sessions, meta.index);
         wb.delete_range_cf(self.cf(CF_LOG)?, log_key(0), log_key(u64::MAX));
@@ -260,7 +289,18 @@ impl RocksEngine {
         wb.put_cf(meta_cf, KEY_CONF_STATE, cs);
         wb.put_cf(meta_cf, KEY_APPLIED, meta.index.to_be_bytes());
         self.put_truncated(wb, meta.index, meta.term)?;
-        Ok(data.sessions)
+        Ok((data.sessions, pending))
+    }
+
+    /// Ingests the prepared file a written install recorded as pending,
+    /// then forgets it (see `install.rs`).
+    fn finish_install(&self, path: &Path) -> Result<()> {
+        install::ingest(&self.db, CF_KV, path)?;
+        let mut wb = WriteBatch::default();
+        wb.delete_cf(self.cf(CF_META)?, KEY_PENDING_INSTALL);
+        self.write(wb, false)?;
+        std::fs::remove_file(path)
+            .map_err(|e| self.err(&format!("cannot remove {}", path.display()), e))
     }
 }
 
@@ -288,8 +328,11 @@ impl Engine for RocksEngine {
             .unwrap_or_else(|| self.hard_state.clone());
         let mut cs = None;
         let mut sessions = None;
+        let mut pending = None;
         if let Some(snap) = snapshot {
-            sessions = Some(self.stage_snapshot(&mut wb, snap)?);
+            let (staged, file) = self.stage_snapshot(&mut wb, snap)?;
+            sessions = Some(staged);
+            pending = file;
             let meta = snap.get_metadata();
             (truncated_index, truncated_term, last, applied) =
                 (meta.index, meta.term, meta.index, meta.index);
@@ -318,7 +361,12 @@ impl Engine for RocksEngine {
         if hard_state.is_some() || snapshot.is_some() {
             self.put_hard_state(&mut wb, &hs)?;
         }
-        self.write(wb, durability == Durability::Synced)?;
+        // An install's pending record must be durable before its file is
+        // ingested (ready.rs writes a snapshot synced anyway).
+        self.write(wb, durability == Durability::Synced || pending.is_some())?;
+        if let Some(path) = &pending {
+            self.finish_install(path)?;
+        }
 
         self.hard_state = hs;
         if let Some(sessions) = sessions {
@@ -336,6 +384,15 @@ impl Engine for RocksEngine {
         ) = (truncated_index, truncated_term, last, applied);
         self.cache.append(entries);
         Ok(())
+    }
+
+    fn prepare_snapshot(&mut self, snap: &Snapshot) -> bool {
+        snap.data.len() >= install::PREPARE_MIN_BYTES
+            && self.installs.prepare(&self.path, snap).is_ok()
+    }
+
+    fn snapshot_prepared(&mut self, index: u64, term: u64) -> bool {
+        self.installs.settled(index, term)
     }
 
     fn sync_clock(&self) -> Arc<SyncClock> {

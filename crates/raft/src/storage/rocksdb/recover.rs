@@ -1,7 +1,7 @@
 //! Opening a node's database: whose it is (the identity check), and the raft
 //! state recovered from it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, HardState};
@@ -10,8 +10,8 @@ use rocksdb::{Options, WriteBatch, DB};
 
 use super::sessions::SessionStore;
 use super::{
-    be_u64, RocksEngine, CF_KV, CF_LOG, CF_META, CF_SESSIONS, KEY_APPLIED, KEY_CONF_STATE,
-    KEY_HARD_STATE, KEY_IDENTITY, KEY_TRUNCATED,
+    be_u64, install, RocksEngine, CF_KV, CF_LOG, CF_META, CF_SESSIONS, KEY_APPLIED, KEY_CONF_STATE,
+    KEY_HARD_STATE, KEY_IDENTITY, KEY_PENDING_INSTALL, KEY_TRUNCATED,
 };
 use crate::error::{Error, Result};
 use crate::identity::{self, Bootstrap, Identity};
@@ -72,6 +72,24 @@ impl RocksEngine {
     }
 
     pub(super) fn recover(&mut self, identity: &Identity, bootstrap: Bootstrap) -> Result<()> {
+        // A snapshot install that may not have ingested its file finishes
+        // first; other snapshot files are leftovers of preparations.
+        let pending = match self.read_meta(KEY_PENDING_INSTALL)? {
+            Some(b) => Some(PathBuf::from(String::from_utf8(b).map_err(|_| {
+                self.corrupt("the pending snapshot file is no UTF-8 path")
+            })?)),
+            None => None,
+        };
+        if let Some(path) = &pending {
+            if !path.is_file() {
+                return Err(self.corrupt(format!(
+                    "the snapshot file {} of an unfinished install is missing",
+                    path.display()
+                )));
+            }
+            self.finish_install(path)?;
+        }
+        install::remove_stray_files(&self.path, None);
         let stored = self.read_meta(KEY_IDENTITY)?;
         let hs = self.read_meta(KEY_HARD_STATE)?;
         let cs = self.read_meta(KEY_CONF_STATE)?;
