@@ -86,6 +86,8 @@ pub(super) struct StatsPublisher {
     pub duplicate_writes: u64,
     storage_published_at: Option<Instant>,
     peers_published_at: Option<Instant>,
+    /// Whether the peers last published were a leader's view (with progress).
+    peers_leading: bool,
 }
 
 /// The state owned by the node thread.
@@ -149,6 +151,7 @@ impl<E: Engine> Worker<E> {
                 duplicate_writes: 0,
                 storage_published_at: None,
                 peers_published_at: None,
+                peers_leading: false,
             },
             ticks: 0,
             term_and_vote,
@@ -366,12 +369,16 @@ impl<E: Engine> Worker<E> {
         } else {
             stats.shared.publish_log_entries(store.log_entries());
         }
-        if stats
-            .peers_published_at
-            .is_none_or(|t| now.duration_since(t) >= PEERS_EVERY)
+        // At once when leadership came or went: progress is the leader's alone.
+        let leads = raft.state == StateRole::Leader;
+        if leads != stats.peers_leading
+            || stats
+                .peers_published_at
+                .is_none_or(|t| now.duration_since(t) >= PEERS_EVERY)
         {
             stats.shared.publish_peers(peer_states(raft));
             stats.peers_published_at = Some(now);
+            stats.peers_leading = leads;
         }
     }
 
