@@ -391,12 +391,11 @@ describe('metastore serve', () => {
     expect(unknownOption.stderr).toContain("unknown option '--port'")
   }, 60_000)
 
-  it("README's example config is one serve accepts", () => {
-    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8')
-    const section = readme.slice(readme.indexOf('## Running a node as its own process'))
-    const yaml = /```yaml\n([\s\S]*?)```/.exec(section)?.[1]
+  it("docs/operations.md's example config is one serve accepts", () => {
+    const doc = readFileSync(join(ROOT, 'docs', 'operations.md'), 'utf8')
+    const yaml = /```yaml\n([\s\S]*?)```/.exec(doc)?.[1]
     expect(yaml).toBeDefined()
-    const config = parseConfig(yaml!, 'README.md')
+    const config = parseConfig(yaml!, 'docs/operations.md')
     expect(config.server.cluster).toMatchObject({ nodeId: 1, initialCluster: { 1: 'host-a:7001', 2: 'host-b:7001', 3: 'host-c:7001' } })
     expect(config.server.http?.listen).toBe('0.0.0.0:8080')
   })
