@@ -492,6 +492,8 @@ impl Engine for RocksEngine {
         self.put_truncated(&mut wb, index, term)?;
         self.write(wb, false)?;
         (self.truncated_index, self.truncated_term) = (index, term);
+        // A built snapshot the log no longer reaches serves nobody: free it.
+        self.snapshots.release_older_than(index);
         self.cache.compact(index);
         Ok(())
     }

@@ -13,7 +13,7 @@
 //! sessions are encoded on the node thread at the same moment. A built
 //! snapshot serves every follower that asks while it is not older than the
 //! log's start (a follower given an older one could not continue from the
-//! log).
+//! log); the log compaction that passes it frees it.
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
@@ -95,6 +95,22 @@ impl SnapshotBuilder {
         }
         *state = spawn(start()?)?;
         Ok(None)
+    }
+
+    #[cfg(test)]
+    pub fn holds_built(&self) -> bool {
+        matches!(
+            &*self.state.lock().unwrap_or_else(|p| p.into_inner()),
+            State::Built(_)
+        )
+    }
+
+    /// Frees a built snapshot older than `index` (the log's new start).
+    pub fn release_older_than(&self, index: u64) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if matches!(&*state, State::Built(snap) if snap.get_metadata().index < index) {
+            *state = State::Idle;
+        }
     }
 }
 
@@ -253,6 +269,18 @@ mod tests {
         assert_eq!(
             decode_snapshot(&poll(&engine).data).unwrap().pairs.len(),
             20_100
+        );
+        // A compaction that passes the built snapshot frees it.
+        apply(&mut engine, 3, 20_100..20_101);
+        engine.compact(2).unwrap();
+        assert!(
+            engine.snapshots.holds_built(),
+            "kept while the log reaches it"
+        );
+        engine.compact(3).unwrap();
+        assert!(
+            !engine.snapshots.holds_built(),
+            "freed once the log passed it"
         );
     }
 
