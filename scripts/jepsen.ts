@@ -11,6 +11,7 @@ import { join } from 'node:path'
 import { Command, InvalidArgumentError, Option } from 'commander'
 
 import { buildChecker } from '../__test__/jepsen/lincheck.js'
+import type { RunOptions, RunReport } from '../__test__/jepsen/phases.js'
 import { PROCESS_FAULT_KINDS } from '../__test__/jepsen/process-nemesis.js'
 import { runProcessJepsen, type ProcessJepsenReport } from '../__test__/jepsen/process-run.js'
 import { runJepsen, type JepsenReport } from '../__test__/jepsen/run.js'
@@ -39,6 +40,15 @@ interface Options {
   processes: boolean
 }
 
+/** What makes any run count as a test: operations across the faults, work done, nothing left hanging. */
+function loadShortfalls(r: RunReport): string[] {
+  const out: string[] = []
+  if (r.overlapping < 50) out.push(`only ${r.overlapping} operations overlapped a fault`)
+  if (r.ops.ok < 80 * (r.loadMs / 1000)) out.push(`only ${r.ops.ok} operations succeeded`)
+  if (r.hung > 0) out.push(`${r.hung} requests never settled`)
+  return out
+}
+
 /** What makes a run count as a test at all, scaled to its length. */
 function shortfalls(r: JepsenReport): string[] {
   const seconds = r.loadMs / 1000
@@ -47,9 +57,7 @@ function shortfalls(r: JepsenReport): string[] {
   const minFaults = Math.max(2, Math.floor(seconds / 5))
   if (r.nemesis.faults.length < minFaults) out.push(`only ${r.nemesis.faults.length} faults applied (< ${minFaults})`)
   if (kinds < 2) out.push(`faults of only ${kinds} kind(s)`)
-  if (r.overlapping < 50) out.push(`only ${r.overlapping} operations overlapped a fault`)
-  if (r.ops.ok < 80 * seconds) out.push(`only ${r.ops.ok} operations succeeded`)
-  if (r.hung > 0) out.push(`${r.hung} requests never settled`)
+  out.push(...loadShortfalls(r))
   if (r.nemesis.errors.length > 0) out.push(`the nemesis could not heal: ${r.nemesis.errors.join('; ')}`)
   return out
 }
@@ -66,38 +74,38 @@ function processShortfalls(r: ProcessJepsenReport): string[] {
     else if (kind !== 'kill' && kind !== 'pause' && figures.failed === 0) out.push(`no operation failed during ${kind}`)
   }
   if (r.exited.total === 0) out.push('no request was in flight when a member was killed')
-  if (r.overlapping < 50) out.push(`only ${r.overlapping} operations overlapped a fault`)
-  if (r.ops.ok < 80 * seconds) out.push(`only ${r.ops.ok} operations succeeded`)
-  if (r.hung > 0) out.push(`${r.hung} requests never settled`)
+  out.push(...loadShortfalls(r))
   if (r.nemesis.errors.length > 0) out.push(`the nemesis: ${r.nemesis.errors.join('; ')}`)
   return out
+}
+
+/** The options both kinds of run take from the command line. */
+function runOptions(opts: Options): RunOptions {
+  return { seconds: opts.seconds, clients: opts.clients, keys: opts.keys, seed: opts.seed, checkTimeoutS: opts.checkTimeout, keep: opts.keep }
+}
+
+/** Prints a run's summary and what fails it; 1 when its history is not linearizable or the run too quiet to tell, else 0. */
+function judge(label: string, report: RunReport, quiet: string[], keep: boolean): number {
+  console.log(report.summary)
+  if (keep) console.log(`history kept: ${report.verdict.history}`)
+  let status = 0
+  if (!report.verdict.ok) {
+    console.error(`NOT LINEARIZABLE (${label}, seed ${report.seed}):\n${report.verdict.message}`)
+    status = 1
+  }
+  for (const s of quiet) {
+    console.error(`too quiet to tell (${label}): ${s}`)
+    status = 1
+  }
+  return status
 }
 
 async function mainProcesses(opts: Options): Promise<number> {
   const dataDir = mkdtempSync(join(tmpdir(), 'metastore-jepsen-processes-'))
   try {
     console.log(`processes: ${opts.clients} clients on 3 member processes, ${opts.seconds} s of load under the nemesis ...`)
-    const report = await runProcessJepsen({
-      dataDir,
-      seconds: opts.seconds,
-      clients: opts.clients,
-      keys: opts.keys,
-      seed: opts.seed,
-      checkTimeoutS: opts.checkTimeout,
-      keep: opts.keep,
-    })
-    console.log(report.summary)
-    if (opts.keep) console.log(`history kept: ${report.verdict.history}`)
-    let status = 0
-    if (!report.verdict.ok) {
-      console.error(`NOT LINEARIZABLE (processes, seed ${report.seed}):\n${report.verdict.message}`)
-      status = 1
-    }
-    for (const s of processShortfalls(report)) {
-      console.error(`too quiet to tell (processes): ${s}`)
-      status = 1
-    }
-    return status
+    const report = await runProcessJepsen({ ...runOptions(opts), dataDir })
+    return judge('processes', report, processShortfalls(report), opts.keep)
   } finally {
     rmSync(dataDir, { recursive: true, force: true })
   }
@@ -112,26 +120,8 @@ async function main(opts: Options): Promise<number> {
     const dataDir = mkdtempSync(join(tmpdir(), 'metastore-jepsen-data-'))
     try {
       console.log(`${engine}: ${opts.clients} clients, ${opts.seconds} s of load under the nemesis ...`)
-      const report = await runJepsen({
-        engine,
-        dataDir: engine === 'rocksdb' ? dataDir : undefined,
-        seconds: opts.seconds,
-        clients: opts.clients,
-        keys: opts.keys,
-        seed: opts.seed,
-        checkTimeoutS: opts.checkTimeout,
-        keep: opts.keep,
-      })
-      console.log(report.summary)
-      if (opts.keep) console.log(`history kept: ${report.verdict.history}`)
-      if (!report.verdict.ok) {
-        console.error(`NOT LINEARIZABLE (${engine}, seed ${report.seed}):\n${report.verdict.message}`)
-        status = 1
-      }
-      for (const s of shortfalls(report)) {
-        console.error(`too quiet to tell (${engine}): ${s}`)
-        status = 1
-      }
+      const report = await runJepsen({ ...runOptions(opts), engine, dataDir: engine === 'rocksdb' ? dataDir : undefined })
+      if (judge(engine, report, shortfalls(report), opts.keep) !== 0) status = 1
     } finally {
       rmSync(dataDir, { recursive: true, force: true })
     }

@@ -56,6 +56,9 @@ function errorName(err: unknown): string {
   return String(err)
 }
 
+/** The recorder's clock counts nanoseconds; waits are in milliseconds. */
+export const NS_PER_MS = 1_000_000
+
 /** Collects finished operations; times from one monotonic origin. */
 export class HistoryRecorder {
   readonly #origin = process.hrtime.bigint()

@@ -1,10 +1,16 @@
 // The nemesis of a Jepsen-style run: in a bounded loop, applies one fault at a
 // time to a 3-node LocalCluster, holds it, heals it, and rests. It records
 // each fault it actually applied with its window on the history's clock.
-import { setTimeout as sleep } from 'node:timers/promises'
-
 import type { LocalCluster } from '../../ts/index.js'
-import type { FaultWindow, HistoryRecorder } from './history.js'
+import {
+  retried,
+  startFaultLoop,
+  type AppliedFault,
+  type FaultLoop,
+  type FaultLoopResult,
+  type FaultRecord,
+  type NemesisSchedule,
+} from './fault-loop.js'
 import { Random } from './random.js'
 
 /**
@@ -22,65 +28,25 @@ export type FaultKind = 'stop-restart' | 'isolate' | 'isolate-leader' | 'cut-lin
 
 export const FAULT_KINDS: readonly FaultKind[] = ['stop-restart', 'isolate', 'isolate-leader', 'cut-link', 'delay-link']
 
-export interface Fault extends FaultWindow {
-  kind: FaultKind
-  nodes: number[]
-}
+export type Fault = FaultRecord<FaultKind>
 
-export interface NemesisOptions {
+export interface NemesisOptions extends NemesisSchedule<FaultKind> {
   cluster: LocalCluster
-  recorder: HistoryRecorder
-  kinds: readonly FaultKind[]
-  /** No fault starts after this time (recorder clock, ns); a held fault is healed by then. */
-  deadline: number
-  maxFaults: number
-  seed: number
   /** How long a fault is held, ms. */
   holdMs?: [number, number]
-  /** Rest between faults, ms. */
-  quietMs?: [number, number]
 }
 
-export interface NemesisResult {
-  faults: Fault[]
-  /** Faults applied, by kind. */
-  counts: Partial<Record<FaultKind, number>>
-  /** Faults not applied, with why (no leader known, ...). */
-  skipped: string[]
-  /** Healing that failed (a node that would not restart, ...): the group may be left degraded. */
-  errors: string[]
-}
+/** Faults not applied (no leader known, ...) wait for the next round. */
+export type NemesisResult = FaultLoopResult<FaultKind, Fault>
 
-export interface Nemesis {
-  readonly done: Promise<NemesisResult>
-  /** Ends the loop early; the fault in force is still healed. */
-  stop(): void
-}
-
-const NS_PER_MS = 1_000_000
+export type Nemesis = FaultLoop<NemesisResult>
 
 export function startNemesis(opts: NemesisOptions): Nemesis {
   const { cluster, recorder } = opts
-  if (opts.kinds.length === 0) throw new RangeError('the nemesis needs at least one fault kind')
   const rng = new Random(opts.seed * 104729 + 1)
   const [holdMin, holdMax] = opts.holdMs ?? [300, 2_000]
-  const [quietMin, quietMax] = opts.quietMs ?? [200, 500]
   const ids = cluster.ids()
-  const result: NemesisResult = { faults: [], counts: {}, skipped: [], errors: [] }
-  let stopped = false
-  let wake: (() => void) | undefined
-
-  /** Sleeps `ms`, but not past the deadline nor past `stop()`. */
-  const rest = async (ms: number): Promise<void> => {
-    const left = Math.min(ms, (opts.deadline - recorder.now()) / NS_PER_MS)
-    if (left <= 0 || stopped) return
-    const ac = new AbortController()
-    wake = () => ac.abort()
-    await sleep(left, undefined, { signal: ac.signal }).catch(() => undefined)
-    wake = undefined
-  }
-
-  const timeLeft = (): boolean => !stopped && recorder.now() < opts.deadline
+  const errors: string[] = []
 
   const leaderId = async (): Promise<number | undefined> => {
     try {
@@ -91,20 +57,7 @@ export function startNemesis(opts: NemesisOptions): Nemesis {
   }
 
   /** Restarts `id`, a bounded number of times; false when it would not come back. */
-  const restart = async (id: number): Promise<boolean> => {
-    let last: unknown
-    for (let attempt = 0; attempt < 10; attempt++) {
-      try {
-        cluster.restart(id)
-        return true
-      } catch (err) {
-        last = err
-        await sleep(200)
-      }
-    }
-    result.errors.push(`restart of node ${id} failed: ${(last as Error)?.message ?? String(last)}`)
-    return false
-  }
+  const restart = (id: number): Promise<boolean> => retried(`restart of node ${id}`, 10, () => cluster.restart(id), errors)
 
   const isolate = (id: number): (() => void) => {
     const others = ids.filter((o) => o !== id)
@@ -115,7 +68,7 @@ export function startNemesis(opts: NemesisOptions): Nemesis {
   }
 
   /** Applies a fault of `kind`; returns its nodes, when it took force and how to heal it, or why it was not applied. */
-  const apply = async (kind: FaultKind): Promise<{ nodes: number[]; start: number; heal: () => Promise<void> } | string> => {
+  const apply = async (kind: FaultKind): Promise<AppliedFault | string> => {
     switch (kind) {
       case 'stop-restart': {
         const running = ids.filter((id) => cluster.isRunning(id))
@@ -159,31 +112,6 @@ export function startNemesis(opts: NemesisOptions): Nemesis {
     }
   }
 
-  const loop = async (): Promise<NemesisResult> => {
-    // Every kind comes up once per round, in a shuffled order.
-    let round: FaultKind[] = []
-    for (let i = 0; i < opts.maxFaults * 4 && result.faults.length < opts.maxFaults; i++) {
-      await rest(rng.int(quietMin, quietMax))
-      // A fault starts only if it can be held for the shortest hold.
-      if (!timeLeft() || opts.deadline - recorder.now() < holdMin * NS_PER_MS) break
-      if (round.length === 0) round = rng.shuffle(opts.kinds)
-      const kind = round.shift()!
-      const applied = await apply(kind)
-      if (typeof applied === 'string') {
-        result.skipped.push(`${kind}: ${applied}`)
-        continue
-      }
-      try {
-        await rest(rng.int(holdMin, holdMax))
-      } finally {
-        await applied.heal()
-      }
-      result.faults.push({ kind, nodes: applied.nodes, start: applied.start, end: recorder.now() })
-      result.counts[kind] = (result.counts[kind] ?? 0) + 1
-    }
-    return result
-  }
-
   /** Whatever happened, leaves every link healed and every node it stopped running again. */
   const healAll = async (): Promise<void> => {
     for (const a of ids) for (const b of ids) if (a < b) cluster.heal(a, b)
@@ -192,18 +120,19 @@ export function startNemesis(opts: NemesisOptions): Nemesis {
     for (const id of ids) if (!cluster.isRunning(id)) await restart(id)
   }
 
-  const done = loop().then(
-    async (r) => (await healAll(), r),
-    async (err: unknown) => {
-      await healAll()
-      throw err
-    },
-  )
-  return {
-    done,
-    stop() {
-      stopped = true
-      wake?.()
-    },
-  }
+  return startFaultLoop({
+    recorder,
+    rng,
+    kinds: opts.kinds,
+    deadline: opts.deadline,
+    maxFaults: opts.maxFaults,
+    quietMs: opts.quietMs,
+    minHoldMs: holdMin,
+    holdMs: () => rng.int(holdMin, holdMax),
+    apply,
+    retrySkipped: false,
+    record: (kind, { nodes, start }, end) => ({ kind, nodes, start, end }),
+    healAll,
+    errors,
+  })
 }

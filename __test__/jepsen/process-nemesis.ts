@@ -7,7 +7,15 @@ import { setTimeout as sleep } from 'node:timers/promises'
 
 import { findLeader, type MemberProcess } from '../harness/processes.js'
 import type { FaultProxy } from '../harness/proxy.js'
-import type { FaultWindow, HistoryRecorder } from './history.js'
+import {
+  retried,
+  startFaultLoop,
+  type AppliedFault,
+  type FaultLoop,
+  type FaultLoopResult,
+  type FaultRecord,
+  type NemesisSchedule,
+} from './fault-loop.js'
 import { Random } from './random.js'
 
 /**
@@ -23,79 +31,37 @@ export type ProcessFaultKind = 'kill' | 'pause' | 'isolate-leader' | 'isolate-fo
 
 export const PROCESS_FAULT_KINDS: readonly ProcessFaultKind[] = ['kill', 'pause', 'isolate-leader', 'isolate-follower', 'cut-link']
 
-export interface ProcessFault extends FaultWindow {
-  kind: ProcessFaultKind
-  nodes: number[]
+export interface ProcessFault extends FaultRecord<ProcessFaultKind> {
   /** What showed the fault took hold: an exit by SIGKILL, a process seen stopped, a leader elected without the isolated one. */
   evidence: string[]
 }
 
-export interface ProcessNemesisOptions {
+export interface ProcessNemesisOptions extends NemesisSchedule<ProcessFaultKind> {
   members: readonly MemberProcess[]
   /** `${i}->${j}`: the proxy member i dials member j through (startProxiedGroup). */
   proxies: ReadonlyMap<string, FaultProxy>
-  recorder: HistoryRecorder
-  kinds: readonly ProcessFaultKind[]
-  /** No fault starts after this time (recorder clock, ns); a held fault is healed by then. */
-  deadline: number
-  maxFaults: number
-  seed: number
   /** How long a partition is held, or a killed member kept down, ms. */
   holdMs?: [number, number]
   /** How long a member stays stopped, ms. */
   pauseMs?: [number, number]
-  /** Rest between faults, ms. */
-  quietMs?: [number, number]
 }
 
-export interface ProcessNemesisResult {
-  faults: ProcessFault[]
-  /** Faults applied, by kind. */
-  counts: Partial<Record<ProcessFaultKind, number>>
-  /** Faults not applied, with why (no leader known, ...); the kind comes up again later. */
-  skipped: string[]
-  /** A fault that did not show, or healing that failed: the run proves less than it should. */
-  errors: string[]
-}
+/** Faults not applied (no leader known, ...) go to the end of the round: the kind comes up again. */
+export type ProcessNemesisResult = FaultLoopResult<ProcessFaultKind, ProcessFault>
 
-export interface ProcessNemesis {
-  readonly done: Promise<ProcessNemesisResult>
-  /** Ends the loop early; the fault in force is still healed. */
-  stop(): void
-}
+export type ProcessNemesis = FaultLoop<ProcessNemesisResult>
 
-const NS_PER_MS = 1_000_000
-
-interface Applied {
-  nodes: number[]
-  start: number
+interface Applied extends AppliedFault {
   evidence: string[]
-  /** Runs while the fault is held; resolves by the end of the hold. */
-  watch?: (untilMs: number) => Promise<void>
-  heal: () => Promise<void>
 }
 
 export function startProcessNemesis(opts: ProcessNemesisOptions): ProcessNemesis {
   const { members, proxies, recorder } = opts
-  if (opts.kinds.length === 0) throw new RangeError('the nemesis needs at least one fault kind')
   const rng = new Random(opts.seed * 104729 + 7)
   const [holdMin, holdMax] = opts.holdMs ?? [1_200, 2_000]
   const [pauseMin, pauseMax] = opts.pauseMs ?? [600, 1_500]
-  const [quietMin, quietMax] = opts.quietMs ?? [200, 500]
-  const result: ProcessNemesisResult = { faults: [], counts: {}, skipped: [], errors: [] }
+  const errors: string[] = []
   const byId = (id: number): MemberProcess => members.find((m) => m.id === id)!
-  let stopped = false
-  let wake: (() => void) | undefined
-
-  /** Sleeps `ms`, but not past the deadline nor past `stop()`. */
-  const rest = async (ms: number): Promise<void> => {
-    const left = Math.min(ms, (opts.deadline - recorder.now()) / NS_PER_MS)
-    if (left <= 0 || stopped) return
-    const ac = new AbortController()
-    wake = () => ac.abort()
-    await sleep(left, undefined, { signal: ac.signal }).catch(() => undefined)
-    wake = undefined
-  }
 
   const leaderId = (): Promise<number | undefined> => findLeader(members, 2_000)
 
@@ -116,20 +82,7 @@ export function startProcessNemesis(opts: ProcessNemesisOptions): ProcessNemesis
   }
 
   /** Restarts `m`, a bounded number of times; false when it would not come back. */
-  const restart = async (m: MemberProcess): Promise<boolean> => {
-    let last: unknown
-    for (let attempt = 0; attempt < 3; attempt++) {
-      try {
-        await m.start(20_000)
-        return true
-      } catch (err) {
-        last = err
-        await sleep(200)
-      }
-    }
-    result.errors.push(`restart of member ${m.id} failed: ${(last as Error)?.message ?? String(last)}`)
-    return false
-  }
+  const restart = (m: MemberProcess): Promise<boolean> => retried(`restart of member ${m.id}`, 3, () => m.start(20_000), errors)
 
   /** Polls `m`'s process state until it is (or is not) 'T', for at most `ms`. */
   const seenStopped = async (m: MemberProcess, stoppedNow: boolean, ms: number): Promise<boolean> => {
@@ -160,7 +113,7 @@ export function startProcessNemesis(opts: ProcessNemesisOptions): ProcessNemesis
         const exit = m.lastExit
         const evidence: string[] = []
         if (exit?.signal === 'SIGKILL') evidence.push(`member ${m.id} (pid ${pid}) exited by SIGKILL`)
-        else result.errors.push(`member ${m.id} (pid ${pid}) was sent SIGKILL but exited with ${JSON.stringify(exit)}`)
+        else errors.push(`member ${m.id} (pid ${pid}) was sent SIGKILL but exited with ${JSON.stringify(exit)}`)
         return {
           nodes: [m.id],
           start,
@@ -176,14 +129,14 @@ export function startProcessNemesis(opts: ProcessNemesisOptions): ProcessNemesis
         await m.kill('SIGSTOP')
         const evidence: string[] = []
         if (await seenStopped(m, true, 1_000)) evidence.push(`member ${m.id} (pid ${m.pid}) seen stopped`)
-        else result.errors.push(`member ${m.id} (pid ${m.pid}) was sent SIGSTOP but was not seen stopped`)
+        else errors.push(`member ${m.id} (pid ${m.pid}) was sent SIGSTOP but was not seen stopped`)
         return {
           nodes: [m.id],
           start,
           evidence,
           heal: async () => {
             await m.kill('SIGCONT')
-            if (!(await seenStopped(m, false, 2_000))) result.errors.push(`member ${m.id} did not run again after SIGCONT`)
+            if (!(await seenStopped(m, false, 2_000))) errors.push(`member ${m.id} did not run again after SIGCONT`)
           },
         }
       }
@@ -223,34 +176,6 @@ export function startProcessNemesis(opts: ProcessNemesisOptions): ProcessNemesis
     }
   }
 
-  const loop = async (): Promise<ProcessNemesisResult> => {
-    // Every kind comes up once per round, in a shuffled order; a kind that
-    // could not be applied goes to the end of the round.
-    let round: ProcessFaultKind[] = []
-    for (let i = 0; i < opts.maxFaults * 4 && result.faults.length < opts.maxFaults; i++) {
-      await rest(rng.int(quietMin, quietMax))
-      // A fault starts only if it can be held for the shortest hold.
-      if (stopped || opts.deadline - recorder.now() < Math.min(holdMin, pauseMin) * NS_PER_MS) break
-      if (round.length === 0) round = rng.shuffle(opts.kinds)
-      const kind = round.shift()!
-      const applied = await apply(kind)
-      if (typeof applied === 'string') {
-        result.skipped.push(`${kind}: ${applied}`)
-        round.push(kind)
-        continue
-      }
-      const holdMs = kind === 'pause' ? rng.int(pauseMin, pauseMax) : rng.int(holdMin, holdMax)
-      try {
-        await Promise.all([rest(holdMs), applied.watch?.(Date.now() + holdMs)])
-      } finally {
-        await applied.heal()
-      }
-      result.faults.push({ kind, nodes: applied.nodes, start: applied.start, end: recorder.now(), evidence: applied.evidence })
-      result.counts[kind] = (result.counts[kind] ?? 0) + 1
-    }
-    return result
-  }
-
   /** Whatever happened, leaves every proxy healed and every member running. */
   const healAll = async (): Promise<void> => {
     for (const proxy of proxies.values()) proxy.heal()
@@ -258,18 +183,19 @@ export function startProcessNemesis(opts: ProcessNemesisOptions): ProcessNemesis
     for (const m of members) if (!m.running) await restart(m)
   }
 
-  const done = loop().then(
-    async (r) => (await healAll(), r),
-    async (err: unknown) => {
-      await healAll()
-      throw err
-    },
-  )
-  return {
-    done,
-    stop() {
-      stopped = true
-      wake?.()
-    },
-  }
+  return startFaultLoop({
+    recorder,
+    rng,
+    kinds: opts.kinds,
+    deadline: opts.deadline,
+    maxFaults: opts.maxFaults,
+    quietMs: opts.quietMs,
+    minHoldMs: Math.min(holdMin, pauseMin),
+    holdMs: (kind) => (kind === 'pause' ? rng.int(pauseMin, pauseMax) : rng.int(holdMin, holdMax)),
+    apply,
+    retrySkipped: true,
+    record: (kind, { nodes, start, evidence }, end) => ({ kind, nodes, start, end, evidence }),
+    healAll,
+    errors,
+  })
 }

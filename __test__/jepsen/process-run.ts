@@ -4,42 +4,25 @@
 // porcupine. Shared by __test__/multiprocess-jepsen.spec.ts and
 // scripts/jepsen.ts (--processes); no vitest here.
 import { startProxiedGroup, type GroupSettings, type MemberProcess, type Reply } from '../harness/processes.js'
-import { HistoryRecorder, overlapping, tally, type Tally } from './history.js'
-import { checkHistory, type Verdict } from './lincheck.js'
+import { NS_PER_MS, HistoryRecorder, overlapping } from './history.js'
 import {
   PROCESS_FAULT_KINDS,
   startProcessNemesis,
   type ProcessFaultKind,
   type ProcessNemesisResult,
 } from './process-nemesis.js'
-import { jepsenConfig, settlesWithin } from './run.js'
+import { drainLoad, examineHistory, summaryLine, type RunOptions, type RunReport } from './phases.js'
+import { jepsenConfig } from './run.js'
 import { startWorkload, type WorkloadHandle } from './workload.js'
 
-export interface ProcessJepsenOptions {
+export interface ProcessJepsenOptions extends RunOptions {
   /** A fresh directory for the members' RocksDB data. */
   dataDir: string
-  /** Seconds of load. */
-  seconds: number
-  /** Clients, bound to members 1, 2, 3, 1, ... */
-  clients?: number
-  /** Keys the clients share at a time. */
-  keys?: number
-  /** Operations on a key before the clients move to fresh keys (bounds porcupine's memory). */
-  opsPerKey?: number
-  /** Faults, at most. */
-  maxFaults?: number
   kinds?: readonly ProcessFaultKind[]
-  seed?: number
   /** How long a partition is held, or a killed member kept down, ms. */
   holdMs?: [number, number]
   /** How long a member stays stopped, ms. */
   pauseMs?: [number, number]
-  /** Rest between faults, ms. */
-  quietMs?: [number, number]
-  /** Seconds each of the two checks may take. */
-  checkTimeoutS?: number
-  /** Keep the history even when it is linearizable. */
-  keep?: boolean
 }
 
 /** What the operations did while faults of one kind were in force. */
@@ -51,27 +34,13 @@ export interface KindFigures {
   failed: number
 }
 
-export interface ProcessJepsenReport extends Tally {
-  seed: number
-  clients: number
-  loadMs: number
-  totalMs: number
-  /** Keys used in all (fresh keys every so many operations). */
-  keys: number
+/** `hung` counts requests that had not settled by the end of the drain. */
+export interface ProcessJepsenReport extends RunReport {
   /** Requests in flight when their member was killed (error EXITED): writes among them are unknown. */
   exited: { total: number; writes: number; unknownWrites: number }
-  /** Requests that had not settled by the end of the drain (recorded as unknown). */
-  hung: number
   nemesis: ProcessNemesisResult
-  /** Operations whose [call, return] intersects a fault window. */
-  overlapping: number
   byKind: Partial<Record<ProcessFaultKind, KindFigures>>
-  verdict: Verdict
-  /** A one-line summary. */
-  summary: string
 }
-
-const NS_PER_MS = 1_000_000
 
 /**
  * The member settings of a run: the in-process run's fast elections, with
@@ -145,29 +114,23 @@ export async function runProcessJepsen(opts: ProcessJepsenOptions): Promise<Proc
       pauseMs: opts.pauseMs,
       quietMs: opts.quietMs,
     })
-    try {
-      nemesisResult = await nemesis.done
-    } catch (err) {
-      workload.stop()
-      throw err
-    }
-    // Operations in flight at the deadline finish, or fail by their own timeout.
-    const drainMs = (loadEnd - recorder.now()) / NS_PER_MS + settings.requestTimeoutMs + settings.proposalTimeoutMs + 2_000
-    if (!(await settlesWithin(workload.done, drainMs))) {
-      workload.stop()
-      hung = recorder.abandonPending('HUNG')
-    }
+    const drained = await drainLoad(recorder, loadEnd, settings.requestTimeoutMs + settings.proposalTimeoutMs, workload, nemesis)
+    nemesisResult = drained.nemesis
+    if (!drained.settled) hung = recorder.abandonPending('HUNG')
   } finally {
     await Promise.all(members.map((m) => m.kill('SIGCONT')))
     await Promise.all(members.map((m) => m.kill('SIGKILL')))
     await Promise.all([...proxies.values()].map((p) => p.close()))
   }
   // Anything called and not recorded (there should be none) counts as hung.
-  hung += recorder.abandonPending('HUNG')
-
-  const records = recorder.records()
-  const keysUsed = new Set(records.map((r) => r.key)).size
-  const { ops, failed } = tally(records)
+  const history = await examineHistory(recorder, nemesisResult.faults, {
+    label: 'processes',
+    timeoutS: opts.checkTimeoutS ?? 60,
+    keep: opts.keep,
+  })
+  hung += history.abandoned
+  const totalMs = Date.now() - started
+  const { records } = history
   const exitedRecords = records.filter((r) => r.error === 'EXITED')
   const exited = {
     total: exitedRecords.length,
@@ -183,39 +146,30 @@ export async function runProcessJepsen(opts: ProcessJepsenOptions): Promise<Proc
       failed: overlapping(records.filter((r) => !r.ok), windows),
     }
   }
-  const overlap = overlapping(records, nemesisResult.faults)
-  const verdict = await checkHistory(recorder, { label: 'processes', timeoutS: opts.checkTimeoutS ?? 60, keep: opts.keep })
-  const totalMs = Date.now() - started
   const kinds = Object.entries(byKind)
     .map(([k, f]) => `${k} ${f.faults} (${f.overlapping} ops, ${f.failed} failed)`)
     .join(', ')
-  const errors = Object.entries(failed.byError)
-    .map(([k, n]) => `${k} ${n}`)
-    .join(', ')
-  const summary =
-    `jepsen processes seed ${seed}: ${clients} clients on 3 member processes, ` +
-    `${(loadMs / 1000).toFixed(1)} s load, ${(totalMs / 1000).toFixed(1)} s total; ` +
-    `${ops.total} ops (${ops.ok} ok; put ${ops.put}, get ${ops.get}, delete ${ops.delete}) on ${keysUsed} keys; ` +
-    `failed: ${failed.unknownWrites} unknown writes, ${failed.notAppliedWrites} not-applied writes, ${failed.reads} reads` +
-    (errors ? ` [${errors}]` : '') +
-    `; in flight at a kill: ${exited.total}; hung ${hung}; faults ${nemesisResult.faults.length}: ${kinds || 'none'}` +
-    (nemesisResult.skipped.length ? `; skipped ${nemesisResult.skipped.length}` : '') +
-    (nemesisResult.errors.length ? `; nemesis errors: ${nemesisResult.errors.join('; ')}` : '') +
-    `; ${overlap} ops overlapped faults; ${verdict.message}`
+  const summary = summaryLine(
+    { label: 'processes', seed, who: `${clients} clients on 3 member processes`, loadMs, totalMs },
+    history,
+    `in flight at a kill: ${exited.total}; hung ${hung}; faults ${nemesisResult.faults.length}: ${kinds || 'none'}` +
+      (nemesisResult.skipped.length ? `; skipped ${nemesisResult.skipped.length}` : '') +
+      (nemesisResult.errors.length ? `; nemesis errors: ${nemesisResult.errors.join('; ')}` : ''),
+  )
   return {
     seed,
     clients,
     loadMs,
     totalMs,
-    ops,
-    failed,
-    keys: keysUsed,
+    ops: history.ops,
+    failed: history.failed,
+    keys: history.keys,
     exited,
     hung,
     nemesis: nemesisResult,
-    overlapping: overlap,
+    overlapping: history.overlapping,
     byKind,
-    verdict,
+    verdict: history.verdict,
     summary,
   }
 }

@@ -2,63 +2,31 @@
 // under a nemesis, the history checked for linearizability with porcupine.
 // Shared by __test__/jepsen.spec.ts and scripts/jepsen.ts; no vitest here.
 import { defaultConfig, LocalCluster, type Engine, type MetaStoreConfig } from '../../ts/index.js'
-import { HistoryRecorder, overlapping, tally } from './history.js'
-import { checkHistory, type Verdict } from './lincheck.js'
+import { NS_PER_MS, HistoryRecorder } from './history.js'
 import { FAULT_KINDS, startNemesis, type FaultKind, type NemesisResult } from './nemesis.js'
+import { drainLoad, examineHistory, settlesWithin, summaryLine, type RunOptions, type RunReport } from './phases.js'
 import { startWorkload } from './workload.js'
 
-export interface JepsenOptions {
+export interface JepsenOptions extends RunOptions {
   engine: Engine
   /** RocksDB data dir (a fresh one per run). */
   dataDir?: string
-  /** Seconds of load. */
-  seconds: number
-  /** Clients, bound to nodes 1, 2, 3, 1, ... */
-  clients?: number
-  /** Keys the clients share at a time. */
-  keys?: number
-  /** Operations on a key before the clients move to fresh keys (bounds porcupine's memory). */
-  opsPerKey?: number
   /** Operations per client, at most. */
   maxOpsPerClient?: number
-  /** Faults, at most. */
-  maxFaults?: number
   /** Default: every kind the engine allows (no stop-restart on memory). */
   kinds?: readonly FaultKind[]
-  seed?: number
   /** How long the nemesis holds a fault, ms (default 300-2000: some heal before a request times out, some after). */
   holdMs?: [number, number]
-  /** Rest between faults, ms. */
-  quietMs?: [number, number]
-  /** Seconds each of the two checks may take. */
-  checkTimeoutS?: number
-  /** Keep the history even when it is linearizable. */
-  keep?: boolean
   /** Adjusts the run's config. */
   config?: (c: MetaStoreConfig) => void
 }
 
-export interface JepsenReport {
+/** `hung` counts requests that had not settled a while after the cluster closed. */
+export interface JepsenReport extends RunReport {
   engine: Engine
-  seed: number
-  clients: number
-  loadMs: number
-  totalMs: number
-  ops: { total: number; ok: number; put: number; get: number; delete: number }
-  /** Keys used in all (fresh keys every so many operations). */
-  keys: number
-  /** Failed operations: writes by reported outcome, and reads. */
-  failed: { unknownWrites: number; notAppliedWrites: number; reads: number; byError: Record<string, number> }
   /** Attempts whose outcome was unknown, the retries they caused, and the duplicates the nodes answered. */
   client: ClientFigures
-  /** Requests that had not settled a while after the cluster closed (recorded as unknown). */
-  hung: number
   nemesis: NemesisResult
-  /** Operations whose [call, return] intersects a fault window. */
-  overlapping: number
-  verdict: Verdict
-  /** A one-line summary. */
-  summary: string
 }
 
 /** The kinds a run may use on `engine`: a memory node is never restarted. */
@@ -78,18 +46,6 @@ export function jepsenConfig(patch: (c: MetaStoreConfig) => void = () => {}): Me
   patch(config)
   return config
 }
-
-/** Resolves true if `p` settles within `ms`; the timer never keeps the process alive. */
-export function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<boolean>((resolve) => {
-    timer = setTimeout(() => resolve(false), ms)
-    timer.unref()
-  })
-  return Promise.race([p.then(() => true, () => true), timeout]).finally(() => clearTimeout(timer))
-}
-
-const NS_PER_MS = 1_000_000
 
 /** What the clients' retries did (see `StoreStats.client`), and the duplicates the running nodes answered. */
 export interface ClientFigures {
@@ -147,16 +103,10 @@ export async function runJepsen(opts: JepsenOptions): Promise<JepsenReport> {
       holdMs: opts.holdMs,
       quietMs: opts.quietMs,
     })
-    try {
-      nemesisResult = await nemesis.done
-    } catch (err) {
-      workload.stop()
-      throw err
-    }
-    // Operations in flight at the deadline finish, or fail by their own timeout.
-    const drainMs = (loadEnd - recorder.now()) / NS_PER_MS + config.server.raft.requestTimeoutMs + config.server.raft.proposalTimeoutMs + 2_000
-    if (!(await settlesWithin(workload.done, drainMs))) {
-      workload.stop()
+    const { raft } = config.server
+    const drained = await drainLoad(recorder, loadEnd, raft.requestTimeoutMs + raft.proposalTimeoutMs, workload, nemesis)
+    nemesisResult = drained.nemesis
+    if (!drained.settled) {
       // Still pending: closing the cluster rejects them (ERR_CLOSED), recorded as they come.
       await cluster.close()
       if (!(await settlesWithin(workload.done, 10_000))) hung = recorder.abandonPending('HUNG')
@@ -166,48 +116,38 @@ export async function runJepsen(opts: JepsenOptions): Promise<JepsenReport> {
     await cluster.close()
   }
   // Anything called and not recorded (there should be none) counts as hung.
-  hung += recorder.abandonPending('HUNG')
-
-  const records = recorder.records()
-  const keysUsed = new Set(records.map((r) => r.key)).size
-  const { ops, failed } = tally(records)
-  const overlap = overlapping(records, nemesisResult.faults)
-  const verdict = await checkHistory(recorder, {
+  const history = await examineHistory(recorder, nemesisResult.faults, {
     label: opts.engine,
     timeoutS: opts.checkTimeoutS ?? 60,
     keep: opts.keep,
   })
+  hung += history.abandoned
   const totalMs = Date.now() - started
   const kinds = Object.entries(nemesisResult.counts)
     .map(([k, n]) => `${k} ${n}`)
     .join(', ')
-  const errors = Object.entries(failed.byError)
-    .map(([k, n]) => `${k} ${n}`)
-    .join(', ')
-  const summary =
-    `jepsen ${opts.engine} seed ${seed}: ${clients} clients, ${(loadMs / 1000).toFixed(1)} s load, ${(totalMs / 1000).toFixed(1)} s total; ` +
-    `${ops.total} ops (${ops.ok} ok; put ${ops.put}, get ${ops.get}, delete ${ops.delete}) on ${keysUsed} keys; ` +
-    `failed: ${failed.unknownWrites} unknown writes, ${failed.notAppliedWrites} not-applied writes, ${failed.reads} reads` +
-    (errors ? ` [${errors}]` : '') +
-    `; attempts: ${client.unknownOutcomes} unknown, ${client.retries} sent again, ${client.duplicateWrites} answered as duplicates` +
-    `; hung ${hung}; faults ${nemesisResult.faults.length} (${kinds || 'none'})` +
-    (nemesisResult.skipped.length ? `, skipped ${nemesisResult.skipped.length}` : '') +
-    (nemesisResult.errors.length ? `, nemesis errors: ${nemesisResult.errors.join('; ')}` : '') +
-    `; ${overlap} ops overlapped faults; ${verdict.message}`
+  const summary = summaryLine(
+    { label: opts.engine, seed, who: `${clients} clients`, loadMs, totalMs },
+    history,
+    `attempts: ${client.unknownOutcomes} unknown, ${client.retries} sent again, ${client.duplicateWrites} answered as duplicates` +
+      `; hung ${hung}; faults ${nemesisResult.faults.length} (${kinds || 'none'})` +
+      (nemesisResult.skipped.length ? `, skipped ${nemesisResult.skipped.length}` : '') +
+      (nemesisResult.errors.length ? `, nemesis errors: ${nemesisResult.errors.join('; ')}` : ''),
+  )
   return {
     engine: opts.engine,
     seed,
     clients,
     loadMs,
     totalMs,
-    ops,
-    keys: keysUsed,
-    failed,
+    ops: history.ops,
+    keys: history.keys,
+    failed: history.failed,
     client,
     hung,
     nemesis: nemesisResult,
-    overlapping: overlap,
-    verdict,
+    overlapping: history.overlapping,
+    verdict: history.verdict,
     summary,
   }
 }
