@@ -15,9 +15,9 @@ import { join } from 'node:path'
 
 import { Command, CommanderError, InvalidArgumentError } from 'commander'
 
-import { loadConfig, type ClusterConfig, type MetaStoreConfig } from './config.js'
+import { loadConfig, parseAddress, type ClusterConfig, type MetaStoreConfig } from './config.js'
 import { ConfigError, MetaStoreError } from './errors.js'
-import { HttpApi, parseHostPort, type ErrorBody, type NodeStatus } from './http.js'
+import { HttpApi, type ErrorBody, type NodeStatus } from './http.js'
 import type { MemberInfo, RaftRole } from './native.js'
 import { MetaStore } from './store.js'
 
@@ -43,7 +43,7 @@ function log(event: string, fields: Record<string, string | number | undefined> 
 
 function hostPort(value: string): string {
   try {
-    parseHostPort(value)
+    parseAddress(value)
   } catch (err) {
     throw new InvalidArgumentError((err as Error).message)
   }

@@ -257,6 +257,18 @@ function addressRule(value: string, anyPort: boolean): string | undefined {
   return undefined
 }
 
+/**
+ * The host and port of a `host:port` address (brackets of an IPv6 host
+ * removed), by the rules of the config keys; throws a TypeError naming the
+ * rule it breaks. `anyPort` also allows port 0 (a listener on any free port).
+ */
+export function parseAddress(value: string, { anyPort = false } = {}): { host: string; port: number } {
+  const rule = addressRule(value, anyPort)
+  if (rule !== undefined) throw new TypeError(`'${value}' ${VALUE_RULE.test(rule) ? rule : `is not valid: ${rule}`}`)
+  const colon = value.lastIndexOf(':')
+  return { host: value.slice(0, colon).replace(/^\[(.*)\]$/, '$1'), port: Number(value.slice(colon + 1)) }
+}
+
 function address({ anyPort = false } = {}): z.ZodType<string> {
   return z.unknown().transform((input, ctx) => {
     const rule = typeof input === 'string' ? addressRule(input, anyPort) : expected('a host:port string')({ input })

@@ -23,6 +23,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 
 import * as z from 'zod'
 
+import { parseAddress } from './config.js'
 import { MetaStoreError, type RequestOutcome } from './errors.js'
 import { METRICS_CONTENT_TYPE } from './metrics.js'
 import type { MemberInfo, RaftRole } from './native.js'
@@ -81,14 +82,6 @@ class HttpError extends Error {
   }
 }
 
-/** Where a `host:port` string listens; `[::1]:80` for IPv6. */
-export function parseHostPort(value: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(value)
-  const port = Number(m?.[3])
-  if (m === null || port > 65535) throw new TypeError(`'${value}' is not a host:port address`)
-  return { host: (m[1] ?? m[2]) as string, port }
-}
-
 export function nodeStatus(store: MetaStore): NodeStatus {
   const { raft } = store.stats()
   return {
@@ -117,7 +110,7 @@ export class HttpApi {
 
   /** Starts listening on `address` (`host:port`, port 0 for any); resolves with the bound address. */
   listen(address: string): Promise<AddressInfo> {
-    const { host, port } = parseHostPort(address)
+    const { host, port } = parseAddress(address, { anyPort: true })
     return new Promise((resolve, reject) => {
       this.#server.once('error', reject)
       this.#server.listen(port, host, () => {
