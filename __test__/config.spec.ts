@@ -850,6 +850,10 @@ describe('MetaStoreError', () => {
       'ERR_DATA_DIR_MISMATCH',
       'ERR_STATE_LOST',
       'ERR_SESSION_EXPIRED',
+      'ERR_CHANGE_IN_PROGRESS',
+      'ERR_LEARNER_BEHIND',
+      'ERR_CHANGE_REFUSED',
+      'ERR_REMOVED',
       'ERR_INTERNAL',
     ])
     for (const { code, retryable } of table) expect(new MetaStoreError(code, code).retryable).toBe(retryable)

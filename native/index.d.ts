@@ -33,6 +33,12 @@ export declare class NativeCluster {
    * at once (the caller watches `leader()`).
    */
   transferLeader(node: number, to: number): void
+  /**
+   * Asks node `node`'s group for a membership change; the result comes
+   * through the completion callback with `token` (status `Membership`,
+   * or a failure).
+   */
+  changeMembership(node: number, token: number, change: MembershipChange, timeoutMs: number): void
   isRunning(node: number): boolean
   /**
    * The members as node `node` sees them (for a member, the node of
@@ -126,6 +132,11 @@ export declare enum CompletionStatus {
   FailedNotApplied = 4,
   /** Failed, and may have been applied. */
   FailedUnknown = 5,
+  /**
+   * A membership change completed; `extras` gets the members as JSON
+   * (`[{ id, address, role }]`).
+   */
+  Membership = 6,
 }
 
 /** Decodes an entry payload: a batch frame, a legacy JSON batch or a raw proposal. */
@@ -143,7 +154,7 @@ export declare function encodeBatch(proposals: Array<Uint8Array | string>): Buff
 export type Engine = 'memory' | 'rocksdb'
 
 /** The code of every `MetaStoreError`. */
-export type ErrorCode = 'ERR_INVALID_CONFIG' | 'ERR_NOT_STARTED' | 'ERR_PROPOSAL_DROPPED' | 'ERR_TIMEOUT' | 'ERR_CLOSED' | 'ERR_TOO_LARGE' | 'ERR_CORRUPT_BATCH' | 'ERR_STORAGE' | 'ERR_UNKNOWN_NODE' | 'ERR_DATA_DIR_MISMATCH' | 'ERR_STATE_LOST' | 'ERR_SESSION_EXPIRED' | 'ERR_INTERNAL'
+export type ErrorCode = 'ERR_INVALID_CONFIG' | 'ERR_NOT_STARTED' | 'ERR_PROPOSAL_DROPPED' | 'ERR_TIMEOUT' | 'ERR_CLOSED' | 'ERR_TOO_LARGE' | 'ERR_CORRUPT_BATCH' | 'ERR_STORAGE' | 'ERR_UNKNOWN_NODE' | 'ERR_DATA_DIR_MISMATCH' | 'ERR_STATE_LOST' | 'ERR_SESSION_EXPIRED' | 'ERR_CHANGE_IN_PROGRESS' | 'ERR_LEARNER_BEHIND' | 'ERR_CHANGE_REFUSED' | 'ERR_REMOVED' | 'ERR_INTERNAL'
 
 /** One row of the error table: a code and what it tells the caller. */
 export interface ErrorCodeInfo {
@@ -213,8 +224,25 @@ export interface MemberOptions {
   advertise?: string
   /** Mutual TLS between members. */
   tls?: TlsOptions
+  /**
+   * Start empty and wait to be added to a running group (needs
+   * `advertise`; `initial_cluster` may be empty). Ignored once the data
+   * dir holds this node's state.
+   */
+  join?: boolean
   raft: RaftOptions
   storage: StorageOptions
+}
+
+/** A membership change, as `changeMembership` takes it. */
+export interface MembershipChange {
+  /** `add` (as a learner), `promote` or `remove`. */
+  kind: 'add' | 'promote' | 'remove'
+  id: number
+  /** Where the members dial the new node (`add` only). */
+  address?: string
+  /** Remove even when the voters left would not hold a live quorum. */
+  force?: boolean
 }
 
 export interface NodeStats {
@@ -237,6 +265,11 @@ export interface RaftOptions {
   maxLogSize: number
   proposalTimeoutMs: number
   requestTimeoutMs: number
+  /**
+   * A learner is promoted only when at most this many entries behind the
+   * leader's commit index.
+   */
+  promoteMaxLag: number
   batch: BatchOptions
 }
 

@@ -95,8 +95,8 @@ async function serve(opts: { config: string }): Promise<void> {
   if (stopping) return
   log('started', {
     node: cluster.nodeId,
-    raft: cluster.listen ?? cluster.initialCluster[cluster.nodeId],
-    members: Object.keys(cluster.initialCluster).length,
+    raft: cluster.listen ?? cluster.advertise ?? cluster.initialCluster?.[cluster.nodeId],
+    members: store.members().length,
   })
   watch(store, () => stopping)
 }

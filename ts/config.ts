@@ -68,6 +68,8 @@ export interface RaftConfig {
   proposalTimeoutMs: number
   /** A write is sent again after attempts with an unknown outcome until this long after the call. YAML `request_timeout`. */
   requestTimeoutMs: number
+  /** A learner is promoted only when at most this many entries behind the leader's commit index. YAML `promote_max_lag`. */
+  promoteMaxLag: number
   batch: BatchConfig
 }
 
@@ -107,10 +109,20 @@ export type Compression = 'none' | 'lz4'
  * address, and a port 1..65535.
  */
 export interface ClusterConfig {
-  /** This node's id; a key of `initialCluster`. YAML `node_id`. */
+  /** This node's id; a key of `initialCluster` unless it joins. YAML `node_id`. */
   nodeId: number
-  /** Every initial member: node id to the `host:port` the others dial it at. */
-  initialCluster: Record<number, string>
+  /**
+   * Every initial member: node id to the `host:port` the others dial it at.
+   * Required unless `join`. Once the node has state, the group's membership
+   * record decides who the members are, and a different value is ignored.
+   */
+  initialCluster?: Record<number, string>
+  /**
+   * Start empty and wait to be added to a running group (`addMember` on one
+   * of its nodes), catching up by a snapshot; needs `advertise`. Ignored
+   * once the data dir holds this node's state.
+   */
+  join?: boolean
   /** Where to listen for the other members (default: this node's address in `initialCluster`). */
   listen?: string
   /** The address the others dial this node at; when given, it must be this node's address in `initialCluster`. */
@@ -393,6 +405,16 @@ function ordered<T>(a: keyof T & string, op: '<' | '<=', b: keyof T & string, sh
 
 /** A member's own id names one of the initial members, and `advertise` repeats that member's address. */
 function memberOfCluster(value: ClusterConfig, report: Report<ClusterConfig>): void {
+  if (value.join === true) {
+    if (value.advertise === undefined) {
+      report('advertise', (name) => `is required with ${name('join')}: the group dials a joining node there`, 'undefined', 'join')
+    }
+    return
+  }
+  if (value.initialCluster === undefined) {
+    report('initialCluster', (name) => `is required, unless ${name('join')} is true`, 'undefined', 'join')
+    return
+  }
   const own = value.initialCluster[value.nodeId]
   if (own === undefined) {
     const ids = Object.keys(value.initialCluster).join(', ')
@@ -440,6 +462,7 @@ const SPEC: SectionSpec<MetaStoreConfig> = {
             maxLogSize: leaf('max_log_size', size(), RAFT.maxLogSize),
             proposalTimeoutMs: leaf('proposal_timeout', duration(), RAFT.proposalTimeoutMs),
             requestTimeoutMs: leaf('request_timeout', duration(), RAFT.requestTimeoutMs),
+            promoteMaxLag: leaf('promote_max_lag', count(), RAFT.promoteMaxLag),
             batch: {
               kind: 'section',
               rules: [
@@ -476,7 +499,8 @@ const SPEC: SectionSpec<MetaStoreConfig> = {
           rules: [memberOfCluster],
           fields: {
             nodeId: requiredLeaf('node_id', count()),
-            initialCluster: requiredLeaf('initial_cluster', members()),
+            initialCluster: optionalLeaf('initial_cluster', members()),
+            join: optionalLeaf('join', flag()),
             listen: optionalLeaf('listen', address()),
             advertise: optionalLeaf('advertise', address()),
             clusterToken: optionalLeaf('cluster_token', nonEmptyString()),
@@ -877,10 +901,10 @@ export function resolveMember(input: ConfigInput | undefined, overrides: MemberO
   const source = readSource(input)
   const configured = source.config.server.cluster
   const given = Object.fromEntries(Object.entries(overrides).filter(([, v]) => v !== undefined)) as Partial<ClusterConfig>
-  if (configured === undefined && given.nodeId === undefined && given.initialCluster === undefined) {
+  if (configured === undefined && given.nodeId === undefined && given.initialCluster === undefined && given.join === undefined) {
     const stray = Object.keys(given)
     if (stray.length === 0) return { config: source.config, member: undefined }
-    const rule = 'needs nodeId and initialCluster, or a server.cluster section in the config'
+    const rule = 'needs nodeId and initialCluster (or join), or a server.cluster section in the config'
     throw configError(stray.map((key) => issueFor('<options>', [key], rule, undefined)))
   }
 

@@ -46,9 +46,9 @@ export class Group {
         this.#native = native.NativeCluster.start({ nodes, raft, storage, transport }, this.requests.complete)
       } else {
         // Object keys are strings already: the ids cross as they are.
-        const { nodeId, listen, advertise, clusterToken, tls } = nodes
-        const initialCluster = nodes.initialCluster as Record<string, string>
-        const member = { nodeId, listen, advertise, initialCluster, clusterToken, tls, raft, storage }
+        const { nodeId, listen, advertise, clusterToken, tls, join } = nodes
+        const initialCluster = (nodes.initialCluster ?? {}) as Record<string, string>
+        const member = { nodeId, listen, advertise, initialCluster, clusterToken, tls, join, raft, storage }
         this.#native = native.NativeCluster.startMember(member, this.requests.complete)
       }
     } catch (err) {
@@ -72,6 +72,8 @@ export class Group {
     }
     const config: MetaStoreConfig = { ...base, server: { ...base.server, storage } }
     const group = new Group(config, nodes, transport)
+    // A joining node hears of a leader only once the group added it.
+    if (typeof nodes !== 'number' && nodes.join === true) return group
     try {
       await group.waitForLeader(options.leaderTimeoutMs ?? 10_000)
     } catch (err) {

@@ -14,6 +14,7 @@ export type {
   ErrorCodeInfo,
   LatencySummary,
   MemberInfo,
+  MembershipChange,
   NodeStats,
   RaftRole,
   RaftStats,

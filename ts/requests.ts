@@ -3,6 +3,14 @@ import { randomBytes } from 'node:crypto'
 import { MetaStoreError, toMetaStoreError } from './errors.js'
 import { CompletionStatus, type ErrorCode, type RequestOutcome } from './native.js'
 
+/** A member of the group as its membership record has it (what a membership change resolves with). */
+export interface Member {
+  id: number
+  /** Where the members dial it. */
+  address: string
+  role: 'voter' | 'learner'
+}
+
 /** What a write resolves with: its Raft log index and whether the key had a value. */
 export interface WriteResult {
   index: number
@@ -10,12 +18,20 @@ export interface WriteResult {
 }
 
 // The status byte of each completion, as the addon declares it.
-const { Written, WrittenExisted, Value, NoValue, FailedNotApplied } = CompletionStatus
+const { Written, WrittenExisted, Value, NoValue, FailedNotApplied, Membership } = CompletionStatus
 
 export const enum Kind {
   Write,
   Delete,
   Get,
+  /** A membership change: never sent again (the caller decides, knowing the outcome). */
+  Membership,
+}
+
+/** How many `extras` a completion of `status` carries. */
+function extrasOf(status: number): number {
+  if (status === Value || status === Membership) return 1
+  return status === FailedNotApplied || status === CompletionStatus.FailedUnknown ? 2 : 0
 }
 
 /** Hands one attempt of a request to its node: `token` routes the answer, `seq` names the request in its session. */
@@ -99,7 +115,7 @@ export class Requests {
   /** Registers a waiter and runs `send(token, seq)`; a synchronous throw rejects the promise. */
   track<T>(kind: Kind, send: Send): Promise<T> {
     const token = this.#next++
-    const write = kind !== Kind.Get
+    const write = kind === Kind.Write || kind === Kind.Delete
     return new Promise<T>((resolve, reject) => {
       this.#waiting.set(token, { kind, resolve, reject, send, since: write ? Date.now() : 0 })
       try {
@@ -123,7 +139,7 @@ export class Requests {
       const waiter = this.#waiting.get(token)
       const status = statuses[i]
       if (waiter === undefined) {
-        extra += status === Value ? 1 : status >= FailedNotApplied ? 2 : 0
+        extra += extrasOf(status)
         continue
       }
       this.#waiting.delete(token)
@@ -140,6 +156,9 @@ export class Requests {
           break
         case NoValue:
           waiter.resolve(undefined)
+          break
+        case Membership:
+          waiter.resolve(JSON.parse(extras[extra++] as string) as Member[])
           break
         default: {
           const code = extras[extra++] as ErrorCode

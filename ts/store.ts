@@ -5,8 +5,8 @@ import { resolveMember, type MetaStoreConfig } from './config.js'
 import { ConfigError, MetaStoreError } from './errors.js'
 import { Group, type GroupOptions, type MemberOptions } from './group.js'
 import { metricsText } from './metrics.js'
-import { RequestKind, type MemberInfo, type NodeStats } from './native.js'
-import { Kind, type WriteResult } from './requests.js'
+import { RequestKind, type MemberInfo, type MembershipChange, type NodeStats } from './native.js'
+import { Kind, type Member, type WriteResult } from './requests.js'
 import type { Submitter } from './submitter.js'
 
 /**
@@ -30,6 +30,7 @@ const OPEN_KEYS: ReadonlySet<string> = new Set([
   'advertise',
   'clusterToken',
   'tls',
+  'join',
 ] satisfies (keyof OpenOptions)[])
 
 function optionError(key: string, rule: string): ConfigError {
@@ -41,8 +42,20 @@ function memberOptions(options: OpenOptions): { config: MetaStoreConfig; member:
   for (const key of Object.keys(options)) {
     if (!OPEN_KEYS.has(key)) throw optionError(key, `is not an option of MetaStore.open (options: ${[...OPEN_KEYS].join(', ')})`)
   }
-  const { nodeId, initialCluster, listen, advertise, clusterToken, tls } = options
-  return resolveMember(options.config, { nodeId, initialCluster, listen, advertise, clusterToken, tls })
+  const { nodeId, initialCluster, listen, advertise, clusterToken, tls, join } = options
+  return resolveMember(options.config, { nodeId, initialCluster, listen, advertise, clusterToken, tls, join })
+}
+
+/** Checks the options of a membership change: known keys, a positive timeout. */
+function changeOptions(what: string, options: object, keys: readonly string[]): { timeoutMs?: number } {
+  for (const key of Object.keys(options)) {
+    if (!keys.includes(key)) throw new TypeError(`${what}: unknown option '${key}' (options: ${keys.join(', ')})`)
+  }
+  const { timeoutMs } = options as { timeoutMs?: unknown }
+  if (timeoutMs !== undefined && !(typeof timeoutMs === 'number' && Number.isFinite(timeoutMs) && timeoutMs > 0)) {
+    throw new TypeError(`${what}: timeoutMs must be a positive number of milliseconds, got ${String(timeoutMs)}`)
+  }
+  return { timeoutMs: timeoutMs as number | undefined }
 }
 
 /** A node's figures, and those of the client its handles share. */
@@ -127,6 +140,62 @@ export class MetaStore {
       }
       await sleep(5)
     }
+  }
+
+  /**
+   * Adds node `id`, dialled at `address`, to the group as a learner: it
+   * receives the log (a node started with `join: true` catches up by a
+   * snapshot) but does not vote until promoted. Asked of any node (a
+   * follower's request reaches the leader through the log). Resolves with
+   * the members once the change is applied; rejects with
+   * ERR_CHANGE_IN_PROGRESS while another change runs, ERR_CHANGE_REFUSED when
+   * the id is taken or was ever removed, or the address is taken or
+   * malformed (both not applied), ERR_TIMEOUT after `timeoutMs` (unknown:
+   * the change may still happen).
+   */
+  addMember(id: number, address: string, options: { learner?: true; timeoutMs?: number } = {}): Promise<Member[]> {
+    const { timeoutMs } = changeOptions('addMember', options, ['learner', 'timeoutMs'])
+    if (options.learner !== undefined && options.learner !== true) {
+      throw new TypeError('addMember: a new member joins as a learner (learner: true); promote it with promoteMember once it caught up')
+    }
+    if (typeof address !== 'string') throw new TypeError(`addMember: the address must be a host:port string, got ${typeof address}`)
+    return this.#change('addMember', { kind: 'add', id, address }, timeoutMs)
+  }
+
+  /**
+   * Makes learner `id` a voter, through a joint configuration. Refused with
+   * ERR_LEARNER_BEHIND while its match index is more than
+   * `raft.promote_max_lag` entries behind the leader's commit index.
+   */
+  promoteMember(id: number, options: { timeoutMs?: number } = {}): Promise<Member[]> {
+    const { timeoutMs } = changeOptions('promoteMember', options, ['timeoutMs'])
+    return this.#change('promoteMember', { kind: 'promote', id }, timeoutMs)
+  }
+
+  /**
+   * Removes member `id` for good (its id is never used again, and a node
+   * presenting it is refused). Removing the leader hands leadership over
+   * first. A voter whose removal would leave fewer live voters than a
+   * quorum is refused with ERR_CHANGE_REFUSED unless `force`.
+   */
+  removeMember(id: number, options: { force?: boolean; timeoutMs?: number } = {}): Promise<Member[]> {
+    const { timeoutMs } = changeOptions('removeMember', options, ['force', 'timeoutMs'])
+    if (options.force !== undefined && typeof options.force !== 'boolean') {
+      throw new TypeError(`removeMember: force must be a boolean, got ${typeof options.force}`)
+    }
+    return this.#change('removeMember', { kind: 'remove', id, force: options.force }, timeoutMs)
+  }
+
+  #change(what: string, change: MembershipChange, timeoutMs: number | undefined): Promise<Member[]> {
+    if (!Number.isInteger(change.id) || change.id < 1 || change.id > 0xffff_ffff) {
+      throw new TypeError(`${what}: the node id must be an integer 1..${0xffff_ffff}, got ${String(change.id)}`)
+    }
+    const { proposalTimeoutMs, tickIntervalMs, electionTick } = this.#group.config.server.raft
+    const timeout = timeoutMs ?? proposalTimeoutMs + 2 * tickIntervalMs * electionTick
+    this.#checkOpen()
+    return this.#group.requests.track<Member[]>(Kind.Membership, (token) =>
+      this.#group.call((n) => n.changeMembership(this.#node, token, change, timeout)),
+    )
   }
 
   get nodeId(): number {

@@ -34,13 +34,23 @@ pub enum ErrorCode {
     /// A retried write's session no longer holds its result; an earlier
     /// attempt may have been applied.
     SessionExpired,
+    /// A membership change was asked for while another is in progress; it
+    /// was not applied.
+    ChangeInProgress,
+    /// A learner is too far behind the leader to be promoted; it was not.
+    LearnerBehind,
+    /// A membership change breaks a rule (an id used before, an address
+    /// taken, a removal that would leave no live quorum); it was not applied.
+    ChangeRefused,
+    /// This node was removed from its group; it serves nothing more.
+    Removed,
     /// A bug; the node is stopped.
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, in the order the table is shown to JavaScript.
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::InvalidConfig,
         ErrorCode::NotStarted,
         ErrorCode::ProposalDropped,
@@ -53,6 +63,10 @@ impl ErrorCode {
         ErrorCode::DataDirMismatch,
         ErrorCode::StateLost,
         ErrorCode::SessionExpired,
+        ErrorCode::ChangeInProgress,
+        ErrorCode::LearnerBehind,
+        ErrorCode::ChangeRefused,
+        ErrorCode::Removed,
         ErrorCode::Internal,
     ];
 
@@ -70,6 +84,10 @@ impl ErrorCode {
             ErrorCode::DataDirMismatch => "ERR_DATA_DIR_MISMATCH",
             ErrorCode::StateLost => "ERR_STATE_LOST",
             ErrorCode::SessionExpired => "ERR_SESSION_EXPIRED",
+            ErrorCode::ChangeInProgress => "ERR_CHANGE_IN_PROGRESS",
+            ErrorCode::LearnerBehind => "ERR_LEARNER_BEHIND",
+            ErrorCode::ChangeRefused => "ERR_CHANGE_REFUSED",
+            ErrorCode::Removed => "ERR_REMOVED",
             ErrorCode::Internal => "ERR_INTERNAL",
         }
     }

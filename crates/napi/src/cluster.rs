@@ -7,6 +7,8 @@
 use std::sync::{Arc, Mutex};
 
 use metastore_raft::cluster::SinkFactory;
+use metastore_raft::membership::Change;
+use metastore_raft::node::MemberEntry;
 use metastore_raft::{
     CommandOp, Completion, CompletionSink, Error as RaftError, ErrorCode as Code, ErrorOutcome,
     LocalCluster, Member, Outcome, RaftNode, Request, SessionStamp,
@@ -39,6 +41,9 @@ pub enum CompletionStatus {
     FailedNotApplied = 4,
     /// Failed, and may have been applied.
     FailedUnknown = 5,
+    /// A membership change completed; `extras` gets the members as JSON
+    /// (`[{ id, address, role }]`).
+    Membership = 6,
 }
 
 type CompletionArgs = FnArgs<(
@@ -71,6 +76,10 @@ fn pack(completions: Vec<Completion>) -> CompletionArgs {
                 (CompletionStatus::Value, 0)
             }
             Ok(Outcome::Value(None)) => (CompletionStatus::NoValue, 0),
+            Ok(Outcome::Membership(members)) => {
+                extras.push(Either::B(members_json(&members)));
+                (CompletionStatus::Membership, 0)
+            }
             Err(err) => {
                 extras.push(Either::B(err.code().to_string()));
                 extras.push(Either::B(err.to_string()));
@@ -90,6 +99,34 @@ fn pack(completions: Vec<Completion>) -> CompletionArgs {
         Float64Array::new(indexes),
         extras,
     ))
+}
+
+/// `[{"id":1,"address":"host:port","role":"voter"}, ...]`.
+fn members_json(members: &[MemberEntry]) -> String {
+    let rows: Vec<serde_json::Value> = members
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "id": m.id,
+                "address": m.address,
+                "role": if m.voter { "voter" } else { "learner" },
+            })
+        })
+        .collect();
+    serde_json::Value::Array(rows).to_string()
+}
+
+/// A membership change, as `changeMembership` takes it.
+#[napi(object)]
+pub struct MembershipChange {
+    /// `add` (as a learner), `promote` or `remove`.
+    #[napi(ts_type = "'add' | 'promote' | 'remove'")]
+    pub kind: String,
+    pub id: u32,
+    /// Where the members dial the new node (`add` only).
+    pub address: Option<String>,
+    /// Remove even when the voters left would not hold a live quorum.
+    pub force: Option<bool>,
 }
 
 /// A request `submitMany` refused before it reached the node (`ERR_CLOSED`,
@@ -206,7 +243,7 @@ impl Inner {
             Inner::Local(c) => c.running_node(id),
             Inner::Member(m) if m.node().id() != id => Err(RaftError::UnknownNode {
                 id,
-                nodes: m.members().len() as u64,
+                nodes: m.node().peers().len() as u64,
             }),
             Inner::Member(m) if m.node().is_closed() => Err(RaftError::Closed),
             Inner::Member(m) => Ok(Arc::clone(m.node())),
@@ -226,7 +263,7 @@ impl Inner {
     fn ids(&self) -> Vec<u64> {
         match self {
             Inner::Local(c) => c.ids(),
-            Inner::Member(m) => m.members().keys().copied().collect(),
+            Inner::Member(m) => m.node().peers().iter().map(|p| p.id).collect(),
         }
     }
 
@@ -404,6 +441,53 @@ impl NativeCluster {
             .map_err(from_raft)
     }
 
+    /// Asks node `node`'s group for a membership change; the result comes
+    /// through the completion callback with `token` (status `Membership`,
+    /// or a failure).
+    #[napi(catch_unwind)]
+    pub fn change_membership(
+        &self,
+        node: u32,
+        token: f64,
+        change: MembershipChange,
+        timeout_ms: f64,
+    ) -> Result<(), String> {
+        let id = u64::from(change.id);
+        let change = match change.kind.as_str() {
+            "add" => Change::AddLearner {
+                id,
+                address: change.address.unwrap_or_default(),
+            },
+            "promote" => Change::Promote { id },
+            "remove" => Change::Remove {
+                id,
+                force: change.force.unwrap_or(false),
+            },
+            other => {
+                return Err(js_error(
+                    Code::ChangeRefused,
+                    format!("unknown membership change '{other}' (add, promote, remove)"),
+                ))
+            }
+        };
+        if !(timeout_ms.is_finite() && timeout_ms > 0.0) {
+            return Err(js_error(
+                Code::InvalidConfig,
+                format!("timeoutMs must be a positive number of milliseconds, got {timeout_ms}"),
+            ));
+        }
+        self.inner
+            .running_node(u64::from(node))
+            .and_then(|n| {
+                n.change_membership(
+                    token as u64,
+                    change,
+                    std::time::Duration::from_secs_f64(timeout_ms / 1000.0),
+                )
+            })
+            .map_err(from_raft)
+    }
+
     #[napi(catch_unwind)]
     pub fn is_running(&self, node: u32) -> bool {
         self.inner.running_node(node as u64).is_ok()
@@ -419,16 +503,12 @@ impl NativeCluster {
             .running_node(u64::from(node))
             .map_err(from_raft)?;
         let leader = asked.raft_stats().leader_id;
-        let address = |id: u64| match &self.inner {
-            Inner::Local(_) => String::new(),
-            Inner::Member(m) => m.members().get(&id).cloned().unwrap_or_default(),
-        };
         Ok(asked
             .peers()
             .into_iter()
             .map(|p| MemberInfo {
                 id: p.id as u32,
-                address: address(p.id),
+                address: p.address.unwrap_or_default(),
                 role: if p.voter { "voter" } else { "learner" }.to_string(),
                 is_leader: leader != 0 && leader == p.id,
                 match_index: p.match_index.map(|i| i as f64),

@@ -48,6 +48,9 @@ pub struct RaftOptions {
     pub max_log_size: f64,
     pub proposal_timeout_ms: f64,
     pub request_timeout_ms: f64,
+    /// A learner is promoted only when at most this many entries behind the
+    /// leader's commit index.
+    pub promote_max_lag: f64,
     pub batch: BatchOptions,
 }
 
@@ -114,6 +117,10 @@ pub struct MemberOptions {
     pub advertise: Option<String>,
     /// Mutual TLS between members.
     pub tls: Option<TlsOptions>,
+    /// Start empty and wait to be added to a running group (needs
+    /// `advertise`; `initial_cluster` may be empty). Ignored once the data
+    /// dir holds this node's state.
+    pub join: Option<bool>,
     pub raft: RaftOptions,
     pub storage: StorageOptions,
 }
@@ -136,6 +143,7 @@ pub fn default_server_options() -> ServerOptions {
         max_log_size,
         proposal_timeout,
         request_timeout,
+        promote_max_lag,
     } = RaftSettings::default();
     let BatchConfig {
         enable,
@@ -167,6 +175,7 @@ pub fn default_server_options() -> ServerOptions {
             max_log_size: max_log_size as f64,
             proposal_timeout_ms: to_millis(proposal_timeout),
             request_timeout_ms: to_millis(request_timeout),
+            promote_max_lag: promote_max_lag as f64,
             batch: BatchOptions {
                 enable,
                 min_batch_size: min_batch_size as f64,
@@ -262,6 +271,7 @@ fn raft_settings(o: &RaftOptions) -> std::result::Result<RaftSettings, Violation
         max_log_size: count("max_log_size", o.max_log_size)? as u64,
         proposal_timeout: millis("proposal_timeout", o.proposal_timeout_ms)?,
         request_timeout: millis("request_timeout", o.request_timeout_ms)?,
+        promote_max_lag: count("promote_max_lag", o.promote_max_lag)? as u64,
     })
 }
 
@@ -352,5 +362,6 @@ pub fn member_config(o: &MemberOptions) -> Result<MemberConfig, String> {
             key_file: PathBuf::from(&t.key_file),
             ca_file: PathBuf::from(&t.ca_file),
         }),
+        join: o.join.unwrap_or(false),
     })
 }

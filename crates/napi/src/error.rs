@@ -25,6 +25,10 @@ pub enum ErrorCode {
     ErrDataDirMismatch,
     ErrStateLost,
     ErrSessionExpired,
+    ErrChangeInProgress,
+    ErrLearnerBehind,
+    ErrChangeRefused,
+    ErrRemoved,
     ErrInternal,
 }
 
@@ -43,6 +47,10 @@ impl From<Code> for ErrorCode {
             Code::DataDirMismatch => ErrorCode::ErrDataDirMismatch,
             Code::StateLost => ErrorCode::ErrStateLost,
             Code::SessionExpired => ErrorCode::ErrSessionExpired,
+            Code::ChangeInProgress => ErrorCode::ErrChangeInProgress,
+            Code::LearnerBehind => ErrorCode::ErrLearnerBehind,
+            Code::ChangeRefused => ErrorCode::ErrChangeRefused,
+            Code::Removed => ErrorCode::ErrRemoved,
             Code::Internal => ErrorCode::ErrInternal,
         }
     }

@@ -192,6 +192,7 @@ impl LocalCluster {
             self.cfg.node_config(id),
             &identity,
             bootstrap,
+            None,
             transport,
             inbox,
             (self.sinks)(id),

@@ -36,6 +36,9 @@ pub struct RaftSettings {
     pub max_log_size: u64,
     /// Deadline of every request; past it the request rejects with ERR_TIMEOUT.
     pub proposal_timeout: Duration,
+    /// A learner is promoted only when its match index is at most this many
+    /// entries behind the leader's commit index.
+    pub promote_max_lag: u64,
     /// How long a client sends a write again after attempts whose outcome
     /// is unknown (the TypeScript facade; each attempt may take up to
     /// `proposal_timeout`). Not used by the node itself.
@@ -55,6 +58,7 @@ impl Default for RaftSettings {
             snapshot_count: 10_000,
             max_log_size: 16 << 20,
             proposal_timeout: Duration::from_secs(5),
+            promote_max_lag: 256,
             request_timeout: Duration::from_secs(15),
         }
     }

@@ -60,6 +60,23 @@ pub enum Error {
     /// the message says at which index).
     #[error("{0}")]
     SessionExpired(String),
+    /// A membership change was asked for while another one is in progress
+    /// (one at a time, from its request until the group left any joint
+    /// configuration). It was not applied.
+    #[error("{0}")]
+    ChangeInProgress(String),
+    /// A learner is too far behind to be promoted. It was not promoted.
+    #[error("{0}")]
+    LearnerBehind(String),
+    /// A membership change breaks a rule. It was not applied.
+    #[error("{0}")]
+    ChangeRefused(String),
+    /// This node was removed from its group.
+    #[error(
+        "node {0} was removed from its group; it serves nothing more (a host that should \
+             rejoin starts empty under a new id)"
+    )]
+    Removed(u64),
     /// A bug: the node thread panicked. The node is stopped; its pending
     /// requests are rejected with this error instead of hanging.
     #[error("internal error: {0}")]
@@ -81,6 +98,10 @@ impl Error {
             Error::Storage(_) => ErrorCode::Storage,
             Error::InvalidConfig { .. } => ErrorCode::InvalidConfig,
             Error::CorruptBatch(_) => ErrorCode::CorruptBatch,
+            Error::ChangeInProgress(_) => ErrorCode::ChangeInProgress,
+            Error::LearnerBehind(_) => ErrorCode::LearnerBehind,
+            Error::ChangeRefused(_) => ErrorCode::ChangeRefused,
+            Error::Removed(_) => ErrorCode::Removed,
             Error::Internal(_) => ErrorCode::Internal,
         }
     }

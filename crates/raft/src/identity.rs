@@ -58,7 +58,8 @@ impl fmt::Debug for ClusterId {
 pub struct Identity {
     pub cluster_id: ClusterId,
     pub node_id: u64,
-    /// The voters the group was bootstrapped with, sorted.
+    /// The voters the group was bootstrapped with, sorted; empty for a node
+    /// that joined a running group.
     pub initial_voters: Vec<u64>,
 }
 
@@ -69,6 +70,10 @@ pub enum Bootstrap {
     New,
     /// The node is an existing member: its state must be there.
     Existing,
+    /// A new member of a running group: its storage starts empty, without
+    /// a configuration, and gets the group's identity, membership and state
+    /// from the first snapshot the leader sends it.
+    Join,
 }
 
 const IDENTITY_VERSION: u8 = 1;
@@ -118,7 +123,7 @@ impl Identity {
             .ok_or("truncated voter count")?;
         let count = u32::from_be_bytes(*count) as usize;
         let (voters, tail) = rest.as_chunks::<8>();
-        if !tail.is_empty() || voters.len() != count || count == 0 {
+        if !tail.is_empty() || voters.len() != count {
             return Err(format!(
                 "{count} voters announced, {} bytes follow",
                 rest.len()
@@ -134,6 +139,13 @@ impl Identity {
 
 impl fmt::Display for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.initial_voters.is_empty() {
+            return write!(
+                f,
+                "node {} of cluster {} (joined a running group)",
+                self.node_id, self.cluster_id
+            );
+        }
         write!(
             f,
             "node {} of cluster {} (initial voters {:?})",

@@ -5,6 +5,7 @@ use metastore_batch::for_each_proposal;
 
 use crate::command::{self, CommandOp, RequestId};
 use crate::error::{Error, Result};
+use crate::membership::Membership;
 use crate::session::{Record, Sessions, Verdict};
 use crate::storage::Engine;
 use metastore_batch::codec::varint;
@@ -91,21 +92,31 @@ pub(crate) fn apply_entry<E: Engine>(
     result
 }
 
-/// Version 1 held the KV pairs alone; version 2 starts with the sessions.
-const SNAPSHOT_VERSION: u8 = 2;
+/// Version 1 held the KV pairs alone; version 2 starts with the sessions;
+/// version 3 adds the membership record.
+const SNAPSHOT_VERSION: u8 = 3;
 
 /// Serializes the state machine as snapshot data:
-/// `version u8 | sessions | (klen varint | key | vlen varint | value)*`,
-/// sessions in [`Sessions::encode`]'s form, pairs in key order.
+/// `version u8 | sessions | has_membership u8 | [membership] |
+/// (klen varint | key | vlen varint | value)*`, sessions in
+/// [`Sessions::encode`]'s form, the membership in
+/// [`Membership::encode_into`]'s, pairs in key order.
 #[derive(Default)]
 pub struct SnapshotWriter {
     buf: Vec<u8>,
 }
 
 impl SnapshotWriter {
-    pub fn new(sessions: &Sessions) -> Self {
+    pub fn new(sessions: &Sessions, membership: Option<&Membership>) -> Self {
         let mut buf = vec![SNAPSHOT_VERSION];
         sessions.encode(&mut buf);
+        match membership {
+            Some(m) => {
+                buf.push(1);
+                m.encode_into(&mut buf);
+            }
+            None => buf.push(0),
+        }
         SnapshotWriter { buf }
     }
 
@@ -124,6 +135,9 @@ impl SnapshotWriter {
 /// A decoded snapshot.
 pub struct SnapshotData<'a> {
     pub sessions: Sessions,
+    /// Absent from groups that keep none (in-process clusters) and from
+    /// older versions.
+    pub membership: Option<Membership>,
     pub pairs: Vec<(&'a [u8], &'a [u8])>,
 }
 
@@ -132,6 +146,7 @@ pub fn decode_snapshot(data: &[u8]) -> Result<SnapshotData<'_>> {
     let bad = |what: &str| Error::Storage(format!("corrupt snapshot data: {what}"));
     let mut snap = SnapshotData {
         sessions: Sessions::default(),
+        membership: None,
         pairs: Vec::new(),
     };
     if data.is_empty() {
@@ -141,7 +156,18 @@ pub fn decode_snapshot(data: &[u8]) -> Result<SnapshotData<'_>> {
     let mut pos = 1;
     match data[0] {
         1 => {}
-        SNAPSHOT_VERSION => snap.sessions = Sessions::decode(data, &mut pos)?,
+        2 => snap.sessions = Sessions::decode(data, &mut pos)?,
+        SNAPSHOT_VERSION => {
+            snap.sessions = Sessions::decode(data, &mut pos)?;
+            match data.get(pos) {
+                Some(0) => pos += 1,
+                Some(1) => {
+                    pos += 1;
+                    snap.membership = Some(Membership::decode_from(data, &mut pos)?);
+                }
+                _ => return Err(bad("malformed membership flag")),
+            }
+        }
         v => return Err(bad(&format!("unknown version {v}"))),
     }
     let out = &mut snap.pairs;
@@ -253,13 +279,18 @@ mod tests {
                 existed: Some(true),
             },
         );
-        let mut w = SnapshotWriter::new(&sessions);
+        let membership = Membership::initial(
+            ClusterId(3),
+            [(1, "a:1".to_string()), (4, "d:4".into())].into(),
+        );
+        let mut w = SnapshotWriter::new(&sessions, Some(&membership));
         w.push(b"a", b"1");
         w.push(b"", b"");
         w.push(b"\xff", &[7u8; 300]);
         let data = w.finish();
         let snap = decode_snapshot(&data).unwrap();
         assert_eq!(snap.sessions, sessions);
+        assert_eq!(snap.membership, Some(membership));
         assert_eq!(
             snap.pairs,
             vec![
@@ -281,7 +312,7 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn any_map_round_trips(pairs: std::collections::BTreeMap<Vec<u8>, Vec<u8>>) {
-            let mut w = SnapshotWriter::new(&Sessions::default());
+            let mut w = SnapshotWriter::new(&Sessions::default(), None);
             for (k, v) in &pairs {
                 w.push(k, v);
             }

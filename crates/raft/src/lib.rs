@@ -18,6 +18,7 @@ pub mod error;
 pub mod identity;
 pub mod kv;
 pub mod member;
+pub mod membership;
 pub mod node;
 pub mod session;
 pub mod stats;

@@ -19,6 +19,7 @@ use crossbeam_channel::unbounded;
 use crate::config::{EngineKind, NodeConfig};
 use crate::error::{Error, Result};
 use crate::identity::{self, Bootstrap, ClusterId, Identity};
+use crate::membership::{check_address, Membership};
 use crate::node::{CompletionSink, RaftNode};
 use crate::storage::RocksEngine;
 use crate::transport::{GrpcNet, NetConfig, NetStats, TlsPem};
@@ -41,6 +42,12 @@ pub struct MemberConfig {
     pub advertise: Option<String>,
     /// Mutual TLS between members, when given.
     pub tls: Option<TlsFiles>,
+    /// Start empty and wait to be added to a running group
+    /// (`addMember` on one of its nodes): the node gets the group's
+    /// identity, members and state from the leader's first snapshot. Needs
+    /// `advertise` (`initial_cluster` may be left empty). Ignored once the
+    /// data dir holds the node's state.
+    pub join: bool,
 }
 
 /// The PEM files of mutual TLS.
@@ -74,6 +81,22 @@ impl TlsFiles {
 impl MemberConfig {
     pub fn validate(&self) -> Result<()> {
         let id = self.node.id;
+        if self.join {
+            let advertise = self.advertise.as_deref().ok_or_else(|| {
+                Error::invalid(
+                    "cluster.advertise",
+                    "a joining node must say where the group dials it",
+                )
+            })?;
+            check_address(advertise).map_err(|rule| Error::invalid("cluster.advertise", rule))?;
+            if self.node.storage.engine == EngineKind::Memory {
+                return Err(Error::invalid(
+                    "storage.engine",
+                    "a joining node must keep its state across restarts (rocksdb)",
+                ));
+            }
+            return Ok(());
+        }
         if !self.initial_cluster.contains_key(&id) {
             return Err(Error::invalid(
                 "cluster.initial_cluster",
@@ -123,6 +146,40 @@ impl MemberConfig {
         Ok(())
     }
 
+    /// Checks the state a data dir holds against this configuration: it
+    /// must be this node's, and, when `initial_cluster` names the voters the
+    /// group was bootstrapped with, of the group this token names. An
+    /// `initial_cluster` that differs from the group's membership record is
+    /// ignored (the record is the group's own, kept up to date by its
+    /// changes), with a line on stderr.
+    fn check_stored(
+        &self,
+        dir: &std::path::Path,
+        stored: &Identity,
+        membership: Option<&Membership>,
+    ) -> Result<()> {
+        let id = self.node.id;
+        let asked = if self.join {
+            Identity::new(stored.cluster_id, id, &stored.initial_voters)
+        } else {
+            Identity::new(self.derived_cluster_id(), id, &self.node.peers)
+        };
+        let same_voters = asked.initial_voters == stored.initial_voters;
+        if stored.node_id != id || (same_voters && asked.cluster_id != stored.cluster_id) {
+            return Err(identity::mismatch(dir, stored.to_string(), &asked));
+        }
+        if let Some(m) = membership {
+            if !self.join && m.members != self.initial_cluster {
+                eprintln!(
+                    "metastore: node {id}: ignoring cluster.initial_cluster {:?}: the group's \
+                     membership record says {:?}",
+                    self.initial_cluster, m.members
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// The cluster id a new group with these member ids and token gets.
     /// Addresses are left out: each member may reach the others by its own
     /// routes (a proxy, a NAT), as long as the ids agree.
@@ -132,19 +189,6 @@ impl MemberConfig {
             text.push_str(&format!("/{id}"));
         }
         ClusterId(fnv1a_128(text.as_bytes()))
-    }
-}
-
-/// `host:port` with a port in 1..=65535 and a non-empty host.
-fn check_address(address: &str) -> std::result::Result<(), String> {
-    let bad = || format!("'{address}' is not host:port (for example 10.0.0.1:7001 or host-a:7001)");
-    let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
-    if host.is_empty() || host.contains(char::is_whitespace) {
-        return Err(bad());
-    }
-    match port.parse::<u16>() {
-        Ok(p) if p > 0 => Ok(()),
-        _ => Err(bad()),
     }
 }
 
@@ -164,48 +208,79 @@ pub struct Member {
     net: Mutex<Option<GrpcNet>>,
     local_addr: SocketAddr,
     cluster_id: ClusterId,
-    initial_cluster: BTreeMap<u64, String>,
 }
 
 impl Member {
     pub fn start(mut cfg: MemberConfig, sink: CompletionSink) -> Result<Member> {
-        cfg.node.peers = cfg.initial_cluster.keys().copied().collect();
         cfg.validate()?;
-        cfg.node.validate()?;
         let id = cfg.node.id;
-        let (cluster_id, bootstrap) = match cfg.node.storage.engine {
-            EngineKind::Memory => (cfg.derived_cluster_id(), Bootstrap::New),
-            EngineKind::RocksDb => {
-                let dir = cfg.node.storage.node_dir(id);
-                match RocksEngine::stored_identity(&dir)? {
-                    Some(stored) => {
-                        let asked = Identity::new(stored.cluster_id, id, &cfg.node.peers);
-                        identity::check(&dir, &stored, &asked)?;
-                        (stored.cluster_id, Bootstrap::Existing)
-                    }
-                    None => (cfg.derived_cluster_id(), Bootstrap::New),
-                }
+        cfg.node.peers = if cfg.join {
+            vec![id]
+        } else {
+            cfg.initial_cluster.keys().copied().collect()
+        };
+        cfg.node.validate()?;
+        let dir = cfg.node.storage.node_dir(id);
+        // What the data dir holds decides over the configuration.
+        let stored = match cfg.node.storage.engine {
+            EngineKind::Memory => None,
+            EngineKind::RocksDb => RocksEngine::stored_identity(&dir)?
+                .map(|i| RocksEngine::stored_membership(&dir).map(|m| (i, m)))
+                .transpose()?,
+        };
+        let (identity, bootstrap, membership) = match stored {
+            Some((stored, membership)) => {
+                cfg.check_stored(&dir, &stored, membership.as_ref())?;
+                let initial = (!stored.initial_voters.is_empty())
+                    .then(|| Membership::initial(stored.cluster_id, cfg.initial_cluster.clone()));
+                (stored, Bootstrap::Existing, membership.or(initial))
+            }
+            None if cfg.join => (Identity::new(ClusterId(0), id, &[]), Bootstrap::Join, None),
+            None => {
+                let cluster_id = cfg.derived_cluster_id();
+                let m = Membership::initial(cluster_id, cfg.initial_cluster.clone());
+                (
+                    Identity::new(cluster_id, id, &cfg.node.peers),
+                    Bootstrap::New,
+                    Some(m),
+                )
             }
         };
-        let mut net_cfg = NetConfig::new(id, cluster_id, cfg.listen);
+        let mut net_cfg = NetConfig::new(id, identity.cluster_id, cfg.listen);
+        if bootstrap == Bootstrap::Join {
+            net_cfg.cluster_id = None;
+        }
+        net_cfg.advertise = cfg
+            .advertise
+            .clone()
+            .or_else(|| cfg.initial_cluster.get(&id).cloned())
+            .unwrap_or_default();
         net_cfg.tls = cfg.tls.as_ref().map(TlsFiles::read).transpose()?;
-        net_cfg.peers = cfg
-            .initial_cluster
-            .iter()
-            .filter(|(peer, _)| **peer != id)
-            .map(|(peer, address)| (*peer, address.clone()))
+        net_cfg.peers = membership
+            .as_ref()
+            .map(|m| m.members.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(peer, _)| *peer != id)
             .collect();
         let net = GrpcNet::start(net_cfg)?;
         let (tx, rx) = unbounded();
         net.attach(tx);
-        let identity = Identity::new(cluster_id, id, &cfg.node.peers);
-        let node = RaftNode::start(cfg.node, &identity, bootstrap, net.transport(), rx, sink)?;
+        let cluster_id = identity.cluster_id;
+        let node = RaftNode::start(
+            cfg.node,
+            &identity,
+            bootstrap,
+            membership,
+            net.transport(),
+            rx,
+            sink,
+        )?;
         Ok(Member {
             node: Arc::new(node),
             local_addr: net.local_addr(),
             net: Mutex::new(Some(net)),
             cluster_id,
-            initial_cluster: cfg.initial_cluster,
         })
     }
 
@@ -217,11 +292,6 @@ impl Member {
         self.cluster_id
     }
 
-    /// The initial members and their addresses.
-    pub fn members(&self) -> &BTreeMap<u64, String> {
-        &self.initial_cluster
-    }
-
     /// The address peers reach this node on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
@@ -231,6 +301,15 @@ impl Member {
     pub fn net_stats(&self) -> NetStats {
         let net = self.net.lock().unwrap_or_else(|p| p.into_inner());
         net.as_ref().map(GrpcNet::stats).unwrap_or_default()
+    }
+
+    /// Cuts this node off from `peer` in both directions, or heals the cut
+    /// (fault tests).
+    pub fn block(&self, peer: u64, blocked: bool) {
+        let net = self.net.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(net) = net.as_ref() {
+            net.block(peer, blocked);
+        }
     }
 
     /// Stops the node (pending requests settle with their outcomes), then
@@ -269,6 +348,7 @@ mod tests {
             cluster_token: "t".into(),
             advertise: None,
             tls: None,
+            join: false,
         }
     }
 

@@ -107,6 +107,9 @@ pub struct NodeStats {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerState {
     pub id: u64,
+    /// Where the members dial it, from the group's membership record
+    /// (`None` in a group that keeps none).
+    pub address: Option<String>,
     /// A voter counts towards quorums; a learner only receives the log.
     pub voter: bool,
     /// The highest log index known to be on that member: known on the

@@ -19,6 +19,7 @@ use super::Outcome;
 use crate::command::RequestId;
 use crate::error::{Error, Result};
 use crate::kv;
+use crate::membership::ENTRY_CONTEXT;
 use crate::session::Record;
 use crate::storage::Engine;
 
@@ -109,13 +110,22 @@ impl<E: Engine> Worker<E> {
         let mut applied = Vec::new();
         for e in &entries {
             let index = e.index;
+            // Empty entries are leader no-ops.
+            match e.get_entry_type() {
+                EntryType::EntryNormal if e.context.as_ref() == ENTRY_CONTEXT => {
+                    self.apply_membership_entry(index, &e.data)?;
+                }
+                EntryType::EntryConfChangeV2 => self.apply_conf_change_entry(e)?,
+                _ => {}
+            }
             let writes = &mut self.writes;
             let outbox = &mut self.outbox;
             let duplicates = &mut self.stats.duplicate_writes;
-            // Empty entries are leader no-ops; conf changes beyond the initial
-            // voter set are not supported, so none is ever proposed.
             let store = self.raft_group.mut_store();
-            if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
+            if e.get_entry_type() == EntryType::EntryNormal
+                && !e.data.is_empty()
+                && e.context.is_empty()
+            {
                 let mine =
                     |r: &RequestId| r.node == id && r.epoch == epoch && writes.is_pending(r.token);
                 let keeps_existed = |r: &RequestId| leading || r.node == id;

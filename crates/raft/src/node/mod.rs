@@ -44,11 +44,13 @@ use crate::command::{self, CommandOp, RequestId, SessionStamp};
 use crate::config::{EngineKind, NodeConfig};
 use crate::error::{Error, Result};
 use crate::identity::{Bootstrap, Identity};
+use crate::membership::Membership;
 use crate::stats::{NodeStats, RaftStats, SharedStats};
 use crate::storage::{Engine, MemoryEngine, RocksEngine};
 use crate::transport::{Inbound, Transport};
 
 mod apply;
+mod membership;
 mod outbox;
 mod persist;
 mod proposals;
@@ -99,6 +101,18 @@ pub enum Outcome {
         existed: bool,
     },
     Value(Option<Vec<u8>>),
+    /// A membership change completed; the members after it.
+    Membership(Vec<MemberEntry>),
+}
+
+/// A member of the group as its membership record has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberEntry {
+    pub id: u64,
+    /// Where the members dial it.
+    pub address: String,
+    /// Whether it votes (a learner only receives the log).
+    pub voter: bool,
 }
 
 /// The answer to the request submitted with `token`.
@@ -161,25 +175,40 @@ impl Exited {
 impl RaftNode {
     /// Opens the engine named by `cfg.storage` and starts the node thread.
     /// A RocksDB data dir must belong to `identity` (see [`crate::identity`]);
-    /// `bootstrap` says whether it may be created. Messages for this node
+    /// `bootstrap` says whether it may be created. `membership`: the
+    /// record a group that keeps one starts with, written when the engine
+    /// holds none yet (see [`crate::membership`]). Messages for this node
     /// arrive on `inbox`; completions go to `sink`.
     pub fn start(
         cfg: NodeConfig,
         identity: &Identity,
         bootstrap: Bootstrap,
+        membership: Option<Membership>,
         transport: Arc<dyn Transport>,
         inbox: Receiver<Inbound>,
         sink: CompletionSink,
     ) -> Result<RaftNode> {
         cfg.validate()?;
+        fn with_membership<E: Engine>(mut engine: E, m: Option<Membership>) -> Result<E> {
+            if let (None, Some(m)) = (engine.membership(), m) {
+                engine.set_membership(m)?;
+                let applied = engine.applied_index();
+                engine.finish_apply(applied)?;
+            }
+            Ok(engine)
+        }
         match cfg.storage.engine {
             EngineKind::Memory => {
-                let engine = MemoryEngine::new(&cfg.peers);
+                let engine = with_membership(MemoryEngine::new(&cfg.peers), membership)?;
                 Self::start_with_engine(cfg, engine, transport, inbox, sink)
             }
             EngineKind::RocksDb => {
                 let dir = cfg.storage.node_dir(cfg.id);
                 let engine = RocksEngine::open(&dir, identity, bootstrap)?;
+                let engine = match bootstrap {
+                    Bootstrap::Join => engine,
+                    _ => with_membership(engine, membership)?,
+                };
                 Self::start_with_engine(cfg, engine, transport, inbox, sink)
             }
         }
@@ -369,6 +398,30 @@ impl RaftNode {
         }
         self.mailbox
             .send(NodeMsg::TransferLeader { to })
+            .map_err(|_| Error::Closed)
+    }
+
+    /// Asks the group for a membership change (see [`crate::membership`]);
+    /// its result arrives through the completion sink with `token`: the
+    /// members once the change is applied and the group is in a single
+    /// configuration again, or an error saying what the caller may conclude.
+    /// `timeout` bounds the wait (then `Timeout`: the change may still
+    /// happen).
+    pub fn change_membership(
+        &self,
+        token: u64,
+        change: crate::membership::Change,
+        timeout: std::time::Duration,
+    ) -> Result<()> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        self.mailbox
+            .send(NodeMsg::ChangeMembership {
+                token,
+                change,
+                timeout,
+            })
             .map_err(|_| Error::Closed)
     }
 

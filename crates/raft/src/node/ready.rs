@@ -21,6 +21,8 @@ impl<E: Engine> Worker<E> {
     /// Everything the node does after taking in one iteration's events.
     pub(super) fn handle_readies(&mut self, busy: bool) -> Result<()> {
         self.on_leader_change();
+        self.after_membership_change();
+        self.drive_membership();
         self.ask_read_index();
         let mut rounds = 0;
         while self.raft_group.has_ready() && rounds < MAX_READY_ROUNDS {
@@ -28,10 +30,12 @@ impl<E: Engine> Worker<E> {
             rounds += 1;
         }
         self.on_leader_change();
+        self.after_membership_change();
         self.serve_reads()?;
         let now = Instant::now();
         self.expire_writes(now);
         self.expire_reads(now);
+        self.expire_changes(now);
         self.maybe_compact()?;
         self.publish_stats(now);
         Ok(())
@@ -47,6 +51,7 @@ impl<E: Engine> Worker<E> {
         if leader != self.last_leader {
             self.last_leader = leader;
             reissue = leader != INVALID_ID;
+            self.changes.leading_since = self.ticks;
         }
         if raft.state == StateRole::Leader
             && raft.commit_to_current_term()
@@ -110,8 +115,9 @@ impl<E: Engine> Worker<E> {
         )?;
         if let Some(s) = &snapshot {
             self.writes.forget_indexes_up_to(s.get_metadata().index);
-            // The snapshot replaced the log.
+            // The snapshot replaced the log, and the membership.
             self.applied_log.clear();
+            self.changes.dirty = true;
         }
         let number = ready.number();
         self.writer.push(

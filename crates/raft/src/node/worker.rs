@@ -12,6 +12,7 @@ use raft::eraftpb::{Message, MessageType};
 use raft::{RawNode, SnapshotStatus, StateRole, INVALID_ID};
 
 use super::apply::AppliedLog;
+use super::membership::Changes;
 use super::outbox::Outbox;
 use super::panic_message;
 use super::persist::AsyncWriter;
@@ -32,6 +33,11 @@ pub(super) enum NodeMsg {
     /// Hand leadership to voter `to` (a follower forwards it to the leader).
     TransferLeader {
         to: u64,
+    },
+    ChangeMembership {
+        token: u64,
+        change: crate::membership::Change,
+        timeout: Duration,
     },
     Stop,
 }
@@ -76,6 +82,10 @@ pub(super) struct Settings {
     /// A one-voter group campaigns at once instead of waiting for an
     /// election timeout.
     pub single_voter: bool,
+    /// See [`crate::config::RaftSettings::promote_max_lag`].
+    pub promote_max_lag: u64,
+    /// Ticks of an election timeout.
+    pub election_ticks: u64,
 }
 
 /// The figures the node thread publishes for [`RaftNode::stats`](super::RaftNode::stats).
@@ -115,6 +125,8 @@ pub(super) struct Worker<E: Engine> {
     pub failed: Option<Error>,
     /// A snapshot message held while the engine prepares its install.
     held_snapshot: Option<Message>,
+    /// Membership changes asked for here, and the leader's part in them.
+    pub(super) changes: Changes,
 }
 
 impl<E: Engine> Worker<E> {
@@ -136,7 +148,12 @@ impl<E: Engine> Worker<E> {
                 proposal_timeout: cfg.raft.proposal_timeout,
                 sync,
                 reissue_ticks: (cfg.raft.heartbeat_tick as u64 * 2).max(2),
-                single_voter: cfg.peers.len() == 1,
+                single_voter: {
+                    let voters = raft_group.raft.prs().conf().voters().ids();
+                    voters.len() == 1 && voters.contains(cfg.id)
+                },
+                promote_max_lag: cfg.raft.promote_max_lag,
+                election_ticks: cfg.raft.election_tick as u64,
             },
             raft_group,
             transport,
@@ -158,6 +175,7 @@ impl<E: Engine> Worker<E> {
             last_leader: INVALID_ID,
             failed: None,
             held_snapshot: None,
+            changes: Changes::new(),
         };
         worker.publish_stats(Instant::now());
         worker
@@ -224,9 +242,8 @@ impl<E: Engine> Worker<E> {
                     Err(_) => batches_gone = true,
                 },
                 recv(mailbox) -> c => match c {
-                    Ok(NodeMsg::Get { token, key }) => self.on_get(token, key),
-                    Ok(NodeMsg::TransferLeader { to }) => self.raft_group.transfer_leader(to),
                     Ok(NodeMsg::Stop) | Err(_) => stop = true,
+                    Ok(c) => self.on_command(c),
                 },
                 recv(ticker) -> _ => self.on_tick(),
             }
@@ -244,14 +261,11 @@ impl<E: Engine> Worker<E> {
             }
             if !stop {
                 for c in mailbox.try_iter().take(DRAIN_LIMIT) {
-                    match c {
-                        NodeMsg::Get { token, key } => self.on_get(token, key),
-                        NodeMsg::TransferLeader { to } => self.raft_group.transfer_leader(to),
-                        NodeMsg::Stop => {
-                            stop = true;
-                            break;
-                        }
+                    if let NodeMsg::Stop = c {
+                        stop = true;
+                        break;
                     }
+                    self.on_command(c);
                 }
             }
             // Queued work means this node is under load: sync in the
@@ -264,12 +278,28 @@ impl<E: Engine> Worker<E> {
         }
     }
 
+    fn on_command(&mut self, c: NodeMsg) {
+        match c {
+            NodeMsg::Get { token, key } => self.on_get(token, key),
+            NodeMsg::TransferLeader { to } => self.raft_group.transfer_leader(to),
+            NodeMsg::ChangeMembership {
+                token,
+                change,
+                timeout,
+            } => self.on_change_request(token, change, timeout),
+            NodeMsg::Stop => {}
+        }
+    }
+
     pub(super) fn on_inbound(&mut self, m: Inbound) {
         if self.failed.is_some() {
             return;
         }
         match m {
             Inbound::Raft(msgs) => {
+                if let Some(m) = msgs.first() {
+                    self.changes.heard.insert(m.from, self.ticks);
+                }
                 for m in msgs {
                     if m.get_msg_type() == MessageType::MsgSnapshot {
                         // While one is being prepared, others are dropped:
@@ -376,7 +406,13 @@ impl<E: Engine> Worker<E> {
                 .peers_published_at
                 .is_none_or(|t| now.duration_since(t) >= PEERS_EVERY)
         {
-            stats.shared.publish_peers(peer_states(raft));
+            let mut peers = peer_states(raft);
+            if let Some(m) = store.membership() {
+                for p in &mut peers {
+                    p.address = m.members.get(&p.id).cloned();
+                }
+            }
+            stats.shared.publish_peers(peers);
             stats.peers_published_at = Some(now);
             stats.peers_leading = leads;
         }
@@ -404,6 +440,7 @@ impl<E: Engine> Worker<E> {
             outbox.write(t, Err(e))
         });
         self.reads.drain(|t| outbox.read(t, Err(err.clone())));
+        self.reject_changes(err);
     }
 
     fn shutdown(&mut self, batches: &Receiver<ProposedBatch>, mailbox: &Receiver<NodeMsg>) {
@@ -414,8 +451,12 @@ impl<E: Engine> Worker<E> {
             self.on_batch(b);
         }
         for c in mailbox.try_iter() {
-            if let NodeMsg::Get { token, key } = c {
-                self.on_get(token, key);
+            match c {
+                NodeMsg::Get { token, key } => self.on_get(token, key),
+                NodeMsg::ChangeMembership { token, .. } => {
+                    self.outbox.read(token, Err(Error::Closed))
+                }
+                _ => {}
             }
         }
         self.reject_all(&Error::Closed);
@@ -438,6 +479,7 @@ fn peer_states<T: raft::Storage>(raft: &raft::Raft<T>) -> Vec<PeerState> {
             let matched = raft.prs().get(id).map(|p| p.matched).filter(|_| leads);
             PeerState {
                 id,
+                address: None,
                 voter,
                 match_index: matched,
                 lag: matched.map(|m| last.saturating_sub(m)),

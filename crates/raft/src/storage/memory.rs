@@ -8,10 +8,11 @@ use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::storage::MemStorage;
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 
-use super::{Durability, Engine};
+use super::{Durability, Engine, BOOTSTRAP_INDEX, BOOTSTRAP_TERM};
 use crate::config::EngineKind;
 use crate::error::{Error, Result};
 use crate::kv::{decode_snapshot, SnapshotWriter};
+use crate::membership::Membership;
 use crate::session::Sessions;
 use crate::stats::StorageStats;
 
@@ -21,19 +22,29 @@ pub struct MemoryEngine {
     /// Sum of key and value lengths in `kv`.
     kv_bytes: u64,
     sessions: Sessions,
+    membership: Option<Membership>,
     applied: u64,
 }
 
 impl MemoryEngine {
-    /// A fresh engine whose initial voter set is `peers`.
+    /// A fresh engine whose initial voter set is `peers` (see
+    /// [`BOOTSTRAP_INDEX`]).
     pub fn new(peers: &[u64]) -> Self {
-        let cs = ConfState::from((peers.to_vec(), Vec::<u64>::new()));
+        let log = MemStorage::new();
+        let mut snap = Snapshot::default();
+        let meta = snap.mut_metadata();
+        meta.index = BOOTSTRAP_INDEX;
+        meta.term = BOOTSTRAP_TERM;
+        meta.set_conf_state(ConfState::from((peers.to_vec(), Vec::<u64>::new())));
+        // An empty storage always takes a snapshot.
+        let _ = log.wl().apply_snapshot(snap);
         MemoryEngine {
-            log: MemStorage::new_with_conf_state(cs),
+            log,
             kv: BTreeMap::new(),
             kv_bytes: 0,
             sessions: Sessions::default(),
-            applied: 0,
+            membership: None,
+            applied: BOOTSTRAP_INDEX,
         }
     }
 
@@ -46,6 +57,7 @@ impl MemoryEngine {
         self.kv.clear();
         self.kv_bytes = 0;
         self.sessions.replace(data.sessions);
+        self.membership = data.membership;
         for (k, v) in data.pairs {
             self.kv_bytes += (k.len() + v.len()) as u64;
             self.kv.insert(k.to_vec(), v.to_vec());
@@ -94,7 +106,7 @@ impl Storage for MemoryEngine {
         meta.index = self.applied;
         meta.term = self.log.term(self.applied)?;
         meta.set_conf_state(self.log.initial_state()?.conf_state);
-        let mut w = SnapshotWriter::new(&self.sessions);
+        let mut w = SnapshotWriter::new(&self.sessions, self.membership.as_ref());
         for (k, v) in &self.kv {
             w.push(k, v);
         }
@@ -158,6 +170,27 @@ impl Engine for MemoryEngine {
 
     fn sessions(&mut self) -> &mut Sessions {
         &mut self.sessions
+    }
+
+    fn membership(&self) -> Option<&Membership> {
+        self.membership.as_ref()
+    }
+
+    fn set_membership(&mut self, membership: Membership) -> Result<()> {
+        self.membership = Some(membership);
+        Ok(())
+    }
+
+    fn set_conf_state(&mut self, cs: ConfState) -> Result<()> {
+        self.log.wl().set_conf_state(cs);
+        Ok(())
+    }
+
+    fn conf_state(&self) -> ConfState {
+        self.log
+            .initial_state()
+            .map(|s| s.conf_state)
+            .unwrap_or_default()
     }
 
     fn finish_apply(&mut self, applied: u64) -> Result<()> {

@@ -11,11 +11,12 @@ use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
 
-use raft::eraftpb::{Entry, HardState, Snapshot};
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 
 use crate::command::SessionStamp;
 use crate::config::EngineKind;
 use crate::error::Result;
+use crate::membership::Membership;
 use crate::session::{Record, Sessions};
 use crate::stats::{StorageStats, SyncClock};
 
@@ -24,6 +25,14 @@ pub mod rocksdb;
 
 pub use self::memory::MemoryEngine;
 pub use self::rocksdb::RocksEngine;
+
+/// Where a new group's log starts: its storage begins as if a snapshot at
+/// index 1, term 1 held the initial configuration, so the log proper starts
+/// at 2. A node that joins later has nothing at index 1 and so catches up by
+/// a snapshot, which carries the configuration (replaying the log from its
+/// start would miss the initial voters, which no entry holds).
+pub const BOOTSTRAP_INDEX: u64 = 1;
+pub const BOOTSTRAP_TERM: u64 = 1;
 
 /// What a background WAL sync reports: done, or why it failed.
 pub type SyncOutcome = std::result::Result<(), String>;
@@ -117,6 +126,21 @@ pub trait Engine: raft::Storage + Send + 'static {
         self.sessions().record(stamp, record);
         Ok(())
     }
+
+    /// The group's membership record as of the current apply round (see
+    /// [`crate::membership`]); `None` for a node of an in-process cluster,
+    /// which keeps none, and for a joining node before its first snapshot.
+    fn membership(&self) -> Option<&Membership>;
+
+    /// Replaces the membership record in the current apply round.
+    fn set_membership(&mut self, membership: Membership) -> Result<()>;
+
+    /// Replaces the configuration (raft-rs's `ConfState`) in the current
+    /// apply round, after raft-rs applied a configuration change.
+    fn set_conf_state(&mut self, cs: ConfState) -> Result<()>;
+
+    /// The configuration as of the current apply round.
+    fn conf_state(&self) -> ConfState;
 
     /// Ends an apply round: its writes, the sessions' changes and the new
     /// applied index land together,

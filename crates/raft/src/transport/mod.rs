@@ -5,6 +5,8 @@
 
 use raft::eraftpb::Message;
 
+use crate::membership::Membership;
+
 pub mod grpc;
 pub mod local;
 
@@ -16,6 +18,11 @@ pub use self::local::{LocalRouter, LocalTransport};
 /// sender's mailbox as [`Inbound::Unreachable`].
 pub trait Transport: Send + Sync {
     fn send(&self, msgs: Vec<Message>);
+
+    /// The group's membership record changed (or was first read): dial the
+    /// members where it says, and refuse everyone else. A transport whose
+    /// peers are fixed ignores it.
+    fn set_members(&self, _membership: &Membership) {}
 }
 
 /// What arrives in a node's mailbox.

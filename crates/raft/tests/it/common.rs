@@ -71,6 +71,24 @@ macro_rules! engine_methods_of_inner {
         fn applied_index(&self) -> u64 {
             self.inner.applied_index()
         }
+        fn membership(&self) -> Option<&metastore_raft::membership::Membership> {
+            self.inner.membership()
+        }
+        fn set_membership(
+            &mut self,
+            m: metastore_raft::membership::Membership,
+        ) -> Result<(), metastore_raft::Error> {
+            self.inner.set_membership(m)
+        }
+        fn set_conf_state(
+            &mut self,
+            cs: raft::eraftpb::ConfState,
+        ) -> Result<(), metastore_raft::Error> {
+            self.inner.set_conf_state(cs)
+        }
+        fn conf_state(&self) -> raft::eraftpb::ConfState {
+            self.inner.conf_state()
+        }
         fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, metastore_raft::Error> {
             self.inner.get(key)
         }

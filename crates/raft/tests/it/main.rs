@@ -15,6 +15,7 @@ mod failover;
 mod grpc;
 mod identity;
 mod leadership;
+mod membership;
 mod order;
 mod outcomes;
 mod restart;

@@ -129,6 +129,7 @@ fn a_node_closed_by_its_own_sink_releases_its_data_dir_to_the_next_close() {
             cfg.clone(),
             &identity,
             bootstrap,
+            None,
             router.transport(1),
             inbox,
             sink,

@@ -85,6 +85,7 @@ fn member_config(id: u64, ports: &[u16], dir: &Path, tls: Option<TlsFiles>) -> M
         cluster_token: "tls-test".into(),
         advertise: None,
         tls,
+        join: false,
     }
 }
 

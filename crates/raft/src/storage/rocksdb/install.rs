@@ -230,7 +230,7 @@ mod tests {
         let identity = Identity::new(ClusterId::random(), 1, &[1, 2, 3]);
         let mut engine = RocksEngine::open(dir.path(), &identity, Bootstrap::New).unwrap();
         let entry = Entry {
-            index: 1,
+            index: 2,
             term: 1,
             ..Default::default()
         };
@@ -242,7 +242,7 @@ mod tests {
                 .apply_put(format!("k{k:06}").as_bytes(), &[9; 100], false)
                 .unwrap();
         }
-        engine.finish_apply(1).unwrap();
+        engine.finish_apply(2).unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             match engine.snapshot(0, 2) {
@@ -295,7 +295,7 @@ mod tests {
         engine
             .persist(Some(&snap), &[], None, Durability::Synced)
             .unwrap();
-        assert_eq!(engine.applied_index(), 1);
+        assert_eq!(engine.applied_index(), 2);
         assert_eq!(engine.get(b"k019999").unwrap(), Some(vec![9; 100]));
         assert_eq!(engine.get(b"old").unwrap(), None, "the old state is gone");
         assert_eq!(snapshot_files(dir.path()), 0, "the file is removed");
@@ -310,13 +310,13 @@ mod tests {
         prepared(&mut engine, &snap);
         // The install's write lands; the process dies before the ingestion.
         let mut wb = WriteBatch::default();
-        let (_, file) = engine.stage_snapshot(&mut wb, &snap).unwrap();
+        let (_, _, file) = engine.stage_snapshot(&mut wb, &snap).unwrap();
         assert!(file.is_some());
         engine.write(wb, true).unwrap();
         drop(engine);
         let me = Identity::new(identity.cluster_id, 2, &[1, 2, 3]);
         let engine = RocksEngine::open(dir.path(), &me, Bootstrap::Existing).unwrap();
-        assert_eq!(engine.applied_index(), 1);
+        assert_eq!(engine.applied_index(), 2);
         assert_eq!(engine.get(b"k000000").unwrap(), Some(vec![9; 100]));
         assert_eq!(engine.get(b"k019999").unwrap(), Some(vec![9; 100]));
         assert_eq!(snapshot_files(dir.path()), 0);

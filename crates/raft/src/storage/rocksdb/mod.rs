@@ -38,6 +38,7 @@ use crate::config::EngineKind;
 use crate::error::{Error, Result};
 use crate::identity::{self, Bootstrap, Identity};
 use crate::kv::decode_snapshot;
+use crate::membership::Membership;
 use crate::session::{Record, Sessions};
 use crate::stats::{StorageStats, SyncClock};
 
@@ -64,6 +65,8 @@ pub const KEY_APPLIED: &[u8] = b"applied";
 pub const KEY_PENDING_INSTALL: &[u8] = b"pending_install";
 /// Whose state this is: [`Identity::encode`].
 pub const KEY_IDENTITY: &[u8] = b"identity";
+/// The group's membership record as of `applied`: [`Membership::encode`].
+pub const KEY_MEMBERSHIP: &[u8] = b"membership";
 
 fn log_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
@@ -90,6 +93,16 @@ pub struct RocksEngine {
     path: PathBuf,
     hard_state: HardState,
     conf_state: ConfState,
+    /// The applied index at which the configuration last changed: a built
+    /// snapshot older than it has an outdated configuration (a new learner
+    /// would refuse it).
+    conf_index: u64,
+    /// The configuration changed in the current apply round.
+    conf_changed: bool,
+    membership: Option<Membership>,
+    /// This node's id while it joins a running group and has no identity
+    /// record yet: the first snapshot brings the group's.
+    joining: Option<u64>,
     truncated_index: u64,
     truncated_term: u64,
     last_index: u64,
@@ -151,6 +164,10 @@ impl RocksEngine {
             path,
             hard_state: HardState::default(),
             conf_state: ConfState::default(),
+            conf_index: 0,
+            conf_changed: false,
+            membership: None,
+            joining: None,
             truncated_index: 0,
             truncated_term: 0,
             last_index: 0,
@@ -240,14 +257,15 @@ impl RocksEngine {
     }
 
     /// Adds to `wb` the replacement of the whole state by `snap`; returns
-    /// the snapshot's sessions, to take once `wb` is written, and the
-    /// prepared file of its KV pairs, to ingest then (when it was prepared,
-    /// `wb` records the file as pending instead of holding the pairs).
+    /// the snapshot's sessions and membership, to take once `wb` is
+    /// written, and the prepared file of its KV pairs, to ingest then (when
+    /// it was prepared, `wb` records the file as pending instead of holding
+    /// the pairs).
     fn stage_snapshot(
         &mut self,
         wb: &mut WriteBatch,
         snap: &Snapshot,
-    ) -> Result<(Sessions, Option<PathBuf>)> {
+    ) -> Result<(Sessions, Option<Membership>, Option<PathBuf>)> {
         let meta = snap.get_metadata();
         let prepared = self.installs.take(meta.index, meta.term);
         let data = decode_snapshot(&snap.data)?;
@@ -288,8 +306,25 @@ impl RocksEngine {
             .map_err(|e| self.err("cannot encode conf state", e))?;
         wb.put_cf(meta_cf, KEY_CONF_STATE, cs);
         wb.put_cf(meta_cf, KEY_APPLIED, meta.index.to_be_bytes());
+        match &data.membership {
+            Some(m) => wb.put_cf(meta_cf, KEY_MEMBERSHIP, m.encode()),
+            None => wb.delete_cf(meta_cf, KEY_MEMBERSHIP),
+        }
+        if let Some(node_id) = self.joining {
+            // A joining node's first snapshot tells it whose group it joined.
+            let m = data.membership.as_ref().ok_or_else(|| {
+                Error::Storage(format!(
+                    "node {node_id} joins a group whose snapshot has no membership record"
+                ))
+            })?;
+            wb.put_cf(
+                meta_cf,
+                KEY_IDENTITY,
+                Identity::new(m.cluster_id, node_id, &[]).encode(),
+            );
+        }
         self.put_truncated(wb, meta.index, meta.term)?;
-        Ok((data.sessions, pending))
+        Ok((data.sessions, data.membership, pending))
     }
 
     /// Ingests the prepared file a written install recorded as pending,
@@ -328,10 +363,12 @@ impl Engine for RocksEngine {
             .unwrap_or_else(|| self.hard_state.clone());
         let mut cs = None;
         let mut sessions = None;
+        let mut membership = None;
         let mut pending = None;
         if let Some(snap) = snapshot {
-            let (staged, file) = self.stage_snapshot(&mut wb, snap)?;
+            let (staged, members, file) = self.stage_snapshot(&mut wb, snap)?;
             sessions = Some(staged);
+            membership = Some(members);
             pending = file;
             let meta = snap.get_metadata();
             (truncated_index, truncated_term, last, applied) =
@@ -374,7 +411,12 @@ impl Engine for RocksEngine {
         }
         if let Some(cs) = cs {
             self.conf_state = cs;
+            self.conf_index = applied;
+            self.joining = None;
             self.cache.clear();
+        }
+        if let Some(m) = membership {
+            self.membership = m;
         }
         (
             self.truncated_index,
@@ -452,7 +494,43 @@ impl Engine for RocksEngine {
         Ok(())
     }
 
+    fn membership(&self) -> Option<&Membership> {
+        self.membership.as_ref()
+    }
+
+    fn set_membership(&mut self, membership: Membership) -> Result<()> {
+        let meta = self
+            .db
+            .cf_handle(CF_META)
+            .ok_or_else(|| self.corrupt("column family meta missing"))?;
+        self.apply_batch
+            .put_cf(meta, KEY_MEMBERSHIP, membership.encode());
+        self.membership = Some(membership);
+        Ok(())
+    }
+
+    fn set_conf_state(&mut self, cs: ConfState) -> Result<()> {
+        let bytes = cs
+            .write_to_bytes()
+            .map_err(|e| self.err("cannot encode conf state", e))?;
+        let meta = self
+            .db
+            .cf_handle(CF_META)
+            .ok_or_else(|| self.corrupt("column family meta missing"))?;
+        self.apply_batch.put_cf(meta, KEY_CONF_STATE, bytes);
+        self.conf_state = cs;
+        self.conf_changed = true;
+        Ok(())
+    }
+
+    fn conf_state(&self) -> ConfState {
+        self.conf_state.clone()
+    }
+
     fn finish_apply(&mut self, applied: u64) -> Result<()> {
+        if std::mem::take(&mut self.conf_changed) {
+            self.conf_index = applied;
+        }
         let mut wb = std::mem::take(&mut self.apply_batch);
         self.apply_overlay.clear();
         let db = Arc::clone(&self.db);

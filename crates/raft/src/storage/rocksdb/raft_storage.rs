@@ -116,7 +116,9 @@ impl Storage for RocksEngine {
         }
         // A follower given a snapshot older than the log's start could not
         // go on from the log.
-        let min_index = request_index.max(self.truncated_index);
+        // Nor one whose configuration is outdated: a new learner refuses a
+        // snapshot whose configuration does not name it.
+        let min_index = request_index.max(self.truncated_index).max(self.conf_index);
         let built = self.snapshots.get(min_index, || {
             let metadata = SnapshotMetadata {
                 index: self.applied,
@@ -129,7 +131,7 @@ impl Storage for RocksEngine {
             Ok(BuildStart {
                 db: Arc::clone(&self.db),
                 metadata,
-                writer: SnapshotWriter::new(&self.sessions.sessions),
+                writer: SnapshotWriter::new(&self.sessions.sessions, self.membership.as_ref()),
             })
         });
         match built.map_err(raft_err)? {

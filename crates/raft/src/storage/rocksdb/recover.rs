@@ -11,10 +11,12 @@ use rocksdb::{Options, WriteBatch, DB};
 use super::sessions::SessionStore;
 use super::{
     be_u64, install, RocksEngine, CF_KV, CF_LOG, CF_META, CF_SESSIONS, KEY_APPLIED, KEY_CONF_STATE,
-    KEY_HARD_STATE, KEY_IDENTITY, KEY_PENDING_INSTALL, KEY_TRUNCATED,
+    KEY_HARD_STATE, KEY_IDENTITY, KEY_MEMBERSHIP, KEY_PENDING_INSTALL, KEY_TRUNCATED,
 };
 use crate::error::{Error, Result};
 use crate::identity::{self, Bootstrap, Identity};
+use crate::membership::Membership;
+use crate::storage::{BOOTSTRAP_INDEX, BOOTSTRAP_TERM};
 
 /// What a database without a cluster identity holds, in errors.
 pub(super) const NO_IDENTITY: &str =
@@ -69,6 +71,29 @@ impl RocksEngine {
             }
             None => Ok(None),
         }
+    }
+
+    /// The membership record stored in the database at `dir`, if any (it
+    /// must hold one: see [`stored_identity`](Self::stored_identity)).
+    pub fn stored_membership(dir: &Path) -> Result<Option<Membership>> {
+        let db =
+            DB::open_cf_for_read_only(&Options::default(), dir, [CF_LOG, CF_META, CF_KV], false)
+                .map_err(|e| {
+                    Error::Storage(format!("cannot open RocksDB at {}: {e}", dir.display()))
+                })?;
+        let meta = db.cf_handle(CF_META).ok_or_else(|| {
+            Error::Storage(format!(
+                "{}: column family {CF_META} missing",
+                dir.display()
+            ))
+        })?;
+        let bytes = db
+            .get_cf(meta, KEY_MEMBERSHIP)
+            .map_err(|e| Error::Storage(format!("cannot read {}: {e}", dir.display())))?;
+        bytes
+            .map(|b| Membership::decode(&b))
+            .transpose()
+            .map_err(|e| Error::Storage(format!("corrupt database {}: {e}", dir.display())))
     }
 
     pub(super) fn recover(&mut self, identity: &Identity, bootstrap: Bootstrap) -> Result<()> {
@@ -136,6 +161,9 @@ impl RocksEngine {
             self.last_index = last;
         }
 
+        if let Some(b) = self.read_meta(KEY_MEMBERSHIP)? {
+            self.membership = Some(Membership::decode(&b).map_err(|e| self.corrupt(e))?);
+        }
         match cs {
             Some(b) => {
                 self.conf_state = ConfState::parse_from_bytes(&b)
@@ -143,15 +171,31 @@ impl RocksEngine {
                 if self.conf_state.voters.is_empty() {
                     return Err(self.corrupt("conf state has no voters"));
                 }
+                self.conf_index = self.applied;
+            }
+            None if bootstrap == Bootstrap::Join
+                && stored.is_none()
+                && self.last_index == 0
+                && self.applied == 0 =>
+            {
+                // A joining node waits for the group's first snapshot; its
+                // hard state (a term heard from the leader) may be there.
+                self.joining = Some(identity.node_id);
+                return self.check_invariants();
             }
             None if hs.is_none() && self.last_index == 0 && self.applied == 0 => {
-                if bootstrap == Bootstrap::Existing {
+                if bootstrap != Bootstrap::New {
                     return Err(identity::mismatch(&self.path, EMPTY, identity));
                 }
                 // A new database: bootstrap with the identity and the initial
-                // voter set, in one synced write.
+                // voter set, as if a snapshot at BOOTSTRAP_INDEX held them,
+                // in one synced write.
                 self.conf_state =
                     ConfState::from((identity.initial_voters.clone(), Vec::<u64>::new()));
+                (self.truncated_index, self.truncated_term) = (BOOTSTRAP_INDEX, BOOTSTRAP_TERM);
+                (self.last_index, self.applied) = (BOOTSTRAP_INDEX, BOOTSTRAP_INDEX);
+                self.hard_state.term = BOOTSTRAP_TERM;
+                self.hard_state.commit = BOOTSTRAP_INDEX;
                 let mut wb = WriteBatch::default();
                 let meta = self.cf(CF_META)?;
                 let bytes = self
@@ -160,6 +204,9 @@ impl RocksEngine {
                     .map_err(|e| self.err("cannot encode conf state", e))?;
                 wb.put_cf(meta, KEY_CONF_STATE, bytes);
                 wb.put_cf(meta, KEY_IDENTITY, identity.encode());
+                wb.put_cf(meta, KEY_APPLIED, BOOTSTRAP_INDEX.to_be_bytes());
+                self.put_truncated(&mut wb, BOOTSTRAP_INDEX, BOOTSTRAP_TERM)?;
+                self.put_hard_state(&mut wb, &self.hard_state.clone())?;
                 self.write(wb, true)?;
                 return self.check_invariants();
             }

@@ -245,7 +245,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let identity = Identity::new(ClusterId::random(), 1, &[1, 2, 3]);
         let mut engine = RocksEngine::open(dir.path(), &identity, Bootstrap::New).unwrap();
-        apply(&mut engine, 1, 0..20_000);
+        apply(&mut engine, 2, 0..20_000);
         // The first ask only starts the build.
         assert!(matches!(
             engine.snapshot(0, 2),
@@ -253,31 +253,31 @@ mod tests {
                 StorageError::SnapshotTemporarilyUnavailable
             ))
         ));
-        // Writes applied meanwhile are not in it: it is the state at index 1.
-        apply(&mut engine, 2, 20_000..20_100);
+        // Writes applied meanwhile are not in it: it is the state at index 2.
+        apply(&mut engine, 3, 20_000..20_100);
         let snap = poll(&engine);
-        assert_eq!(snap.get_metadata().index, 1);
+        assert_eq!(snap.get_metadata().index, 2);
         assert_eq!(snap.get_metadata().term, 1);
         let data = decode_snapshot(&snap.data).unwrap();
         assert_eq!(data.pairs.len(), 20_000);
         assert_eq!(data.pairs[19_999].0, b"k019999");
         // The built one serves later asks while the log still reaches it...
-        assert_eq!(engine.snapshot(0, 3).unwrap().get_metadata().index, 1);
+        assert_eq!(engine.snapshot(0, 3).unwrap().get_metadata().index, 2);
         // ...but not an ask for a later index: that starts a new build.
-        assert!(engine.snapshot(2, 2).is_err());
-        assert_eq!(poll(&engine).get_metadata().index, 2);
+        assert!(engine.snapshot(3, 2).is_err());
+        assert_eq!(poll(&engine).get_metadata().index, 3);
         assert_eq!(
             decode_snapshot(&poll(&engine).data).unwrap().pairs.len(),
             20_100
         );
         // A compaction that passes the built snapshot frees it.
-        apply(&mut engine, 3, 20_100..20_101);
-        engine.compact(2).unwrap();
+        apply(&mut engine, 4, 20_100..20_101);
+        engine.compact(3).unwrap();
         assert!(
             engine.snapshots.holds_built(),
             "kept while the log reaches it"
         );
-        engine.compact(3).unwrap();
+        engine.compact(4).unwrap();
         assert!(
             !engine.snapshots.holds_built(),
             "freed once the log passed it"
@@ -289,10 +289,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let identity = Identity::new(ClusterId::random(), 1, &[1, 2, 3]);
         let mut engine = RocksEngine::open(dir.path(), &identity, Bootstrap::New).unwrap();
-        apply(&mut engine, 1, 0..50_000);
+        apply(&mut engine, 2, 0..50_000);
         assert!(engine.snapshot(0, 2).is_err());
         drop(engine);
         let engine = RocksEngine::open(dir.path(), &identity, Bootstrap::Existing).unwrap();
-        assert_eq!(engine.applied_index(), 1);
+        assert_eq!(engine.applied_index(), 2);
     }
 }

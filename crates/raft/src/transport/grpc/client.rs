@@ -48,11 +48,7 @@ pub(super) async fn run_link(
         shared.counters.connects.fetch_add(1, Relaxed);
         backoff = MIN_BACKOFF;
         let hello = pb::Frame {
-            body: Some(Body::Hello(pb::Hello {
-                cluster_id: shared.cluster_id.0.to_be_bytes().to_vec(),
-                from: shared.id,
-                to: id,
-            })),
+            body: Some(Body::Hello(shared.hello(id))),
         };
         let body = Batches {
             shared: Arc::clone(&shared),
@@ -184,11 +180,7 @@ async fn snapshot_stream(shared: &Shared, mut m: Message) -> Result<(), String> 
     let header = m.write_to_bytes().map_err(|e| e.to_string())?;
     let sent = (header.len() + data.len()) as u64;
     let first = [
-        SnapshotBody::Hello(pb::Hello {
-            cluster_id: shared.cluster_id.0.to_be_bytes().to_vec(),
-            from: shared.id,
-            to,
-        }),
+        SnapshotBody::Hello(shared.hello(to)),
         SnapshotBody::Header(pb::SnapshotHeader {
             message: header,
             data_len: data.len() as u64,

@@ -34,8 +34,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
@@ -53,6 +53,7 @@ use self::server::PeerService;
 use super::{Inbound, Transport};
 use crate::error::{Error, Result};
 use crate::identity::ClusterId;
+use crate::membership::Membership;
 
 mod client;
 mod conn;
@@ -78,7 +79,12 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct NetConfig {
     pub node_id: u64,
-    pub cluster_id: ClusterId,
+    /// `None` for a node that joins a running group: it takes the cluster id
+    /// of the first peer whose hello it accepts, and the group's members
+    /// from its membership record once it has one ([`Transport::set_members`]).
+    pub cluster_id: Option<ClusterId>,
+    /// Where the others dial this node, told in every hello.
+    pub advertise: String,
     /// Where to listen for peers (port 0: any free port).
     pub listen: SocketAddr,
     /// Every other member: id and the `host:port` to dial.
@@ -114,7 +120,8 @@ impl NetConfig {
     pub fn new(node_id: u64, cluster_id: ClusterId, listen: SocketAddr) -> Self {
         NetConfig {
             node_id,
-            cluster_id,
+            cluster_id: Some(cluster_id),
+            advertise: String::new(),
             listen,
             peers: HashMap::new(),
             max_frame_bytes: 256 << 20,
@@ -172,7 +179,13 @@ struct PeerLink {
 
 struct Shared {
     id: u64,
-    cluster_id: ClusterId,
+    /// Unset until a joining node accepts its first hello.
+    cluster_id: OnceLock<ClusterId>,
+    advertise: String,
+    /// Whether the peers are known (from the configuration or the
+    /// membership record); a joining node that knows none accepts a hello
+    /// from any node of its group, and dials it back where it says.
+    peers_known: AtomicBool,
     max_frame_bytes: usize,
     queue_capacity: usize,
     peers: RwLock<HashMap<u64, PeerLink>>,
@@ -207,6 +220,48 @@ impl Shared {
     fn is_blocked(&self, peer: u64) -> bool {
         let blocked = self.blocked.read().unwrap_or_else(|p| p.into_inner());
         !blocked.is_empty() && blocked.contains(&peer)
+    }
+
+    /// The hello this node opens a stream to `to` with.
+    fn hello(&self, to: u64) -> pb::Hello {
+        pb::Hello {
+            cluster_id: self
+                .cluster_id
+                .get()
+                .map(|c| c.0.to_be_bytes().to_vec())
+                .unwrap_or_default(),
+            from: self.id,
+            to,
+            address: self.advertise.clone(),
+        }
+    }
+
+    /// Adds peer `id` at `address`, or moves it there.
+    fn set_peer(self: &Arc<Self>, id: u64, address: String) {
+        let mut peers = self.peers.write().unwrap_or_else(|p| p.into_inner());
+        if peers.get(&id).is_some_and(|l| l.address == address) {
+            return;
+        }
+        let (tx, rx) = mpsc::channel(self.queue_capacity);
+        self.runtime
+            .spawn(run_link(Arc::clone(self), id, address.clone(), rx));
+        // Replacing the link drops its queue, which ends its task.
+        peers.insert(id, PeerLink { address, queue: tx });
+    }
+
+    /// The membership record says who the peers are, and where.
+    fn set_members(self: &Arc<Self>, m: &Membership) {
+        let _ = self.cluster_id.set(m.cluster_id);
+        for (id, address) in &m.members {
+            if *id != self.id {
+                self.set_peer(*id, address.clone());
+            }
+        }
+        self.peers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|id, _| m.members.contains_key(id));
+        self.peers_known.store(true, Relaxed);
     }
 
     fn refuse(&self, status: Status) -> Status {
@@ -253,7 +308,9 @@ impl GrpcNet {
             max_snapshot_bytes: cfg.max_snapshot_bytes,
             runtime: runtime.handle().clone(),
             id: cfg.node_id,
-            cluster_id: cfg.cluster_id,
+            cluster_id: cfg.cluster_id.map(OnceLock::from).unwrap_or_default(),
+            advertise: cfg.advertise.clone(),
+            peers_known: AtomicBool::new(cfg.cluster_id.is_some()),
             max_frame_bytes: cfg.max_frame_bytes,
             queue_capacity: cfg.queue_capacity.max(1),
             peers: RwLock::new(HashMap::new()),
@@ -352,12 +409,9 @@ impl GrpcNet {
 
     /// Adds peer `id` at `address`, or moves it there.
     pub fn set_peer(&self, id: u64, address: String) {
-        let Some(runtime) = &self.runtime else { return };
-        let (tx, rx) = mpsc::channel(self.shared.queue_capacity);
-        runtime.spawn(run_link(Arc::clone(&self.shared), id, address.clone(), rx));
-        let mut peers = self.shared.peers.write().unwrap_or_else(|p| p.into_inner());
-        // Replacing the link drops its queue, which ends its task.
-        peers.insert(id, PeerLink { address, queue: tx });
+        if self.runtime.is_some() {
+            self.shared.set_peer(id, address);
+        }
     }
 
     /// Forgets peer `id`: nothing more is sent to it, and its streams are refused.
@@ -441,6 +495,10 @@ struct GrpcTransport {
 }
 
 impl Transport for GrpcTransport {
+    fn set_members(&self, membership: &Membership) {
+        self.shared.set_members(membership);
+    }
+
     fn send(&self, msgs: Vec<Message>) {
         let shared = &self.shared;
         let mut by_peer: Vec<(u64, Outbound)> = Vec::new();

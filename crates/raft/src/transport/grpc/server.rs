@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::conn::{conn_state, ConnState};
 use super::pb::{self, frame::Body, peer_server::Peer, snapshot_frame::Body as SnapshotBody};
 use super::{Inbound, Shared, HELLO_TIMEOUT};
+use crate::identity::ClusterId;
 
 pub(super) struct PeerService {
     pub(super) shared: Arc<Shared>,
@@ -186,7 +187,7 @@ fn refused(shared: &Shared, conn: Option<&ConnState>, status: Status) -> Status 
 /// a hello this node accepts; returns its sender and marks the connection
 /// greeted, or the refusal.
 async fn greet(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     conn: Option<&ConnState>,
     first: impl Future<Output = Result<Option<pb::Hello>, Status>>,
 ) -> Result<u64, Status> {
@@ -210,9 +211,17 @@ async fn greet(
 
 /// The sender of a stream whose hello names this cluster, this node, and a
 /// peer; the refusal otherwise.
-fn check_hello(shared: &Shared, hello: &pb::Hello) -> Result<u64, Status> {
+fn check_hello(shared: &Arc<Shared>, hello: &pb::Hello) -> Result<u64, Status> {
     let from = hello.from;
-    if hello.cluster_id != shared.cluster_id.0.to_be_bytes() {
+    let joining = !shared.peers_known.load(Relaxed);
+    if joining && from != shared.id && from != 0 {
+        // A joining node takes its group's id from the first hello.
+        if let Ok(bytes) = <[u8; 16]>::try_from(hello.cluster_id.as_slice()) {
+            let _ = shared.cluster_id.set(ClusterId(u128::from_be_bytes(bytes)));
+        }
+    }
+    let ours = shared.cluster_id.get().map(|c| c.0.to_be_bytes());
+    if ours.is_none_or(|c| hello.cluster_id != c) {
         // The message does not say this cluster's id: a stranger must not
         // learn the hello it would need.
         return Err(Status::permission_denied(format!(
@@ -231,7 +240,11 @@ fn check_hello(shared: &Shared, hello: &pb::Hello) -> Result<u64, Status> {
         .read()
         .unwrap_or_else(|p| p.into_inner())
         .contains_key(&from);
-    if !known {
+    if !known && joining && crate::membership::check_address(&hello.address).is_ok() {
+        // Until it has the membership record, a joining node answers the
+        // leader where its hello says.
+        shared.set_peer(from, hello.address.clone());
+    } else if !known {
         return Err(Status::permission_denied(format!(
             "node {from} is not a peer of node {}",
             shared.id
