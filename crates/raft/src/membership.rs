@@ -306,6 +306,18 @@ impl Membership {
         }
     }
 
+    /// The rules a change must follow whatever the group's state: a node id
+    /// of at least 1, a well-formed address.
+    pub fn check_form(change: &Change) -> Result<()> {
+        if change.node() == 0 {
+            return Err(Error::ChangeRefused("node ids must be >= 1".into()));
+        }
+        if let Change::AddLearner { address, .. } = change {
+            check_address(address).map_err(Error::ChangeRefused)?;
+        }
+        Ok(())
+    }
+
     /// Checks a requested change against this record and the configuration
     /// `cs`; the error says which rule it breaks. The same on every node.
     pub fn check(&self, change: &Change, cs: &ConfState) -> Result<()> {
@@ -322,11 +334,9 @@ impl Membership {
             ids.join(", ")
         };
         let member = self.members.contains_key(&id);
+        Self::check_form(change)?;
         match change {
             Change::AddLearner { address, .. } => {
-                if id == 0 {
-                    return Err(Error::ChangeRefused("node ids must be >= 1".into()));
-                }
                 if self.removed.contains(&id) {
                     return Err(Error::ChangeRefused(format!(
                         "node {id} was removed from this group, and ids are never reused: \
@@ -339,7 +349,6 @@ impl Membership {
                         names()
                     )));
                 }
-                check_address(address).map_err(Error::ChangeRefused)?;
                 if let Some((other, _)) = self.members.iter().find(|(_, a)| *a == address) {
                     return Err(Error::ChangeRefused(format!(
                         "address {address} is node {other}'s"

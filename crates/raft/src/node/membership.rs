@@ -80,16 +80,16 @@ impl<E: Engine> Worker<E> {
             return Err(e.clone());
         }
         let store = self.raft_group.store();
-        let Some(m) = store.membership() else {
+        if store.membership().is_none() {
             return Err(Error::ChangeRefused(format!(
                 "node {} keeps no membership record: a group started in one process \
                  (LocalCluster) has fixed members, and a joining node has not joined yet",
                 self.id
             )));
-        };
-        // What this node already knows refuses a change at once; the group
-        // checks again when it applies the request.
-        m.check(&change, &store.conf_state())?;
+        }
+        // The rest is checked when the group applies the request, in log
+        // order: this node's view may lag behind a change just completed.
+        Membership::check_form(&change)?;
         if self.raft_group.raft.leader_id == INVALID_ID {
             return Err(Error::ProposalDropped(
                 "no leader is known; the change was not proposed".into(),
@@ -241,6 +241,7 @@ impl<E: Engine> Worker<E> {
             return;
         };
         self.transport.set_members(m);
+        self.stats.republish_peers();
         if m.removed.contains(&self.id) && self.failed.is_none() {
             self.fail(Error::Removed(self.id));
         }

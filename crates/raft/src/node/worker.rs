@@ -100,6 +100,13 @@ pub(super) struct StatsPublisher {
     peers_leading: bool,
 }
 
+impl StatsPublisher {
+    /// The members are published again at the next publication (they changed).
+    pub fn republish_peers(&mut self) {
+        self.peers_published_at = None;
+    }
+}
+
 /// The state owned by the node thread.
 pub(super) struct Worker<E: Engine> {
     pub id: u64,

@@ -376,6 +376,14 @@ impl Engine for RocksEngine {
             hs.commit = hs.commit.max(meta.index);
             cs = Some(meta.get_conf_state().clone());
         }
+        if let (Some(node_id), None, false) = (self.joining, snapshot, entries.is_empty()) {
+            return Err(Error::Storage(format!(
+                "node {node_id} joins a group whose log starts at index 1: it would replay it \
+                 without the group's initial configuration; add it to a group whose log starts \
+                 after its bootstrap index (any group made by this version), or after a log \
+                 compaction"
+            )));
+        }
         if let (Some(first), Some(new_last)) = (entries.first(), entries.last()) {
             let (first, new_last) = (first.index, new_last.index);
             if first <= truncated_index || first > last + 1 {
