@@ -22,8 +22,9 @@ const TRANSFER_RETRY: Duration = Duration::from_secs(2);
 
 /// This node's membership bookkeeping.
 pub(super) struct Changes {
-    /// Callers of this node waiting for a change, by token, with deadlines.
-    waiting: HashMap<u64, Instant>,
+    /// Callers of this node waiting for a change, by token, with their
+    /// deadlines and timeouts.
+    waiting: HashMap<u64, (Instant, Duration)>,
     /// The pending change (its request index) this node, as leader,
     /// proposed the configuration change or cancel for, and in which term.
     acted_on: Option<(u64, u64)>,
@@ -69,7 +70,9 @@ impl<E: Engine> Worker<E> {
         let result = self.propose_change(token, change);
         match result {
             Ok(()) => {
-                self.changes.waiting.insert(token, Instant::now() + timeout);
+                self.changes
+                    .waiting
+                    .insert(token, (Instant::now() + timeout, timeout));
             }
             Err(e) => self.outbox.read(token, Err(e)),
         }
@@ -122,16 +125,15 @@ impl<E: Engine> Worker<E> {
         if self.changes.waiting.is_empty() {
             return;
         }
-        let expired: Vec<u64> = self
+        let expired: Vec<(u64, Duration)> = self
             .changes
             .waiting
             .iter()
-            .filter(|(_, d)| **d <= now)
-            .map(|(t, _)| *t)
+            .filter(|(_, (deadline, _))| *deadline <= now)
+            .map(|(t, (_, timeout))| (*t, *timeout))
             .collect();
-        for t in expired {
+        for (t, timeout) in expired {
             self.changes.waiting.remove(&t);
-            let timeout = self.settings.proposal_timeout;
             self.outbox.read(t, Err(Error::Timeout(timeout)));
         }
     }
