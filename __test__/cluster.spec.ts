@@ -1,10 +1,12 @@
 import { spawn } from 'node:child_process'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { isDeepStrictEqual } from 'node:util'
 
 import { describe, expect, it } from 'vitest'
 
 import { LocalCluster, MetaStore as Store, MetaStoreError, type MetaStore } from '../ts/index.js'
+import { freePorts } from './harness/processes.js'
 import { eventually, FAILOVER_ERRORS, tempDir, testConfig } from './helpers.js'
 
 /** Every key's value as seen by one node (linearizable reads through that node). */
@@ -286,6 +288,133 @@ describe('leadership transfer', () => {
       expect((await cluster.leader()).nodeId).toBe(leader.nodeId)
     } finally {
       await cluster.close()
+    }
+  })
+})
+
+describe('membership changes in one process', () => {
+  const dir = tempDir()
+
+  /** What `call` throws synchronously (a bad argument is refused before anything is sent). */
+  function thrown(call: () => unknown): unknown {
+    try {
+      call()
+    } catch (err) {
+      return err
+    }
+    return undefined
+  }
+
+  it('addMember, promoteMember and removeMember refuse bad arguments with a TypeError naming them', async () => {
+    const cluster = await LocalCluster.start({ nodes: 3, engine: 'memory', config: testConfig() })
+    try {
+      const node = await cluster.leader()
+      const address = '127.0.0.1:7004'
+      const bad: [() => unknown, string][] = [
+        [() => node.addMember(4, address, { learner: false } as never), 'addMember: a new member joins as a learner (learner: true)'],
+        [() => node.addMember(4, address, { voter: true } as never), "addMember: unknown option 'voter' (options: learner, timeoutMs)"],
+        [() => node.addMember(4, 7004 as never), 'addMember: the address must be a host:port string, got number'],
+        [() => node.addMember(0, address), 'addMember: the node id must be an integer 1..4294967295, got 0'],
+        [() => node.addMember(4.5, address), 'addMember: the node id must be an integer 1..4294967295, got 4.5'],
+        [() => node.addMember(2 ** 32, address), 'addMember: the node id must be an integer 1..4294967295, got 4294967296'],
+        [() => node.addMember('4' as never, address), 'addMember: the node id must be an integer 1..4294967295, got 4'],
+        [() => node.addMember(4, address, { timeoutMs: 0 }), 'addMember: timeoutMs must be a positive number of milliseconds, got 0'],
+        [() => node.promoteMember(4, { timeout: 5 } as never), "promoteMember: unknown option 'timeout' (options: timeoutMs)"],
+        [() => node.promoteMember(-1), 'promoteMember: the node id must be an integer 1..4294967295, got -1'],
+        [() => node.promoteMember(4, { timeoutMs: Number.NaN }), 'promoteMember: timeoutMs must be a positive number of milliseconds, got NaN'],
+        [() => node.removeMember(4, { force: 'yes' } as never), 'removeMember: force must be a boolean, got string'],
+        [() => node.removeMember(4, { forced: true } as never), "removeMember: unknown option 'forced' (options: force, timeoutMs)"],
+        [() => node.removeMember(Number.NaN), 'removeMember: the node id must be an integer 1..4294967295, got NaN'],
+      ]
+      for (const [call, message] of bad) {
+        const err = thrown(call)
+        expect(err, message).toBeInstanceOf(TypeError)
+        expect((err as Error).message).toContain(message)
+      }
+    } finally {
+      await cluster.close()
+    }
+  })
+
+  it('a LocalCluster node refuses every change with ERR_CHANGE_REFUSED, not applied: its members are fixed', async () => {
+    const cluster = await LocalCluster.start({ nodes: 3, engine: 'memory', config: testConfig() })
+    try {
+      const leader = await cluster.leader()
+      const follower = cluster.node(cluster.ids().find((id) => id !== leader.nodeId)!)
+      for (const node of [leader, follower]) {
+        const changes = [
+          () => node.addMember(4, '127.0.0.1:7004'),
+          () => node.addMember(4, '127.0.0.1:7004', { learner: true, timeoutMs: 5_000 }),
+          () => node.promoteMember(follower.nodeId),
+          () => node.removeMember(follower.nodeId),
+          () => node.removeMember(follower.nodeId, { force: true }),
+        ]
+        for (const change of changes) {
+          const err = await change().catch((e: unknown) => e)
+          expect(err).toBeInstanceOf(MetaStoreError)
+          expect(err).toMatchObject({ code: 'ERR_CHANGE_REFUSED', outcome: 'not-applied', retryable: false })
+          expect((err as Error).message).toMatch(/no membership record/)
+        }
+      }
+      for (const id of cluster.ids()) {
+        expect(cluster.node(id).members().map(({ id, role }) => ({ id, role }))).toEqual(cluster.ids().map((id) => ({ id, role: 'voter' })))
+      }
+      expect((await follower.put('after', 'v')).index).toBeGreaterThan(0)
+      // A closed handle rejects (it does not throw) with ERR_CLOSED, not applied, as a write does.
+      await follower.close()
+      await expect(follower.addMember(4, '127.0.0.1:7004')).rejects.toMatchObject({ code: 'ERR_CLOSED', outcome: 'not-applied' })
+      await expect(follower.removeMember(4)).rejects.toMatchObject({ code: 'ERR_CLOSED', outcome: 'not-applied' })
+    } finally {
+      await cluster.close()
+    }
+  })
+
+  it('a one-member group adds a learner, refuses what it must, removes it and never takes its id again', async () => {
+    const [port] = await freePorts(1)
+    const own = `127.0.0.1:${port}`
+    // promote_max_lag from the config reaches the core: a learner that received nothing is too far behind.
+    const config = testConfig((c) => (c.server.raft.promoteMaxLag = 1))
+    const store = await Store.open({ config, engine: 'rocksdb', dataDir: join(dir, 'one'), nodeId: 1, initialCluster: { 1: own } })
+    try {
+      // Nothing listens at the learner's address: a learner need not be up to be added.
+      const learner = '127.0.0.1:1'
+      const added = await store.addMember(2, learner)
+      expect(added).toEqual([
+        { id: 1, address: own, role: 'voter' },
+        { id: 2, address: learner, role: 'learner' },
+      ])
+      // members() is the node's published view, which follows the change within moments.
+      const view = (): object[] => store.members().map(({ id, address, role }) => ({ id, address, role }))
+      await eventually(() => isDeepStrictEqual(view(), added))
+      for (let i = 0; i < 5; i++) await store.put(`k${i}`, 'v')
+      const behind = await store.promoteMember(2).catch((e: unknown) => e)
+      expect(behind).toMatchObject({ code: 'ERR_LEARNER_BEHIND', outcome: 'not-applied' })
+      expect((behind as Error).message).toMatch(/at most 1 /)
+      const refused: [() => Promise<unknown>, RegExp][] = [
+        [() => store.addMember(3, learner), /node 2/], // the address is taken
+        [() => store.addMember(1, '127.0.0.1:2'), /member already/],
+        [() => store.addMember(3, 'no-port'), /not host:port/],
+        [() => store.promoteMember(1), /voter already/],
+        [() => store.promoteMember(9), /not a member/],
+        [() => store.removeMember(9), /not a member/],
+        [() => store.removeMember(1), /only voter/],
+      ]
+      for (const [change, message] of refused) {
+        const err = await change().catch((e: unknown) => e)
+        expect(err).toMatchObject({ code: 'ERR_CHANGE_REFUSED', outcome: 'not-applied' })
+        expect((err as Error).message).toMatch(message)
+      }
+      expect(view()).toEqual(added)
+      const removed = await store.removeMember(2)
+      expect(removed).toEqual([{ id: 1, address: own, role: 'voter' }])
+      await eventually(() => isDeepStrictEqual(view(), removed))
+      const reused = await store.addMember(2, '127.0.0.1:2').catch((e: unknown) => e)
+      expect(reused).toMatchObject({ code: 'ERR_CHANGE_REFUSED', outcome: 'not-applied' })
+      expect((reused as Error).message).toMatch(/never reused/)
+      expect(view()).toEqual(removed)
+      expect((await store.put('after', 'v')).index).toBeGreaterThan(0)
+    } finally {
+      await store.close()
     }
   })
 })

@@ -43,6 +43,7 @@ const DEFAULTS: MetaStoreConfig = {
       maxLogSize: 16777216,
       proposalTimeoutMs: 5000,
       requestTimeoutMs: 15000,
+      promoteMaxLag: 256,
       batch: {
         enable: true,
         minBatchSize: 1,
@@ -360,6 +361,20 @@ describe('invalid configuration files', () => {
     })
   })
 
+  it('promote_max_lag is a count like the others: read as written; zero, fractions, negatives and strings refused', async () => {
+    expect(parseConfig('server:\n  raft:\n    promote_max_lag: 64\n').server.raft.promoteMaxLag).toBe(64)
+    expect(resolveConfig({ server: { raft: { promoteMaxLag: 1 } } }).server.raft.promoteMaxLag).toBe(1)
+    for (const value of ['0', '2.5', '-1']) {
+      const err = await configError(() => parseConfig(`server:\n  raft:\n    promote_max_lag: ${value}\n`, 'lag.yaml'))
+      expect(err.message).toBe(`lag.yaml: server.raft.promote_max_lag (${value}) must be a positive integer (line 3)`)
+      expect(err).toMatchObject({ file: 'lag.yaml', key: 'server.raft.promote_max_lag', rule: 'must be a positive integer', line: 3 })
+    }
+    const text = await configError(() => parseConfig('server:\n  raft:\n    promote_max_lag: "64"\n'))
+    expect(text.message).toBe("<inline>: server.raft.promote_max_lag: expected a positive integer, got string '64' (line 3)")
+    const options = await configError(() => resolveConfig({ server: { raft: { promoteMaxLag: 0 } } }))
+    expect(options.message).toBe('<options>: server.raft.promoteMaxLag (0) must be a positive integer')
+  })
+
   it('bad duration: not parseable', async () => {
     await expectInvalid('bad-duration.yaml', {
       key: 'server.raft.batch.min_timeout',
@@ -607,11 +622,38 @@ describe('the cluster and http sections', () => {
     ])
   })
 
-  it('a cluster section needs node_id and initial_cluster', async () => {
+  it('a cluster section needs node_id, and initial_cluster unless it joins', async () => {
     await expectLines('cluster-missing-keys.yaml', [
-      'server.cluster.node_id: missing; a cluster member needs node_id and initial_cluster (line 4)',
-      'server.cluster.initial_cluster: missing; a cluster member needs node_id and initial_cluster (line 4)',
+      'server.cluster.node_id: missing; a cluster member needs node_id, and initial_cluster unless join is true (line 4)',
+      'server.cluster.initial_cluster: missing; a cluster member needs node_id, and initial_cluster unless join is true (line 4)',
     ])
+  })
+
+  it('without join: true, a missing initial_cluster is refused, naming the key and the rule', async () => {
+    const rule = 'missing; a cluster member needs node_id, and initial_cluster unless join is true'
+    for (const join of ['', '    join: false\n']) {
+      const err = await configError(() => parseConfig(`server:\n  cluster:\n    node_id: 4\n${join}    advertise: host-d:7001\n`, 'm.yaml'))
+      expect(err.message).toBe(`m.yaml: server.cluster.initial_cluster: ${rule} (line 2)`)
+      expect(err).toMatchObject({ file: 'm.yaml', key: 'server.cluster.initial_cluster', rule, line: 2 })
+    }
+    // A join flag that is no boolean is reported as such, not as a missing initial_cluster.
+    const yes = await configError(() => parseConfig('server:\n  cluster:\n    node_id: 4\n    join: yes\n'))
+    expect(yes.message).toBe("<inline>: server.cluster.join: expected a boolean, got string 'yes'; write true or false (line 4)")
+  })
+
+  it('join: true needs advertise, named with the rule at the line of join', async () => {
+    const rule = 'missing; needed when join is true: the group dials a joining node there'
+    const err = await configError(() => parseConfig('server:\n  cluster:\n    node_id: 4\n    join: true\n    listen: 0.0.0.0:7001\n', 'j.yaml'))
+    expect(err.message).toBe(`j.yaml: server.cluster.advertise: ${rule} (line 4)`)
+    expect(err).toMatchObject({ file: 'j.yaml', key: 'server.cluster.advertise', rule, line: 4 })
+  })
+
+  it('join: true needs no initial_cluster, and one that does not name the node is no error', () => {
+    const joiner = 'server:\n  cluster:\n    node_id: 4\n    join: true\n    advertise: host-d:7001\n    listen: 0.0.0.0:7001\n'
+    expect(parseConfig(joiner).server.cluster).toStrictEqual({ nodeId: 4, join: true, advertise: 'host-d:7001', listen: '0.0.0.0:7001' })
+    // The group's own file, shared by every host: a joining node ignores initial_cluster.
+    const shared = `${joiner}    initial_cluster: { 1: "host-a:7001", 2: "host-b:7001", 3: "host-c:7001" }\n`
+    expect(parseConfig(shared).server.cluster).toMatchObject({ nodeId: 4, join: true, initialCluster: { 1: 'host-a:7001' } })
   })
 
   it('unknown keys get suggestions', async () => {
@@ -623,8 +665,8 @@ describe('the cluster and http sections', () => {
       parseConfig('server:\n  cluster:\n    nodeId: 1\n    tls:\n      certFile: a\n      key_file: b\n      ca_file: c\n'),
     )
     expect(camel.issues.map((i) => i.message)).toEqual([
-      '<inline>: server.cluster.node_id: missing; a cluster member needs node_id and initial_cluster (line 2)',
-      '<inline>: server.cluster.initial_cluster: missing; a cluster member needs node_id and initial_cluster (line 2)',
+      '<inline>: server.cluster.node_id: missing; a cluster member needs node_id, and initial_cluster unless join is true (line 2)',
+      '<inline>: server.cluster.initial_cluster: missing; a cluster member needs node_id, and initial_cluster unless join is true (line 2)',
       '<inline>: server.cluster.nodeId: unknown key; did you mean node_id? (line 3)',
       '<inline>: server.cluster.tls.cert_file: missing; tls needs cert_file, key_file and ca_file (line 4)',
       '<inline>: server.cluster.tls.certFile: unknown key; did you mean cert_file? (line 5)',
@@ -651,6 +693,12 @@ describe('the cluster and http sections', () => {
       '<options>: server.cluster.tls.keyFile: missing; tls needs certFile, keyFile and caFile',
       '<options>: server.cluster.tls.caFile: missing; tls needs certFile, keyFile and caFile',
     ])
+    const noMembers = await configError(() => resolveConfig({ server: { cluster: { nodeId: 4 } } }))
+    expect(noMembers.message).toBe(
+      '<options>: server.cluster.initialCluster: missing; a cluster member needs nodeId, and initialCluster unless join is true',
+    )
+    const joiner = await configError(() => resolveConfig({ server: { cluster: { nodeId: 4, join: true } } }))
+    expect(joiner.message).toBe('<options>: server.cluster.advertise: missing; needed when join is true: the group dials a joining node there')
   })
 })
 
@@ -726,6 +774,26 @@ describe('MetaStore.open and LocalCluster.start with a cluster section', () => {
     const { member: moved } = resolveMember(member, { initialCluster: { 1: 'h1:1', 5: 'h5:1' } })
     expect(moved).toEqual({ nodeId: 1, initialCluster: { 1: 'h1:1', 5: 'h5:1' } })
     expect(resolveMember(undefined, {}).member).toBeUndefined()
+    const joiner = { nodeId: 4, join: true, advertise: 'host-d:7001', listen: '0.0.0.0:7001' }
+    expect(resolveMember(undefined, joiner).member).toStrictEqual(joiner)
+    const { member: joining } = resolveMember(member, joiner)
+    expect(joining).toStrictEqual({ ...fromFile, ...joiner })
+  })
+
+  it('join as an option: advertise is then required, and initial_cluster is not', async () => {
+    const advertise = await openError({ join: true })
+    expect(advertise.message).toBe(
+      `${member}: server.cluster.advertise: missing; needed when the join option is true: the group dials a joining node there (line 3)`,
+    )
+    const path = join(dir, 'joiner.yaml')
+    writeFileSync(path, 'server:\n  cluster:\n    node_id: 4\n    join: true\n    advertise: host-d:7001\n')
+    const initial = await configError(() => MetaStore.open({ config: path, join: false }))
+    expect(initial.message).toBe(
+      `${path}: server.cluster.initial_cluster: missing; a cluster member needs node_id, and initial_cluster unless the join option is true (line 2)`,
+    )
+    expect(initial).toMatchObject({ file: path, key: 'server.cluster.initial_cluster', line: 2 })
+    const noId = await configError(() => MetaStore.open({ join: true, advertise: 'host-d:7001' }))
+    expect(noId.message).toBe('<options>: nodeId: missing; a cluster member needs nodeId, and initialCluster unless join is true')
   })
 
   it('errors name where the bad value came from: an option, or the file key and its line; nothing starts', async () => {
@@ -749,8 +817,8 @@ describe('MetaStore.open and LocalCluster.start with a cluster section', () => {
   it('member options without a member to apply them to are an error', async () => {
     const err = await configError(() => MetaStore.open({ listen: '0.0.0.0:7001', clusterToken: 't' }))
     expect(err.message.split('\n')).toEqual([
-      '<options>: listen: needs nodeId and initialCluster, or a server.cluster section in the config',
-      '<options>: clusterToken: needs nodeId and initialCluster, or a server.cluster section in the config',
+      '<options>: listen: needs a member to apply to: nodeId with initialCluster (or with join: true), or a server.cluster section in the config',
+      '<options>: clusterToken: needs a member to apply to: nodeId with initialCluster (or with join: true), or a server.cluster section in the config',
     ])
   })
 
@@ -867,8 +935,9 @@ describe('MetaStoreError', () => {
  * the line; the core checks again when a store starts. The same bad settings
  * must break the same rule on both sides. Rules only the loader has: types,
  * units and unknown keys (the addon takes typed options), positive
- * `max_size_per_msg` and `compress_min_bytes` (the core accepts 0), and a
- * non-empty `data_dir` on the memory engine (the core ignores it there).
+ * `max_size_per_msg`, `compress_min_bytes` and `promote_max_lag` (the core
+ * accepts 0), and a non-empty `data_dir` on the memory engine (the core
+ * ignores it there).
  */
 describe('the loader and the core agree on the rules', () => {
   type Case = Record<string, number | string>
@@ -884,6 +953,8 @@ describe('the loader and the core agree on the rules', () => {
     ['raft.max_log_size', { 'raft.max_log_size': 0 }],
     ['raft.proposal_timeout', { 'raft.proposal_timeout': 0 }],
     ['raft.proposal_timeout', { 'raft.proposal_timeout': 20_000 }],
+    ['raft.promote_max_lag', { 'raft.promote_max_lag': 2.5 }],
+    ['raft.promote_max_lag', { 'raft.promote_max_lag': -1 }],
     ['raft.batch.min_batch_size', { 'raft.batch.min_batch_size': 0 }],
     ['raft.batch.min_batch_size', { 'raft.batch.min_batch_size': 300 }],
     ['raft.batch.max_batch_size', { 'raft.batch.max_batch_size': 0 }],
@@ -949,19 +1020,25 @@ describe('the loader and the core agree on the rules', () => {
   })
 
   // The member rules the core checks too; the loader alone checks host names, ids in range and advertise.
-  const memberCases: [key: string, initialCluster: Record<string, string>][] = [
-    ['cluster.initial_cluster.2', { 1: '127.0.0.1:7001', 2: '127.0.0.1:7001' }],
-    ['cluster.initial_cluster.2', { 1: '127.0.0.1:7001', 2: '127.0.0.1:0' }],
-    ['cluster.initial_cluster.2', { 1: '127.0.0.1:7001', 2: '127.0.0.1:65536' }],
+  // Each case is a cluster section as a file has it; `listen` is given where there is no own address to listen on.
+  type Member = { node_id: number; initial_cluster?: Record<string, string>; join?: boolean; listen?: string; advertise?: string }
+  const memberCases: [key: string, cluster: Member][] = [
+    ['cluster.initial_cluster.2', { node_id: 1, initial_cluster: { 1: '127.0.0.1:7001', 2: '127.0.0.1:7001' } }],
+    ['cluster.initial_cluster.2', { node_id: 1, initial_cluster: { 1: '127.0.0.1:7001', 2: '127.0.0.1:0' } }],
+    ['cluster.initial_cluster.2', { node_id: 1, initial_cluster: { 1: '127.0.0.1:7001', 2: '127.0.0.1:65536' } }],
+    ['cluster.initial_cluster', { node_id: 1, listen: '127.0.0.1:7001' }],
+    ['cluster.advertise', { node_id: 4, join: true, listen: '127.0.0.1:7001' }],
   ]
 
-  it.each(memberCases)('%s: both reject %j', async (key, initialCluster) => {
-    const loader = await configError(() => parseConfig(stringify({ server: { cluster: { node_id: 1, initial_cluster: initialCluster } } })))
+  it.each(memberCases)('%s: both reject %j', async (key, cluster) => {
+    const loader = await configError(() => parseConfig(stringify({ server: { cluster } })))
     expect(loader.key).toBe(`server.${key}`)
     const { raft, storage } = defaultConfig().server
+    const { node_id: nodeId, initial_cluster: initialCluster = {}, join: joins, listen, advertise } = cluster
     let refused: unknown
     try {
-      const options = { nodeId: 1, initialCluster, raft, storage: { ...storage, dataDir: join(tmpdir(), 'metastore-never-opened') } }
+      const dataDir = join(tmpdir(), 'metastore-never-opened')
+      const options = { nodeId, initialCluster, join: joins, listen, advertise, raft, storage: { ...storage, dataDir } }
       native.NativeCluster.startMember(options, () => {}).close()
     } catch (err) {
       refused = err

@@ -8,8 +8,9 @@
  * defaults, which the addon hands over (`defaultServerOptions`; Rust owns
  * them, and `configs/config.yaml` lists them). An empty file, or `{}`, is the
  * default configuration. The cluster and http sections have no defaults: absent
- * (or empty), they stay undefined; a cluster section must name `node_id` and
- * `initial_cluster`. Units (see ./units.ts):
+ * (or empty), they stay undefined; a cluster section must name `node_id`, and
+ * `initial_cluster` unless the node joins a running group (`join: true`, which
+ * needs `advertise`). Units (see ./units.ts):
  * durations are strings such as `5ms`, `1.5s`, `100us`, `2m`, or a YAML number
  * meaning milliseconds; sizes are a number of bytes or strings such as `512KB`,
  * `1MB`, `1MiB`, where KB = KiB = 1024 bytes.
@@ -125,7 +126,7 @@ export interface ClusterConfig {
   join?: boolean
   /** Where to listen for the other members (default: this node's address in `initialCluster`). */
   listen?: string
-  /** The address the others dial this node at; when given, it must be this node's address in `initialCluster`. */
+  /** The address the others dial this node at: required with `join`; otherwise, when given, this node's address in `initialCluster`. */
   advertise?: string
   /** Tells groups with the same members apart; part of the cluster id (the core's default when absent). */
   clusterToken?: string
@@ -335,8 +336,13 @@ interface LeafSpec<T> {
   readonly kind: 'leaf'
   readonly yaml: string
   readonly schema: z.ZodType<T>
-  /** What an absent key gives: a default, or nothing; a `required` key must be there whenever its section is. */
-  readonly absent: { readonly default: T } | 'optional' | 'required'
+  /**
+   * What an absent key gives: a default, or nothing; a `required` key must be
+   * there whenever its section is, and one required `unless` a flag (the
+   * TypeScript name of a boolean key of the same section) whenever that flag
+   * is not true.
+   */
+  readonly absent: { readonly default: T } | 'optional' | 'required' | { readonly unless: string }
 }
 
 /** How a rule names the keys of its section. */
@@ -391,6 +397,13 @@ const requiredLeaf = <T>(yaml: string, schema: z.ZodType<T>): LeafSpec<T> => ({
   absent: 'required',
 })
 
+const requiredUnless = <T>(yaml: string, schema: z.ZodType<T>, flag: string): LeafSpec<T | undefined> => ({
+  kind: 'leaf',
+  yaml,
+  schema,
+  absent: { unless: flag },
+})
+
 const ms = (v: number): string => `${v}ms`
 
 /** `a op b` between two keys of a section, e.g. min_batch_size <= max_batch_size. */
@@ -403,18 +416,20 @@ function ordered<T>(a: keyof T & string, op: '<' | '<=', b: keyof T & string, sh
   }
 }
 
-/** A member's own id names one of the initial members, and `advertise` repeats that member's address. */
+/**
+ * A joining member says where the group dials it (it is in no initial
+ * cluster, and the core ignores one); any other member's own id names one of
+ * the initial members, and `advertise` repeats that member's address.
+ */
 function memberOfCluster(value: ClusterConfig, report: Report<ClusterConfig>): void {
   if (value.join === true) {
     if (value.advertise === undefined) {
-      report('advertise', (name) => `is required with ${name('join')}: the group dials a joining node there`, 'undefined', 'join')
+      report('advertise', (name) => `missing; needed when ${name('join')} is true: the group dials a joining node there`, '', 'join')
     }
     return
   }
-  if (value.initialCluster === undefined) {
-    report('initialCluster', (name) => `is required, unless ${name('join')} is true`, 'undefined', 'join')
-    return
-  }
+  // Absent only with join: true (the schema requires it otherwise).
+  if (value.initialCluster === undefined) return
   const own = value.initialCluster[value.nodeId]
   if (own === undefined) {
     const ids = Object.keys(value.initialCluster).join(', ')
@@ -499,7 +514,7 @@ const SPEC: SectionSpec<MetaStoreConfig> = {
           rules: [memberOfCluster],
           fields: {
             nodeId: requiredLeaf('node_id', count()),
-            initialCluster: optionalLeaf('initial_cluster', members()),
+            initialCluster: requiredUnless('initial_cluster', members(), 'join'),
             join: optionalLeaf('join', flag()),
             listen: optionalLeaf('listen', address()),
             advertise: optionalLeaf('advertise', address()),
@@ -567,20 +582,29 @@ function buildSchema(section: AnySection, style: Style, naming?: Naming): z.ZodT
   const toTs: Record<string, string> = {}
   const fromTs: Record<string, string> = {}
   const entries = Object.entries(section.fields) as [string, AnyNode][]
-  const requiredKeys = entries.filter(([, n]) => n.kind === 'leaf' && n.absent === 'required').map(([k, n]) => keyName(n, k, style))
-  const missing = `missing; ${section.optional?.what ?? 'this section'} needs ${list(requiredKeys)}`
+  const required: string[] = []
+  // [key, flag]: the key is required unless the flag is true.
+  const unless: [string, string][] = []
+  for (const [tsKey, node] of entries) {
+    if (node.kind !== 'leaf') continue
+    if (node.absent === 'required') required.push(tsKey)
+    else if (typeof node.absent === 'object' && 'unless' in node.absent) unless.push([tsKey, node.absent.unless])
+  }
+  /** The rule for a missing key of this section, naming its keys with `name`. */
+  const needs = (name: (tsKey: string) => string): string => {
+    const parts = [list(required.map(name)), ...unless.map(([key, flag]) => `${name(key)} unless ${name(flag)} is true`)]
+    return `missing; ${section.optional?.what ?? 'this section'} needs ${parts.filter((p) => p !== '').join(', and ')}`
+  }
+  const missing = needs((tsKey) => keyName(section.fields[tsKey] as AnyNode, tsKey, style))
   for (const [tsKey, node] of entries) {
     const key = keyName(node, tsKey, style)
     toTs[key] = tsKey
     fromTs[tsKey] = key
     if (node.kind === 'leaf') {
       const { absent } = node
-      shape[key] =
-        absent === 'optional'
-          ? node.schema.optional()
-          : absent === 'required'
-            ? present(node.schema, missing)
-            : node.schema.default(absent.default)
+      if (absent === 'required') shape[key] = present(node.schema, missing)
+      else if (absent === 'optional' || 'unless' in absent) shape[key] = node.schema.optional()
+      else shape[key] = node.schema.default(absent.default)
     } else if (node.optional !== undefined) {
       // Absent, or left empty in YAML (every key commented out, so null): no section.
       shape[key] = z.preprocess((v) => v ?? undefined, buildSchema(node, style).optional())
@@ -593,6 +617,19 @@ function buildSchema(section: AnySection, style: Style, naming?: Naming): z.ZodT
     .strictObject(shape, {
       error: (issue) => (issue.code === 'invalid_type' ? expected('a mapping')(issue) : undefined),
     })
+    .superRefine(
+      (obj: Record<string, unknown>, ctx) => {
+        for (const [key, flag] of unless) {
+          // A flag that is not a boolean has its own issue; the key is missing only when the flag is absent or false.
+          const on = obj[fromTs[flag] as string]
+          if (obj[fromTs[key] as string] !== undefined || (on !== undefined && on !== false)) continue
+          const name = (other: string): string => (naming === undefined ? (fromTs[other] as string) : naming(key, other))
+          ctx.addIssue({ code: 'custom', message: needs(name), path: [fromTs[key] as string], input: undefined })
+        }
+      },
+      // Also when other keys have problems: a missing key is reported with the others, as a required one is.
+      { when: (payload) => payload.value !== null && typeof payload.value === 'object' && !Array.isArray(payload.value) },
+    )
     .transform((obj) => {
       const out: Record<string, unknown> = {}
       for (const [key, value] of Object.entries(obj)) out[toTs[key] as string] = value
@@ -904,7 +941,7 @@ export function resolveMember(input: ConfigInput | undefined, overrides: MemberO
   if (configured === undefined && given.nodeId === undefined && given.initialCluster === undefined && given.join === undefined) {
     const stray = Object.keys(given)
     if (stray.length === 0) return { config: source.config, member: undefined }
-    const rule = 'needs nodeId and initialCluster (or join), or a server.cluster section in the config'
+    const rule = 'needs a member to apply to: nodeId with initialCluster (or with join: true), or a server.cluster section in the config'
     throw configError(stray.map((key) => issueFor('<options>', [key], rule, undefined)))
   }
 

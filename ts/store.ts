@@ -192,7 +192,12 @@ export class MetaStore {
     }
     const { proposalTimeoutMs, tickIntervalMs, electionTick } = this.#group.config.server.raft
     const timeout = timeoutMs ?? proposalTimeoutMs + 2 * tickIntervalMs * electionTick
-    this.#checkOpen()
+    // Bad arguments throw; a closed store rejects, as a write does.
+    try {
+      this.#checkOpen()
+    } catch (err) {
+      return Promise.reject(err)
+    }
     return this.#group.requests.track<Member[]>(Kind.Membership, (token) =>
       this.#group.call((n) => n.changeMembership(this.#node, token, change, timeout)),
     )
