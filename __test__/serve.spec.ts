@@ -1,5 +1,5 @@
-// `store.metrics()`, and `metastore serve` / `status` / `transfer-leader` as a user runs
-// them: three serve processes on loopback, used through their HTTP API.
+// `store.metrics()`, and `metastore serve` / `status` / `transfer-leader` / `member` as a
+// user runs them: serve processes on loopback, used through their HTTP API.
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 
@@ -8,6 +8,7 @@ import { afterAll, describe, expect, it } from 'vitest'
 import { MetaStore, parseConfig } from '../ts/index.js'
 import type { NodeStatus } from '../ts/http.js'
 import { METRIC_NAMES } from '../ts/metrics.js'
+import type { MemberInfo } from '../ts/native.js'
 import { CliProcess, run } from './harness/cli.js'
 import { freePorts } from './harness/processes.js'
 import { eventually, tempDir } from './helpers.js'
@@ -86,11 +87,16 @@ interface Node {
   process: CliProcess
 }
 
-/** Three `serve` processes on free loopback ports, each with its config file and data dir under `dir`. */
-async function serveGroup(dir: string): Promise<Node[]> {
+/**
+ * Three `serve` processes on free loopback ports, each with its config file
+ * and data dir under `dir`; `raft` adds lines to their `server.raft`.
+ */
+async function serveGroup(dir: string, raft: string[] = []): Promise<Node[]> {
   const ports = await freePorts(6)
-  const raft = ports.slice(0, 3)
-  const cluster = raft.map((p, i) => `      ${i + 1}: 127.0.0.1:${p}`).join('\n')
+  const cluster = ports
+    .slice(0, 3)
+    .map((p, i) => `      ${i + 1}: 127.0.0.1:${p}`)
+    .join('\n')
   return [1, 2, 3].map((id) => {
     const http = `127.0.0.1:${ports[2 + id]}`
     const file = join(dir, `node-${id}.yaml`)
@@ -102,6 +108,7 @@ async function serveGroup(dir: string): Promise<Node[]> {
         '    tick_interval: 10ms',
         // A write to a node without quorum stays in flight until the test stops the node.
         '    request_timeout: 60s',
+        ...raft,
         '    batch:',
         '      max_proposal_bytes: 64KB',
         '  storage:',
@@ -117,7 +124,7 @@ async function serveGroup(dir: string): Promise<Node[]> {
         '',
       ].join('\n'),
     )
-    return { id, raft: `127.0.0.1:${raft[id - 1]}`, http, process: new CliProcess(['serve', '--config', file]) }
+    return { id, raft: `127.0.0.1:${ports[id - 1]}`, http, process: new CliProcess(['serve', '--config', file]) }
   })
 }
 
@@ -141,6 +148,49 @@ async function agreedLeader(nodes: Node[]): Promise<Node> {
 }
 
 const kv = (node: Node, key: string): string => `http://${node.http}/v1/kv/${encodeURIComponent(key)}`
+
+async function members(node: Node): Promise<MemberInfo[]> {
+  const res = await fetch(`http://${node.http}/v1/members`)
+  expect(res.status).toBe(200)
+  return (await res.json()) as never
+}
+
+/** A `serve` process started with `join: true`: it waits to be added to the group. */
+async function joiner(dir: string, id: number): Promise<Node> {
+  const [raft, http] = await freePorts(2)
+  const file = join(dir, `node-${id}.yaml`)
+  writeFileSync(
+    file,
+    [
+      'server:',
+      '  raft:',
+      '    tick_interval: 10ms',
+      '    promote_max_lag: 8',
+      '    check_quorum: false',
+      '  storage:',
+      '    engine: rocksdb',
+      `    data_dir: ${join(dir, `data-${id}`)}`,
+      '    sync: false',
+      '  cluster:',
+      `    node_id: ${id}`,
+      '    join: true',
+      `    listen: 127.0.0.1:${raft}`,
+      `    advertise: 127.0.0.1:${raft}`,
+      '  http:',
+      `    listen: 127.0.0.1:${http}`,
+      '',
+    ].join('\n'),
+  )
+  return { id, raft: `127.0.0.1:${raft}`, http: `127.0.0.1:${http}`, process: new CliProcess(['serve', '--config', file]) }
+}
+
+/** The rows of a member table as printed by the CLI, each split into its cells. */
+function tableRows(stdout: string): string[][] {
+  return stdout
+    .split('\n')
+    .filter((l) => /^\d+\s/.test(l))
+    .map((l) => l.split(/\s+/))
+}
 
 describe('metastore serve', () => {
   const dir = tempDir('metastore-serve-')
@@ -362,6 +412,154 @@ describe('metastore serve', () => {
     expect((await Promise.all(nodes.map(status))).map((s) => s.leaderId)).toEqual([settled.id, settled.id, settled.id])
   }, 300_000)
 
+  it('member add/promote/list/remove change the group through any member: a node started with join is added as a learner through a follower, catches up and is promoted, a removed follower logs it and exits 0; refused changes say why and that nothing was applied', async () => {
+    const groupDir = join(dir, 'members')
+    mkdirSync(groupDir)
+    // A leader that loses its followers keeps leading (check_quorum off): see "one change at a time".
+    const nodes = await serveGroup(groupDir, ['    promote_max_lag: 8', '    check_quorum: false'])
+    const four = await joiner(groupDir, 4)
+    started.push(...nodes, four)
+    for (const n of nodes) await n.process.line(/ leader node=\d+ leader=\d+ /, 60_000)
+    await four.process.line(/ joining node=4 /, 60_000)
+    const leader = await agreedLeader(nodes)
+    const [follower, other] = nodes.filter((n) => n !== leader) as [Node, Node]
+    // The joining node knows no group yet.
+    expect(await members(four)).toEqual([])
+    expect((await fetch(`http://${four.http}/health`)).status).toBe(503)
+    for (let i = 0; i < 10; i++) expect((await fetch(kv(leader, `before ${i}`), { method: 'PUT', body: `v${i}` })).status).toBe(200)
+
+    // Added through a follower; it catches up and serves the group's keys.
+    const added = await run(['member', 'add', '--endpoint', follower.http, '--id', '4', '--address', four.raft])
+    expect(added.code, added.stderr).toBe(0)
+    expect(added.stdout).toMatch(/^node 4 added as a learner\nID\s+ADDRESS\s+ROLE\n/)
+    expect(tableRows(added.stdout)).toEqual([...nodes.map((n) => [String(n.id), n.raft, 'voter']), ['4', four.raft, 'learner']])
+    // Only the leader knows how far node 4 lags.
+    const caughtUp = async (): Promise<void> =>
+      eventually(async () => (await Promise.all(nodes.map(members))).some((ms) => ms.find((m) => m.id === 4)?.lag === 0), 30_000)
+    await caughtUp()
+    await four.process.line(new RegExp(` leader node=4 leader=${leader.id} `), 30_000)
+    expect(await (await fetch(kv(four, 'before 9'))).text()).toBe('v9')
+
+    // Changes the group refuses: 409 with the code, nothing applied.
+    const post = (node: Node, path: string, body?: string): Promise<Response> =>
+      fetch(`http://${node.http}${path}`, { method: 'POST', body })
+    const refused = async (res: Response, code: string, message: string): Promise<void> => {
+      const body: unknown = await res.json()
+      expect(res.status, JSON.stringify(body)).toBe(409)
+      expect(body).toEqual({ code, outcome: 'not-applied', message: expect.stringContaining(message) })
+    }
+    const [unused] = await freePorts(1)
+    const nowhere = `127.0.0.1:${unused}`
+    const takenAddress = await run(['member', 'add', '--endpoint', other.http, '--id', '5', '--address', follower.raft])
+    expect(takenAddress.code).toBe(1)
+    expect(takenAddress.stderr).toContain(
+      `adding node 5 failed: ERR_CHANGE_REFUSED (outcome: not-applied): address ${follower.raft} is node ${follower.id}'s`,
+    )
+    const takenId = await run(['member', 'add', '--endpoint', leader.http, '--id', '4', '--address', nowhere])
+    expect(takenId.code).toBe(1)
+    expect(takenId.stderr).toContain('adding node 4 failed: ERR_CHANGE_REFUSED (outcome: not-applied): node 4 is a member already')
+    await refused(await post(leader, '/v1/members', JSON.stringify({ id: 6, address: leader.raft })), 'ERR_CHANGE_REFUSED', `is node ${leader.id}'s`)
+    await refused(await post(follower, '/v1/members/9/promote'), 'ERR_CHANGE_REFUSED', 'node 9 is not a member')
+    await refused(await fetch(`http://${other.http}/v1/members/9`, { method: 'DELETE' }), 'ERR_CHANGE_REFUSED', 'node 9 is not a member')
+    // A learner that never caught up is not promoted; removed, its id is never used again.
+    const five = await post(leader, '/v1/members', JSON.stringify({ id: 5, address: nowhere, timeoutMs: 10_000 }))
+    expect(five.status).toBe(200)
+    expect(await five.json()).toContainEqual({ id: 5, address: nowhere, role: 'learner' })
+    await refused(await post(follower, '/v1/members/5/promote', '{"timeoutMs": 10000}'), 'ERR_LEARNER_BEHIND', 'node 5')
+    const withoutFive = await fetch(`http://${follower.http}/v1/members/5?timeoutMs=10000`, { method: 'DELETE' })
+    expect(withoutFive.status).toBe(200)
+    expect(((await withoutFive.json()) as { id: number }[]).map((m) => m.id)).toEqual([1, 2, 3, 4])
+    await refused(await post(leader, '/v1/members', JSON.stringify({ id: 5, address: nowhere })), 'ERR_CHANGE_REFUSED', 'never reused')
+
+    // Requests the API does not take: 400 (404, 405) naming what it takes.
+    const codes: Record<number, string> = { 400: 'ERR_BAD_REQUEST', 404: 'ERR_NOT_FOUND', 405: 'ERR_METHOD_NOT_ALLOWED' }
+    const bad = async (res: Response, message: string, status = 400): Promise<void> => {
+      expect(res.status, message).toBe(status)
+      expect(await res.json()).toEqual({ code: codes[status], outcome: 'not-applied', message: expect.stringContaining(message) })
+    }
+    await bad(await post(leader, '/v1/members', '{"id": 6}'), 'address must be a host:port string, got nothing')
+    await bad(await post(leader, '/v1/members', `{"id": "6", "address": "${nowhere}"}`), 'id must be a node id (an integer 1..4294967295), got "6"')
+    await bad(await post(leader, '/v1/members', `{"id": 4294967296, "address": "${nowhere}"}`), 'got 4294967296')
+    await bad(await post(leader, '/v1/members', `{"id": 6, "address": "${nowhere}", "learner": false}`), "unknown key 'learner' in the body")
+    await bad(await post(leader, '/v1/members', 'id=6'), 'it is not JSON')
+    await bad(await post(leader, '/v1/members/4/promote', '{"force": true}'), "unknown key 'force' in the body")
+    await bad(await post(leader, '/v1/members/4/promote?force=true'), "unknown query parameter 'force'")
+    await bad(await fetch(`http://${leader.http}/v1/members/4?force=yes`, { method: 'DELETE' }), 'force must be true or false, got "yes"')
+    await bad(await fetch(`http://${leader.http}/v1/members/4?now=1`, { method: 'DELETE' }), "unknown query parameter 'now'")
+    await bad(await fetch(`http://${leader.http}/v1/members/4?timeoutMs=0`, { method: 'DELETE' }), 'timeoutMs must be a positive integer')
+    await bad(await fetch(`http://${leader.http}/v1/members/four`, { method: 'DELETE' }), "'four' is not a node id")
+    const getOne = await fetch(`http://${leader.http}/v1/members/4`)
+    expect(getOne.headers.get('allow')).toBe('DELETE')
+    await bad(getOne, 'GET is not allowed here; allowed: DELETE', 405)
+    await bad(await fetch(`http://${leader.http}/v1/members`, { method: 'PUT' }), 'allowed: GET, POST', 405)
+    await bad(await fetch(`http://${leader.http}/v1/members/4/demote`, { method: 'POST' }), 'no such path /v1/members/4/demote', 404)
+    const badId = await run(['member', 'promote', '--endpoint', leader.http, '--id', 'four'])
+    expect(badId.code).toBe(2)
+    expect(badId.stderr).toContain("option '--id <id>' argument 'four' is invalid")
+    // None of them changed the members.
+    expect((await members(leader)).map((m) => [m.id, m.role])).toEqual([[1, 'voter'], [2, 'voter'], [3, 'voter'], [4, 'learner']])
+
+    // One change at a time. With both followers paused nothing commits (and,
+    // check_quorum being off, the leader keeps leading): two additions asked
+    // meanwhile are in the log one after the other when they resume. The
+    // first is applied; the second finds it in progress.
+    const [six, seven] = (await freePorts(2)).map((p) => `127.0.0.1:${p}`) as [string, string]
+    const lastIndex = async (): Promise<number> => (await status(leader)).lastIndex
+    const before = await lastIndex()
+    follower.process.kill('SIGSTOP')
+    other.process.kill('SIGSTOP')
+    let first: Promise<Response> | undefined
+    let second: ReturnType<typeof run> | undefined
+    try {
+      first = post(leader, '/v1/members', JSON.stringify({ id: 6, address: six, timeoutMs: 60_000 }))
+      await eventually(async () => (await lastIndex()) >= before + 1, 30_000)
+      second = run(['member', 'add', '--endpoint', leader.http, '--id', '7', '--address', seven, '--timeout', '60000'])
+      await eventually(async () => (await lastIndex()) >= before + 2, 30_000)
+    } finally {
+      follower.process.kill('SIGCONT')
+      other.process.kill('SIGCONT')
+    }
+    const applied = await first
+    expect(applied.status).toBe(200)
+    expect(await applied.json()).toContainEqual({ id: 6, address: six, role: 'learner' })
+    const meanwhile = await second
+    expect(meanwhile.code).toBe(1)
+    expect(meanwhile.stderr).toContain('adding node 7 failed: ERR_CHANGE_IN_PROGRESS (outcome: not-applied)')
+    const withoutSix = await run(['member', 'remove', '--endpoint', other.http, '--id', '6'])
+    expect(withoutSix.code, withoutSix.stderr).toBe(0)
+    expect(tableRows(withoutSix.stdout).map((r) => r[0])).toEqual(['1', '2', '3', '4'])
+
+    // Promoted through a follower once it caught up.
+    await caughtUp()
+    const promoted = await run(['member', 'promote', '--endpoint', follower.http, '--id', '4'])
+    expect(promoted.code, promoted.stderr).toBe(0)
+    expect(promoted.stdout).toMatch(/^node 4 promoted to voter\n/)
+    expect(tableRows(promoted.stdout)).toEqual([...nodes, four].map((n) => [String(n.id), n.raft, 'voter']))
+    const all = [...nodes, four]
+    await eventually(async () => (await members(four)).every((m) => m.role === 'voter'), 30_000)
+    const listed = await run(['member', 'list', '--endpoint', four.http])
+    expect(listed.code, listed.stderr).toBe(0)
+    expect(listed.stdout).toMatch(/^ID\s+ADDRESS\s+ROLE\s+LEADER/)
+    const rows = tableRows(listed.stdout)
+    expect(rows.map((r) => r.slice(0, 3))).toEqual(all.map((n) => [String(n.id), n.raft, 'voter']))
+    expect(rows.filter((r) => r[3] === '*')).toHaveLength(1)
+
+    // Removing a follower through the new member: the removed node logs it and exits 0; the others go on.
+    const now = await agreedLeader(all)
+    const gone = nodes.find((n) => n !== now)!
+    const removed = await run(['member', 'remove', '--endpoint', four.http, '--id', String(gone.id)])
+    expect(removed.code, removed.stderr).toBe(0)
+    expect(removed.stdout).toMatch(new RegExp(`^node ${gone.id} removed\n`))
+    const rest = all.filter((n) => n !== gone)
+    expect(tableRows(removed.stdout)).toEqual(rest.map((n) => [String(n.id), n.raft, 'voter']))
+    await gone.process.line(new RegExp(` removed node=${gone.id} message="node ${gone.id} was removed from its group`), 30_000)
+    expect(await gone.process.exited).toEqual({ code: 0, signal: null })
+    expect(gone.process.lines.at(-1)).toMatch(new RegExp(` stopped node=${gone.id}$`))
+    await eventually(async () => (await fetch(kv(four, 'after removal'), { method: 'PUT', body: 'x' })).status === 200, 30_000)
+    for (const n of rest) expect(await (await fetch(kv(n, 'after removal'))).text()).toBe('x')
+    await refused(await post(four, '/v1/members', JSON.stringify({ id: gone.id, address: gone.raft })), 'ERR_CHANGE_REFUSED', 'never reused')
+  }, 120_000)
+
   it('exits 2 on a bad config, naming the file and the key', async () => {
     const [raft, http] = await freePorts(2)
     const typo = join(dir, 'typo.yaml')
@@ -391,13 +589,13 @@ describe('metastore serve', () => {
     expect(unknownOption.stderr).toContain("unknown option '--port'")
   }, 60_000)
 
-  it("docs/operations.md's example config is one serve accepts", () => {
+  it("docs/operations.md's example configs, a member and a joining node, are ones serve accepts", () => {
     const doc = readFileSync(join(ROOT, 'docs', 'operations.md'), 'utf8')
-    const yaml = /```yaml\n([\s\S]*?)```/.exec(doc)?.[1]
-    expect(yaml).toBeDefined()
-    const config = parseConfig(yaml!, 'docs/operations.md')
-    expect(config.server.cluster).toMatchObject({ nodeId: 1, initialCluster: { 1: 'host-a:7001', 2: 'host-b:7001', 3: 'host-c:7001' } })
-    expect(config.server.http?.listen).toBe('0.0.0.0:8080')
+    const [member, joining] = [...doc.matchAll(/```yaml\n([\s\S]*?)```/g)].map((m) => parseConfig(m[1]!, 'docs/operations.md'))
+    expect(member?.server.cluster).toMatchObject({ nodeId: 1, initialCluster: { 1: 'host-a:7001', 2: 'host-b:7001', 3: 'host-c:7001' } })
+    expect(member?.server.http?.listen).toBe('0.0.0.0:8080')
+    expect(joining?.server.cluster).toMatchObject({ nodeId: 4, join: true, listen: '0.0.0.0:7001', advertise: 'host-d:7001' })
+    expect(joining?.server.http?.listen).toBe('0.0.0.0:8080')
   })
 
   it('status exits 1 with a clear message when the node cannot be reached', async () => {

@@ -6,9 +6,11 @@
  *   metastore status --endpoint host:port  prints what a serving node knows of its group
  *   metastore transfer-leader --endpoint host:port --to id
  *                                          hands the group's leadership to member `id`
+ *   metastore member list|add|promote|remove --endpoint host:port ...
+ *                                          lists or changes the group's members
  *
- * Exit codes: 0 done (serve: stopped by SIGTERM or SIGINT), 1 a failure,
- * 2 a bad command line or config file.
+ * Exit codes: 0 done (serve: stopped by SIGTERM or SIGINT, or its node was
+ * removed from the group), 1 a failure, 2 a bad command line or config file.
  */
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -19,19 +21,28 @@ import { loadConfig, parseAddress, type ClusterConfig, type MetaStoreConfig } fr
 import { ConfigError, MetaStoreError } from './errors.js'
 import { HttpApi, type ErrorBody, type NodeStatus } from './http.js'
 import type { MemberInfo, RaftRole } from './native.js'
+import type { Member } from './requests.js'
 import { MetaStore } from './store.js'
 
 /** How often `serve` looks at the node's role and leader to log their changes. */
 const WATCH_INTERVAL_MS = 50
+/**
+ * How often `serve` asks its node for a read once it has known a leader. The
+ * node tells it was removed from its group only by failing requests
+ * (ERR_REMOVED), so a read is the question.
+ */
+const REMOVAL_PROBE_MS = 1_000
+/** The key that read asks for; its value does not matter. */
+const PROBE_KEY = 'metastore serve: removal probe'
 /** How long `serve` lets requests in flight finish on shutdown before the store closes under them. */
 const DRAIN_MS = 2_000
 /**
- * How long `transfer-leader` waits for an answer beyond the transfer's own
- * timeout. Without --timeout the node's default applies, which it does not
- * tell; 60 s covers any sane election timeout.
+ * How long `transfer-leader` and the `member` changes wait for an answer
+ * beyond the request's own timeout. Without --timeout the node's default
+ * applies, which it does not tell; 60 s covers any sane election timeout.
  */
 const ANSWER_MARGIN_MS = 5_000
-const DEFAULT_TRANSFER_WAIT_MS = 60_000
+const DEFAULT_REQUEST_WAIT_MS = 60_000
 
 /** One line per event: ISO time, event name, then `key=value` fields. */
 function log(event: string, fields: Record<string, string | number | undefined> = {}): void {
@@ -74,10 +85,10 @@ async function serve(opts: { config: string }): Promise<void> {
   const bound = await api.listen(httpListen)
   log('listening', { node: cluster.nodeId, http: `${bound.address}:${bound.port}` })
 
-  const stop = async (signal: string): Promise<void> => {
+  const stop = async (reason: { signal: string } | { removed: true }): Promise<void> => {
     if (stopping) return
     stopping = true
-    log('stopping', { node: cluster.nodeId, signal })
+    if ('signal' in reason) log('stopping', { node: cluster.nodeId, signal: reason.signal })
     api.stopAccepting()
     // Requests already in the store get a while to finish; closing the store
     // then rejects the rest, each with its honest outcome.
@@ -87,10 +98,11 @@ async function serve(opts: { config: string }): Promise<void> {
     log('stopped', { node: cluster.nodeId })
     process.exit(0)
   }
-  process.once('SIGTERM', () => void stop('SIGTERM'))
-  process.once('SIGINT', () => void stop('SIGINT'))
+  process.once('SIGTERM', () => void stop({ signal: 'SIGTERM' }))
+  process.once('SIGINT', () => void stop({ signal: 'SIGINT' }))
 
-  // A member waits for its group however long the others take to come up.
+  // A member waits for its group however long the others take to come up;
+  // a joining node opens at once and waits to be added.
   store = await MetaStore.open({ config, leaderTimeoutMs: Number.MAX_SAFE_INTEGER })
   if (stopping) return
   log('started', {
@@ -98,7 +110,17 @@ async function serve(opts: { config: string }): Promise<void> {
     raft: cluster.listen ?? cluster.advertise ?? cluster.initialCluster?.[cluster.nodeId],
     members: store.members().length,
   })
-  watch(store, () => stopping)
+  if (cluster.join === true && store.members().length === 0) {
+    log('joining', { node: cluster.nodeId, advertise: cluster.advertise })
+  }
+  watch(store, {
+    stopping: () => stopping,
+    removed: (message) => {
+      // A removed node has nothing more to do: its id is never used again.
+      log('removed', { node: cluster.nodeId, message })
+      void stop({ removed: true })
+    },
+  })
 }
 
 /** What `serve` needs of a config file beyond what a store needs: the member and its HTTP address. */
@@ -108,7 +130,7 @@ function serveSettings(config: MetaStoreConfig, file: string): { cluster: Cluste
     return new ConfigError(`${file}: ${key} ${rule}`, { file, key, rule })
   }
   const { cluster, http } = config.server
-  if (cluster === undefined) throw required('server.cluster', 'node_id and initial_cluster of the member to run')
+  if (cluster === undefined) throw required('server.cluster', 'node_id and initial_cluster, or join, of the member to run')
   if (http?.listen === undefined) throw required('server.http.listen', 'host:port of the HTTP API, e.g. 127.0.0.1:8080')
   return { cluster, httpListen: http.listen }
 }
@@ -116,17 +138,43 @@ function serveSettings(config: MetaStoreConfig, file: string): { cluster: Cluste
 /**
  * Logs each change of this node's role or of the leader it knows. A node that
  * stops by itself (its storage failed) ends the process with 1, for a
- * supervisor to see.
+ * supervisor to see; one removed from its group is handed to `removed`.
  */
-function watch(store: MetaStore, stopping: () => boolean): void {
+function watch(store: MetaStore, on: { stopping: () => boolean; removed: (message: string) => void }): void {
   let role: RaftRole | undefined
   let leader = -1
+  let inGroup = false
+  let probing = false
+  let probedAt = 0
+  let removed = false
+  /** True when `err` says the node was removed; the first time, hands it to `on.removed`. */
+  const removal = (err: unknown): boolean => {
+    if (!(err instanceof MetaStoreError) || err.code !== 'ERR_REMOVED') return false
+    if (!removed) {
+      removed = true
+      on.removed(err.message)
+    }
+    return true
+  }
+  const probe = (): void => {
+    probing = true
+    probedAt = Date.now()
+    // Any other failure of the read passes: the figures show what matters of it.
+    store.get(PROBE_KEY).then(
+      () => void (probing = false),
+      (err: unknown) => {
+        probing = false
+        removal(err)
+      },
+    )
+  }
   const look = (): void => {
-    if (stopping()) return
+    if (on.stopping() || removed) return
     let raft
     try {
       raft = store.stats().raft
     } catch (err) {
+      if (removal(err)) return
       log('failed', { node: store.nodeId, error: err instanceof MetaStoreError ? err.code : 'unknown', message: (err as Error).message })
       process.exit(1)
     }
@@ -138,6 +186,9 @@ function watch(store: MetaStore, stopping: () => boolean): void {
       log('leader', { node: store.nodeId, leader: raft.leaderId === 0 ? 'none' : raft.leaderId, term: raft.term })
       leader = raft.leaderId
     }
+    // Only a node that was in a group can be removed from it: a joining node waits quietly.
+    inGroup ||= raft.leaderId !== 0
+    if (inGroup && !probing && Date.now() - probedAt >= REMOVAL_PROBE_MS) probe()
   }
   look()
   setInterval(look, WATCH_INTERVAL_MS).unref()
@@ -174,11 +225,21 @@ async function status(opts: { endpoint: string; timeout: number }): Promise<void
  * (entries of the leader's log a member lacks) show where the node asked leads.
  */
 function formatStatus(s: NodeStatus): string {
-  const withMatch = s.members.some((m) => m.matchIndex !== undefined)
-  const withLag = s.members.some((m) => m.lag !== undefined)
+  const leader = s.leaderId === 0 ? 'none' : String(s.leaderId)
+  return [
+    `node ${s.nodeId}: ${s.role}, term ${s.term}, leader ${leader}, commit ${s.commitIndex}, applied ${s.appliedIndex}`,
+    ...memberTable(s.members),
+    '',
+  ].join('\n')
+}
+
+/** One row per member as a node sees them; MATCH and LAG where it leads. */
+function memberTable(members: MemberInfo[]): string[] {
+  const withMatch = members.some((m) => m.matchIndex !== undefined)
+  const withLag = members.some((m) => m.lag !== undefined)
   const known = (n: number | undefined): string => (n === undefined ? '-' : String(n))
   const header = ['ID', 'ADDRESS', 'ROLE', 'LEADER', ...(withMatch ? ['MATCH'] : []), ...(withLag ? ['LAG'] : [])]
-  const rows = s.members.map((m: MemberInfo) => [
+  const rows = members.map((m) => [
     String(m.id),
     m.address,
     m.role,
@@ -186,15 +247,14 @@ function formatStatus(s: NodeStatus): string {
     ...(withMatch ? [known(m.matchIndex)] : []),
     ...(withLag ? [known(m.lag)] : []),
   ])
+  return table(header, rows)
+}
+
+/** Columns padded to their widest cell, two spaces apart. */
+function table(header: string[], rows: string[][]): string[] {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)))
   const line = (cells: string[]): string => cells.map((c, i) => c.padEnd(widths[i] as number)).join('  ').trimEnd()
-  const leader = s.leaderId === 0 ? 'none' : String(s.leaderId)
-  return [
-    `node ${s.nodeId}: ${s.role}, term ${s.term}, leader ${leader}, commit ${s.commitIndex}, applied ${s.appliedIndex}`,
-    line(header),
-    ...rows.map(line),
-    '',
-  ].join('\n')
+  return [line(header), ...rows.map(line)]
 }
 
 // ---------------------------------------------------------------------------
@@ -202,21 +262,79 @@ function formatStatus(s: NodeStatus): string {
 
 async function transferLeader(opts: { endpoint: string; to: number; timeout?: number }): Promise<void> {
   const url = `http://${opts.endpoint}/v1/leader`
-  const wait = (opts.timeout ?? DEFAULT_TRANSFER_WAIT_MS) + ANSWER_MARGIN_MS
-  const request = { to: opts.to, ...(opts.timeout === undefined ? {} : { timeoutMs: opts.timeout }) }
-  const { res, body } = await ask(
-    url,
-    { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(request) },
-    wait,
-  )
-  if (res.ok) {
-    const leader = body as MemberInfo
-    process.stdout.write(`leader: node ${leader.id} (${leader.address})\n`)
-    return
-  }
-  const error = body as Partial<ErrorBody> | undefined
+  const leader = (await request(url, 'POST', { to: opts.to }, opts.timeout, `transfer to node ${opts.to}`)) as MemberInfo
+  process.stdout.write(`leader: node ${leader.id} (${leader.address})\n`)
+}
+
+/**
+ * Sends a request that changes the group (`body` with the timeout, if one
+ * was given) and answers its result; a failure is thrown with the code and
+ * outcome the node answered, `what` naming the request.
+ */
+async function request(
+  url: string,
+  method: 'POST' | 'DELETE',
+  body: object | undefined,
+  timeout: number | undefined,
+  what: string,
+): Promise<unknown> {
+  const wait = (timeout ?? DEFAULT_REQUEST_WAIT_MS) + ANSWER_MARGIN_MS
+  const init: RequestInit =
+    body === undefined
+      ? { method }
+      : {
+          method,
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ ...body, ...(timeout === undefined ? {} : { timeoutMs: timeout }) }),
+        }
+  const { res, body: answer } = await ask(url, init, wait)
+  if (res.ok) return answer
+  const error = answer as Partial<ErrorBody> | undefined
   if (error?.code === undefined) throw new Error(`${url} answered ${res.status}`)
-  throw new Error(`transfer to node ${opts.to} failed: ${error.code} (outcome: ${error.outcome}): ${error.message}`)
+  throw new Error(`${what} failed: ${error.code} (outcome: ${error.outcome}): ${error.message}`)
+}
+
+// ---------------------------------------------------------------------------
+// member
+
+async function memberList(opts: { endpoint: string; timeout: number }): Promise<void> {
+  const url = `http://${opts.endpoint}/v1/members`
+  const { res, body } = await ask(url, {}, opts.timeout)
+  if (!res.ok || !Array.isArray(body)) {
+    const message = (body as Partial<ErrorBody> | undefined)?.message
+    throw new Error(`${url} answered ${res.status}${message === undefined ? '' : `: ${message}`}`)
+  }
+  const members = body as MemberInfo[]
+  process.stdout.write(members.length === 0 ? 'no members: the node has not joined a group yet\n' : `${memberTable(members).join('\n')}\n`)
+}
+
+async function memberAdd(opts: { endpoint: string; id: number; address: string; timeout?: number }): Promise<void> {
+  const url = `http://${opts.endpoint}/v1/members`
+  const body = { id: opts.id, address: opts.address }
+  const members = (await request(url, 'POST', body, opts.timeout, `adding node ${opts.id}`)) as Member[]
+  printChange(`node ${opts.id} added as a learner`, members)
+}
+
+async function memberPromote(opts: { endpoint: string; id: number; timeout?: number }): Promise<void> {
+  const url = `http://${opts.endpoint}/v1/members/${opts.id}/promote`
+  const members = (await request(url, 'POST', {}, opts.timeout, `promoting node ${opts.id}`)) as Member[]
+  printChange(`node ${opts.id} promoted to voter`, members)
+}
+
+async function memberRemove(opts: { endpoint: string; id: number; force?: true; timeout?: number }): Promise<void> {
+  const query = new URLSearchParams({
+    ...(opts.force && { force: 'true' }),
+    ...(opts.timeout !== undefined && { timeoutMs: String(opts.timeout) }),
+  })
+  const url = `http://${opts.endpoint}/v1/members/${opts.id}${query.size > 0 ? `?${query}` : ''}`
+  const members = (await request(url, 'DELETE', undefined, opts.timeout, `removing node ${opts.id}`)) as Member[]
+  printChange(`node ${opts.id} removed`, members)
+}
+
+/** What a change did, then the members it left. */
+function printChange(done: string, members: Member[]): void {
+  const rows = members.map((m) => [String(m.id), m.address, m.role])
+  process.stdout.write(`${[done, ...table(['ID', 'ADDRESS', 'ROLE'], rows)].join('\n')}\n`)
 }
 
 // ---------------------------------------------------------------------------
@@ -245,7 +363,49 @@ function program(): Command {
     .requiredOption('--to <id>', 'the node id of the voter to lead', positiveInt)
     .option('-t, --timeout <ms>', "how long the transfer may take (default: the node's, two election timeouts and a second)", positiveInt)
     .action(transferLeader)
-  for (const command of root.commands) command.exitOverride()
+
+  const member = root.command('member').description("list or change a group's members, asked of any serving member")
+  const endpoint = ['-e, --endpoint <host:port>', "a member's HTTP address (server.http.listen)", hostPort] as const
+  const changeTimeout = [
+    '-t, --timeout <ms>',
+    "how long the change may take (default: the node's, its proposal timeout and two election timeouts)",
+    positiveInt,
+  ] as const
+  member
+    .command('list')
+    .description('print the members as the node asked sees them (with match index and lag where it leads)')
+    .requiredOption(...endpoint)
+    .option('-t, --timeout <ms>', 'how long to wait for the answer', positiveInt, 5_000)
+    .action(memberList)
+  member
+    .command('add')
+    .description('add a node as a learner (start it first with server.cluster.join: true); prints the members')
+    .requiredOption(...endpoint)
+    .requiredOption('--id <id>', 'the new node id (never used in this group before)', positiveInt)
+    .requiredOption('--address <host:port>', "where the members dial it (its server.cluster.advertise)", hostPort)
+    .option(...changeTimeout)
+    .action(memberAdd)
+  member
+    .command('promote')
+    .description('make a learner that caught up a voter; prints the members')
+    .requiredOption(...endpoint)
+    .requiredOption('--id <id>', 'the learner to promote', positiveInt)
+    .option(...changeTimeout)
+    .action(memberPromote)
+  member
+    .command('remove')
+    .description('remove a member for good (its id is never used again); prints the members')
+    .requiredOption(...endpoint)
+    .requiredOption('--id <id>', 'the member to remove', positiveInt)
+    .option('--force', 'remove a voter even if the voters left alive would be fewer than a quorum')
+    .option(...changeTimeout)
+    .action(memberRemove)
+
+  const exitOverride = (command: Command): void => {
+    command.exitOverride()
+    command.commands.forEach(exitOverride)
+  }
+  exitOverride(root)
   return root
 }
 

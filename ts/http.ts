@@ -7,15 +7,21 @@
  *   GET    /status           this node's Raft figures and the members
  *   POST   /v1/leader        body {"to": id, "timeoutMs"?: ms}: hands leadership to voter `id`;
  *                            answers the new leader's member info
+ *   GET    /v1/members       the members as this node sees them (`store.members()`)
+ *   POST   /v1/members       body {"id": id, "address": "host:port", "timeoutMs"?: ms}: adds a
+ *                            learner; answers the members once the change is applied
+ *   POST   /v1/members/<id>/promote   body {"timeoutMs"?: ms} or none: makes learner `id` a voter
+ *   DELETE /v1/members/<id>  query force=true, timeoutMs=<ms> (both optional): removes member `id`
  *   PUT    /v1/kv/<key>      body = value; answers {index, existed}
  *   GET    /v1/kv/<key>      the value's bytes (linearizable read); 404 when absent
  *   DELETE /v1/kv/<key>      answers {existed}
  *
  * Keys are URL-encoded UTF-8 in the path. Every answer other than a 2xx is
  * JSON `{code, outcome, message}`: the `MetaStoreError` of a failed request
- * (503; 413 for ERR_TOO_LARGE, 400 for ERR_UNKNOWN_NODE), or a code of
- * this API for a request it refused before the store saw it (400, 404, 405,
- * 413), which is never applied.
+ * (503; 413 for ERR_TOO_LARGE, 400 for ERR_UNKNOWN_NODE, 409 for a membership
+ * change the group refused: ERR_CHANGE_IN_PROGRESS, ERR_CHANGE_REFUSED,
+ * ERR_LEARNER_BEHIND), or a code of this API for a request it refused before
+ * the store saw it (400, 404, 405, 413), which is never applied.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
@@ -58,17 +64,56 @@ export interface HttpApiOptions {
 
 const KV_PREFIX = '/v1/kv/'
 const LEADER_PATH = '/v1/leader'
+const MEMBERS_PATH = '/v1/members'
+/** The largest node id (ids are 32-bit). */
+const MAX_NODE_ID = 0xffff_ffff
+
+const timeoutMs = z.number().int().positive()
 
 /** What `POST /v1/leader` takes: the options of `store.transferLeadership`, and nothing else. */
 const TransferBody = z.strictObject({
   to: z.number().int().positive(),
-  timeoutMs: z.number().int().positive().optional(),
+  timeoutMs: timeoutMs.optional(),
 })
+
+/** What `POST /v1/members` takes: the new learner and the change's timeout. */
+const AddBody = z.strictObject({
+  id: z.number().int().positive().max(MAX_NODE_ID),
+  address: z.string(),
+  timeoutMs: timeoutMs.optional(),
+})
+
+/** What `POST /v1/members/<id>/promote` takes, if it has a body. */
+const PromoteBody = z.strictObject({ timeoutMs: timeoutMs.optional() })
+
+/** The query of `DELETE /v1/members/<id>`. */
+const RemoveQuery = z.strictObject({
+  force: z.enum(['true', 'false']).optional(),
+  timeoutMs: z
+    .string()
+    .regex(/^[1-9][0-9]*$/)
+    .transform(Number)
+    .optional(),
+})
+
+/** What each key of a body or query must be, for the message that refuses it. */
+const EXPECTED: Readonly<Record<string, string>> = {
+  to: 'a positive integer (a node id)',
+  id: `a node id (an integer 1..${MAX_NODE_ID})`,
+  address: 'a host:port string',
+  timeoutMs: 'a positive integer (milliseconds)',
+  force: 'true or false',
+}
 
 /** The HTTP status of a failed request's `MetaStoreError`, by its code; 503 for the others. */
 const ERROR_STATUS: ReadonlyMap<string, number> = new Map([
   ['ERR_TOO_LARGE', 413],
   ['ERR_UNKNOWN_NODE', 400],
+  // The group's membership refused the change: it conflicts with the
+  // members, or with the change under way, as they are now.
+  ['ERR_CHANGE_IN_PROGRESS', 409],
+  ['ERR_CHANGE_REFUSED', 409],
+  ['ERR_LEARNER_BEHIND', 409],
 ])
 
 class HttpError extends Error {
@@ -161,16 +206,10 @@ export class HttpApi {
     const url = new URL(req.url ?? '/', 'http://node')
     const path = url.pathname
     if (path === '/health') return this.#only(req, 'GET', () => this.#health(res))
+    if (path === MEMBERS_PATH || path.startsWith(`${MEMBERS_PATH}/`)) return this.#members(req, res, url)
     const isKv = path.startsWith(KV_PREFIX)
-    if (!isKv && path !== '/metrics' && path !== '/status' && path !== LEADER_PATH) {
-      throw new HttpError(
-        404,
-        'ERR_NOT_FOUND',
-        `no such path ${path}; paths: /metrics, /health, /status, ${LEADER_PATH}, ${KV_PREFIX}<url-encoded key>`,
-      )
-    }
-    const [query] = url.searchParams.keys()
-    if (query !== undefined) throw new HttpError(400, 'ERR_BAD_REQUEST', `unknown query parameter '${query}'; ${path} takes none`)
+    if (!isKv && path !== '/metrics' && path !== '/status' && path !== LEADER_PATH) throw notFound(path)
+    refuseQuery(url)
     if (path === '/metrics') {
       return this.#only(req, 'GET', async () => {
         const text = await this.#store().metrics()
@@ -180,7 +219,8 @@ export class HttpApi {
     if (path === '/status') return this.#only(req, 'GET', () => json(res, 200, nodeStatus(this.#store())))
     if (path === LEADER_PATH) {
       return this.#only(req, 'POST', async () => {
-        const { to, ...options } = transferBody(await this.#body(req))
+        const usage = 'the body must be JSON {"to": <node id>, "timeoutMs"?: <ms>}'
+        const { to, ...options } = jsonBody(await this.#body(req), TransferBody, usage)
         json(res, 200, await this.#store().transferLeadership(to, options))
       })
     }
@@ -202,6 +242,43 @@ export class HttpApi {
       default:
         throw methodNotAllowed(req, 'GET, PUT, DELETE')
     }
+  }
+
+  /**
+   * `/v1/members`, `/v1/members/<id>` and `/v1/members/<id>/promote`. A change
+   * answers the members once it is applied (the store's `Member[]`).
+   */
+  async #members(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+    const rest = url.pathname.slice(MEMBERS_PATH.length)
+    if (rest === '') {
+      refuseQuery(url)
+      switch (req.method) {
+        case 'GET':
+          return json(res, 200, this.#store().members())
+        case 'POST': {
+          const usage = 'the body must be JSON {"id": <node id>, "address": "<host:port>", "timeoutMs"?: <ms>}'
+          const { id, address, ...options } = jsonBody(await this.#body(req), AddBody, usage)
+          return json(res, 200, await this.#store().addMember(id, address, { learner: true, ...options }))
+        }
+        default:
+          throw methodNotAllowed(req, 'GET, POST')
+      }
+    }
+    const match = /^\/([^/]*)(\/promote)?$/.exec(rest)
+    if (match === null) throw notFound(url.pathname)
+    const id = nodeIdIn(match[1]!)
+    if (match[2] !== undefined) {
+      refuseQuery(url)
+      return this.#only(req, 'POST', async () => {
+        const raw = await this.#body(req)
+        const usage = 'the body must be empty or JSON {"timeoutMs"?: <ms>}'
+        const options = raw.length === 0 ? {} : jsonBody(raw, PromoteBody, usage)
+        json(res, 200, await this.#store().promoteMember(id, options))
+      })
+    }
+    if (req.method !== 'DELETE') throw methodNotAllowed(req, 'DELETE')
+    const { force, ...options } = removeQuery(url)
+    json(res, 200, await this.#store().removeMember(id, { ...options, ...(force !== undefined && { force: force === 'true' }) }))
   }
 
   #health(res: ServerResponse): void {
@@ -283,30 +360,58 @@ function methodNotAllowed(req: IncomingMessage, allow: string): HttpError {
   return new HttpError(405, 'ERR_METHOD_NOT_ALLOWED', `${req.method} is not allowed here; allowed: ${allow}`, { allow })
 }
 
-/** The body of `POST /v1/leader`, checked; a body it does not take is refused with 400. */
-function transferBody(raw: Buffer): z.infer<typeof TransferBody> {
-  const usage = 'the body must be JSON {"to": <node id>, "timeoutMs"?: <ms>}'
+function badRequest(message: string): HttpError {
+  return new HttpError(400, 'ERR_BAD_REQUEST', message)
+}
+
+function notFound(path: string): HttpError {
+  const paths = `/metrics, /health, /status, ${LEADER_PATH}, ${MEMBERS_PATH}, ${MEMBERS_PATH}/<id>, ${MEMBERS_PATH}/<id>/promote, ${KV_PREFIX}<url-encoded key>`
+  return new HttpError(404, 'ERR_NOT_FOUND', `no such path ${path}; paths: ${paths}`)
+}
+
+/** Refuses a query on a path that takes none. */
+function refuseQuery(url: URL): void {
+  const [query] = url.searchParams.keys()
+  if (query !== undefined) throw badRequest(`unknown query parameter '${query}'; ${url.pathname} takes none`)
+}
+
+/** The node id of a `/v1/members/<id>` path. */
+function nodeIdIn(segment: string): number {
+  const id = /^[1-9][0-9]*$/.test(segment) ? Number(segment) : NaN
+  if (!(id <= MAX_NODE_ID)) throw badRequest(`'${segment}' is not ${EXPECTED.id}; use ${MEMBERS_PATH}/<id>`)
+  return id
+}
+
+/** A JSON body, checked against `schema`; a body it does not take is refused with 400 and `usage`. */
+function jsonBody<T>(raw: Buffer, schema: z.ZodType<T>, usage: string): T {
   let parsed: unknown
   try {
     parsed = JSON.parse(raw.toString('utf8'))
   } catch (err) {
-    throw new HttpError(400, 'ERR_BAD_REQUEST', `${usage}; it is not JSON (${(err as Error).message})`)
+    throw badRequest(`${usage}; it is not JSON (${(err as Error).message})`)
   }
-  const result = TransferBody.safeParse(parsed)
+  return checked(parsed, schema, usage, (key) => `unknown key '${key}' in the body`)
+}
+
+/** The query of `DELETE /v1/members/<id>`, checked (each parameter at most once). */
+function removeQuery(url: URL): z.infer<typeof RemoveQuery> {
+  const usage = `${MEMBERS_PATH}/<id> takes the query parameters force=true and timeoutMs=<ms>, both optional`
+  const keys = [...url.searchParams.keys()]
+  const twice = keys.find((key, i) => keys.indexOf(key) !== i)
+  if (twice !== undefined) throw badRequest(`query parameter '${twice}' given more than once; ${usage}`)
+  return checked(Object.fromEntries(url.searchParams), RemoveQuery, usage, (key) => `unknown query parameter '${key}'`)
+}
+
+/** `input` as `schema` takes it, or a 400 naming the first key it does not take and what that key must be. */
+function checked<T>(input: unknown, schema: z.ZodType<T>, usage: string, unknownKey: (key: string) => string): T {
+  const result = schema.safeParse(input)
   if (result.success) return result.data
   const issue = result.error.issues[0]!
-  if (issue.code === 'unrecognized_keys') {
-    throw new HttpError(400, 'ERR_BAD_REQUEST', `unknown key '${issue.keys[0]}' in the body; ${usage}`)
-  }
+  if (issue.code === 'unrecognized_keys') throw badRequest(`${unknownKey(issue.keys[0]!)}; ${usage}`)
   const [key] = issue.path
-  if (key === undefined) throw new HttpError(400, 'ERR_BAD_REQUEST', usage)
-  const got = (parsed as Record<string, unknown>)[key as string]
-  const what = key === 'to' ? 'a node id' : 'milliseconds'
-  throw new HttpError(
-    400,
-    'ERR_BAD_REQUEST',
-    `${String(key)} must be a positive integer (${what}), got ${got === undefined ? 'nothing' : JSON.stringify(got)}`,
-  )
+  if (key === undefined) throw badRequest(usage)
+  const got = (input as Record<string, unknown>)[key as string]
+  throw badRequest(`${String(key)} must be ${EXPECTED[key as string]}, got ${got === undefined ? 'nothing' : JSON.stringify(got)}`)
 }
 
 function decodeKey(encoded: string): string {
