@@ -322,6 +322,7 @@ pub fn member_config(o: &MemberOptions) -> Result<MemberConfig, String> {
         .listen
         .as_ref()
         .or_else(|| o.initial_cluster.get(&o.node_id.to_string()))
+        .or(o.advertise.as_ref())
         .cloned()
         .unwrap_or_default();
     let listen = listen

@@ -93,6 +93,9 @@ impl RaftSettings {
         if self.max_log_size == 0 {
             return Err(Error::invalid("raft.max_log_size", "must be >= 1"));
         }
+        if self.promote_max_lag == 0 {
+            return Err(Error::invalid("raft.promote_max_lag", "must be >= 1"));
+        }
         if self.proposal_timeout.is_zero() {
             return Err(Error::invalid("raft.proposal_timeout", "must be > 0"));
         }

@@ -36,6 +36,9 @@ pub(super) struct Changes {
     pub heard: HashMap<u64, u64>,
     /// The membership record changed since the transport last heard of it.
     pub dirty: bool,
+    /// Answers of this node's callers, held until the members they name are
+    /// published (a caller reading `members()` next sees them).
+    answers: Vec<(u64, Result<Outcome>)>,
 }
 
 impl Changes {
@@ -48,6 +51,7 @@ impl Changes {
             heard: HashMap::new(),
             // The transport learns the record at start.
             dirty: true,
+            answers: Vec::new(),
         }
     }
 }
@@ -85,8 +89,9 @@ impl<E: Engine> Worker<E> {
         let store = self.raft_group.store();
         if store.membership().is_none() {
             return Err(Error::ChangeRefused(format!(
-                "node {} keeps no membership record: a group started in one process \
-                 (LocalCluster) has fixed members, and a joining node has not joined yet",
+                "node {} keeps no membership record: the members of a group that runs in one \
+                 process (LocalCluster, or MetaStore.open without nodeId) are fixed, and a \
+                 joining node has no record until the group added it",
                 self.id
             )));
         }
@@ -115,7 +120,7 @@ impl<E: Engine> Worker<E> {
             && by.epoch == self.epoch
             && self.changes.waiting.remove(&by.token).is_some()
         {
-            self.outbox.read(by.token, result);
+            self.changes.answers.push((by.token, result));
         }
     }
 
@@ -140,6 +145,9 @@ impl<E: Engine> Worker<E> {
 
     /// Everyone waiting ends with `err` (the node stopped or failed).
     pub(super) fn reject_changes(&mut self, err: &Error) {
+        for (t, result) in self.changes.answers.drain(..) {
+            self.outbox.read(t, result);
+        }
         for (t, _) in self.changes.waiting.drain() {
             self.outbox.read(t, Err(err.clone().in_flight()));
         }
@@ -233,19 +241,22 @@ impl<E: Engine> Worker<E> {
         Ok(())
     }
 
-    /// Tells the transport about a changed membership; a node that finds
+    /// Tells the transport about a changed membership and publishes it,
+    /// then answers the callers whose change completed; a node that finds
     /// itself removed stops serving.
     pub(super) fn after_membership_change(&mut self) {
-        if !std::mem::take(&mut self.changes.dirty) {
-            return;
+        if std::mem::take(&mut self.changes.dirty) {
+            if let Some(m) = self.raft_group.store().membership() {
+                self.transport.set_members(m);
+                let removed = m.removed.contains(&self.id);
+                self.publish_peers(Instant::now());
+                if removed && self.failed.is_none() {
+                    self.fail(Error::Removed(self.id));
+                }
+            }
         }
-        let Some(m) = self.raft_group.store().membership() else {
-            return;
-        };
-        self.transport.set_members(m);
-        self.stats.republish_peers();
-        if m.removed.contains(&self.id) && self.failed.is_none() {
-            self.fail(Error::Removed(self.id));
+        for (t, result) in self.changes.answers.drain(..) {
+            self.outbox.read(t, result);
         }
     }
 
@@ -317,8 +328,40 @@ impl<E: Engine> Worker<E> {
         }
     }
 
-    /// Why learner `id` may not be promoted yet, if it may not.
+    /// Whether the leader heard from `peer` within an election timeout;
+    /// `None` while it has led for less than that (it cannot tell yet).
+    fn answers_leader(&self, peer: u64) -> Option<bool> {
+        let window = self.settings.election_ticks;
+        if self.ticks < self.changes.leading_since + window {
+            return None;
+        }
+        Some(
+            peer == self.id
+                || self
+                    .changes
+                    .heard
+                    .get(&peer)
+                    .is_some_and(|t| self.ticks < t + window),
+        )
+    }
+
+    /// Why learner `id` may not be promoted yet, if it may not: it must
+    /// answer the leader (a voter that never answers could cost the group
+    /// its quorum) and be close to the commit index.
     fn learner_behind(&self, id: u64) -> Option<(Refusal, String)> {
+        match self.answers_leader(id) {
+            None => return Some((Refusal::Wait, String::new())),
+            Some(false) => {
+                return Some((
+                    Refusal::LearnerBehind,
+                    format!(
+                        "node {id} has not answered the leader within an election timeout; \
+                         promote it once it runs and caught up"
+                    ),
+                ))
+            }
+            Some(true) => {}
+        }
         let raft = &self.raft_group.raft;
         let commit = raft.raft_log.committed;
         let matched = raft.prs().get(id).map_or(0, |p| p.matched);
@@ -341,21 +384,14 @@ impl<E: Engine> Worker<E> {
         if !cs.voters.contains(&id) {
             return None;
         }
-        if self.ticks < self.changes.leading_since + self.settings.election_ticks {
+        if self.answers_leader(self.id).is_none() {
             // A new leader has not heard from everyone yet: wait.
             return Some((Refusal::Wait, String::new()));
         }
         let remaining: Vec<u64> = cs.voters.iter().copied().filter(|v| *v != id).collect();
         let live = remaining
             .iter()
-            .filter(|v| {
-                **v == self.id
-                    || self
-                        .changes
-                        .heard
-                        .get(*v)
-                        .is_some_and(|t| self.ticks < t + self.settings.election_ticks)
-            })
+            .filter(|v| self.answers_leader(**v) == Some(true))
             .count();
         let quorum = remaining.len() / 2 + 1;
         (live < quorum).then(|| {

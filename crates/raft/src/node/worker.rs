@@ -100,13 +100,6 @@ pub(super) struct StatsPublisher {
     peers_leading: bool,
 }
 
-impl StatsPublisher {
-    /// The members are published again at the next publication (they changed).
-    pub fn republish_peers(&mut self) {
-        self.peers_published_at = None;
-    }
-}
-
 /// The state owned by the node thread.
 pub(super) struct Worker<E: Engine> {
     pub id: u64,
@@ -413,16 +406,23 @@ impl<E: Engine> Worker<E> {
                 .peers_published_at
                 .is_none_or(|t| now.duration_since(t) >= PEERS_EVERY)
         {
-            let mut peers = peer_states(raft);
-            if let Some(m) = store.membership() {
-                for p in &mut peers {
-                    p.address = m.members.get(&p.id).cloned();
-                }
-            }
-            stats.shared.publish_peers(peers);
-            stats.peers_published_at = Some(now);
-            stats.peers_leading = leads;
+            self.publish_peers(now);
         }
+    }
+
+    /// Publishes the members, their addresses and (on the leader) progress.
+    pub(super) fn publish_peers(&mut self, now: Instant) {
+        let raft = &self.raft_group.raft;
+        let mut peers = peer_states(raft);
+        if let Some(m) = self.raft_group.store().membership() {
+            for p in &mut peers {
+                p.address = m.members.get(&p.id).cloned();
+            }
+        }
+        let stats = &mut self.stats;
+        stats.shared.publish_peers(peers);
+        stats.peers_published_at = Some(now);
+        stats.peers_leading = raft.state == StateRole::Leader;
     }
 
     /// Stops serving after a storage error or a panic: everything pending
