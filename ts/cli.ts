@@ -26,14 +26,6 @@ import { MetaStore } from './store.js'
 
 /** How often `serve` looks at the node's role and leader to log their changes. */
 const WATCH_INTERVAL_MS = 50
-/**
- * How often `serve` asks its node for a read once it has known a leader. The
- * node tells it was removed from its group only by failing requests
- * (ERR_REMOVED), so a read is the question.
- */
-const REMOVAL_PROBE_MS = 1_000
-/** The key that read asks for; its value does not matter. */
-const PROBE_KEY = 'metastore serve: removal probe'
 /** How long `serve` lets requests in flight finish on shutdown before the store closes under them. */
 const DRAIN_MS = 2_000
 /**
@@ -137,15 +129,13 @@ function serveSettings(config: MetaStoreConfig, file: string): { cluster: Cluste
 
 /**
  * Logs each change of this node's role or of the leader it knows. A node that
- * stops by itself (its storage failed) ends the process with 1, for a
- * supervisor to see; one removed from its group is handed to `removed`.
+ * stops by itself (its storage failed: its stats() throws why) ends the
+ * process with 1, for a supervisor to see; one removed from its group
+ * (ERR_REMOVED) is handed to `removed`.
  */
 function watch(store: MetaStore, on: { stopping: () => boolean; removed: (message: string) => void }): void {
   let role: RaftRole | undefined
   let leader = -1
-  let inGroup = false
-  let probing = false
-  let probedAt = 0
   let removed = false
   /** True when `err` says the node was removed; the first time, hands it to `on.removed`. */
   const removal = (err: unknown): boolean => {
@@ -155,18 +145,6 @@ function watch(store: MetaStore, on: { stopping: () => boolean; removed: (messag
       on.removed(err.message)
     }
     return true
-  }
-  const probe = (): void => {
-    probing = true
-    probedAt = Date.now()
-    // Any other failure of the read passes: the figures show what matters of it.
-    store.get(PROBE_KEY).then(
-      () => void (probing = false),
-      (err: unknown) => {
-        probing = false
-        removal(err)
-      },
-    )
   }
   const look = (): void => {
     if (on.stopping() || removed) return
@@ -186,9 +164,6 @@ function watch(store: MetaStore, on: { stopping: () => boolean; removed: (messag
       log('leader', { node: store.nodeId, leader: raft.leaderId === 0 ? 'none' : raft.leaderId, term: raft.term })
       leader = raft.leaderId
     }
-    // Only a node that was in a group can be removed from it: a joining node waits quietly.
-    inGroup ||= raft.leaderId !== 0
-    if (inGroup && !probing && Date.now() - probedAt >= REMOVAL_PROBE_MS) probe()
   }
   look()
   setInterval(look, WATCH_INTERVAL_MS).unref()

@@ -246,6 +246,11 @@ impl Inner {
                 nodes: m.node().peers().len() as u64,
             }),
             Inner::Member(m) if m.node().is_closed() => Err(RaftError::Closed),
+            // A member that stopped by itself says why to every call, so
+            // that its process can tell (its stats would only stop moving).
+            Inner::Member(m) if m.node().failure().is_some() => {
+                Err(m.node().failure().unwrap_or(RaftError::Closed))
+            }
             Inner::Member(m) => Ok(Arc::clone(m.node())),
         }
     }

@@ -125,6 +125,7 @@ pub struct PeerState {
 pub(crate) struct SharedStats {
     /// The configuration and, on the leader, each member's progress.
     peers: Mutex<Vec<PeerState>>,
+    failure: Mutex<Option<crate::error::Error>>,
     role: AtomicU8,
     leader_id: AtomicU64,
     term: AtomicU64,
@@ -175,6 +176,20 @@ impl SharedStats {
     }
 
     /// A stopped node keeps its last figures but reports no role of power.
+    /// The node stopped serving because of `err` (a storage failure, a
+    /// panic, its removal from the group).
+    pub(crate) fn mark_failed(&self, err: crate::error::Error) {
+        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(err);
+        self.mark_stopped();
+    }
+
+    pub(crate) fn failure(&self) -> Option<crate::error::Error> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub(crate) fn mark_stopped(&self) {
         self.role.store(Role::Follower.to_u8(), Relaxed);
         self.leader_id.store(0, Relaxed);

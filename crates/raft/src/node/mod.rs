@@ -430,6 +430,12 @@ impl RaftNode {
         self.stats.raft(self.id)
     }
 
+    /// Why the node stopped serving by itself (a storage failure, a panic,
+    /// its removal from the group), if it did.
+    pub fn failure(&self) -> Option<Error> {
+        self.stats.failure()
+    }
+
     pub fn is_closed(&self) -> bool {
         *self.closed.read().unwrap_or_else(|p| p.into_inner())
     }

@@ -432,8 +432,8 @@ impl<E: Engine> Worker<E> {
             return;
         }
         self.reject_all(&err);
+        self.stats.shared.mark_failed(err.clone());
         self.failed = Some(err);
-        self.stats.shared.mark_stopped();
     }
 
     fn reject_all(&mut self, err: &Error) {
