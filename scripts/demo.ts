@@ -1,10 +1,15 @@
 // `npm start` in a clone: three `metastore serve` processes on loopback
 // (RocksDB in a temp dir) under a mixed put/get/delete load sent over HTTP
-// from this process. At 40% of the run the leader is killed with SIGKILL and
-// started again 3 s later. A live line shows throughput, p99, the leader and
-// each node's applied index; the summary says how long writes stalled, how
-// soon a new leader took over, whether the restarted node caught up, and
-// whether every acknowledged write is still there. Exits 1 if a check fails.
+// from this process. At 40% of the run the leader is killed with SIGKILL, and
+// the group replaces it while it serves, through the membership API (the
+// README's recipe): a new node started with `join: true` is added as a
+// learner, promoted once it caught up, and the dead id removed. The killed
+// node is then started again on its old data: the group refuses it. A live
+// line shows throughput, p99, the leader and each node's applied index; the
+// summary says how long writes stalled, how soon a new leader took over, how
+// long each step of the replacement took, whether the new member caught up,
+// and whether every acknowledged write is still there. Exits 1 if a check
+// fails.
 //
 // Run by tsx from the sources; it is not part of the published package, so
 // its progress bar and histogram stay dev dependencies.
@@ -29,8 +34,8 @@ const ROOT = join(__dirname, '..')
 const CLI = join(ROOT, 'ts', 'cli.ts')
 /** Keys each worker owns: one worker writes a key, so the order of its writes is the order they were sent. */
 const KEYS_PER_WORKER = 16
-/** The killed leader is started again this long after the kill. */
-const RESTART_AFTER_MS = 3_000
+/** How long the old node, started again after its removal, is watched. */
+const REFUSED_WATCH_MS = 2_000
 /** The leader is killed at this fraction of the run. */
 const KILL_AT = 0.4
 /** How long a step after the load may take (a new leader, the catch-up, the final reads). */
@@ -117,6 +122,8 @@ class ServeNode {
     readonly id: number,
     readonly config: string,
     readonly http: string,
+    /** Where the members dial it. */
+    readonly raft: string,
   ) {}
 
   get running(): boolean {
@@ -151,24 +158,60 @@ class ServeNode {
   }
 }
 
-/** A config file per node: the base config, with storage, cluster and http set for this run. */
-async function writeConfigs(base: string, dir: string, n: number): Promise<ServeNode[]> {
+/**
+ * A config file per node: the base config, with storage, cluster and http set
+ * for this run; `n` initial members, and one more that joins later.
+ */
+async function writeConfigs(base: string, dir: string, n: number): Promise<{ nodes: ServeNode[]; joining: ServeNode }> {
   await loadConfig(base) // a bad base config is reported as the user's file, not as ours
-  const ports = await freePorts(2 * n)
-  const initialCluster = Object.fromEntries(ports.slice(0, n).map((p, i) => [i + 1, `127.0.0.1:${p}`]))
+  const ports = await freePorts(2 * (n + 1))
+  const raft = (id: number): string => `127.0.0.1:${ports[id - 1]}`
+  const initialCluster = Object.fromEntries(Array.from({ length: n }, (_, i) => [i + 1, raft(i + 1)]))
   const nodes: ServeNode[] = []
-  for (let id = 1; id <= n; id++) {
+  for (let id = 1; id <= n + 1; id++) {
     const doc = (parse(readFileSync(base, 'utf8')) ?? {}) as { server?: Record<string, unknown> }
     const server = doc.server ?? {}
     server.storage = { ...(server.storage as object), engine: 'rocksdb', data_dir: join(dir, `node-${id}`) }
-    server.cluster = { node_id: id, initial_cluster: initialCluster }
-    const address = `127.0.0.1:${ports[n + id - 1]}`
+    server.cluster = id <= n ? { node_id: id, initial_cluster: initialCluster } : { node_id: id, join: true, advertise: raft(id) }
+    const address = `127.0.0.1:${ports[n + id]}`
     server.http = { listen: address }
     const file = join(dir, `node-${id}.yaml`)
     writeFileSync(file, stringify({ ...doc, server }))
-    nodes.push(new ServeNode(id, file, address))
+    nodes.push(new ServeNode(id, file, address, raft(id)))
   }
-  return nodes
+  return { nodes: nodes.slice(0, n), joining: nodes[n]! }
+}
+
+/**
+ * Codes of a membership request worth sending again: nothing was done and the
+ * cause may pass, or the outcome is unknown (the group answers a change in
+ * effect already as done, so sending it again is safe).
+ */
+const CHANGE_RETRY = new Set(['ERR_PROPOSAL_DROPPED', 'ERR_LEARNER_BEHIND', 'ERR_NOT_STARTED', 'ERR_CLOSED', 'ERR_TIMEOUT'])
+
+/**
+ * One membership change over HTTP, asked of any running member and sent
+ * again while its answer says nothing was done and the cause may pass (no
+ * leader yet after the kill, a learner still catching up). Resolves with
+ * how long it took; throws with the last answer otherwise.
+ */
+async function change(members: () => ServeNode[], method: string, path: string, body?: string): Promise<number> {
+  const t0 = performance.now()
+  let last = ''
+  for (let i = 0; performance.now() - t0 < SETTLE_MS; i++) {
+    const asked = members()[i % members().length]!
+    try {
+      const res = await http(asked.http, method, path, body)
+      if (res.status === 200) return performance.now() - t0
+      const answer = JSON.parse(res.body.toString()) as { code: string; outcome: string; message: string }
+      last = `${answer.code} (outcome ${answer.outcome}): ${answer.message}`
+      if (!CHANGE_RETRY.has(answer.code)) break
+    } catch (err) {
+      last = (err as Error).message
+    }
+    await sleep(200)
+  }
+  throw new Error(`${method} ${path} failed: ${last}`)
 }
 
 // ---------------------------------------------------------------------------
@@ -299,14 +342,16 @@ function longestStall(acks: number[], from: number, to: number): number {
 async function demo(opts: DemoOptions): Promise<void> {
   agent = new Agent({ keepAlive: true, maxSockets: opts.inFlight })
   const dir = mkdtempSync(join(tmpdir(), 'metastore-demo-'))
-  const nodes = await writeConfigs(opts.config, dir, opts.nodes)
+  const { nodes, joining } = await writeConfigs(opts.config, dir, opts.nodes)
+  /** Every node that ran, for the live line and the logs. */
+  const all = [...nodes, joining]
   const log: string[] = []
   const failures: string[] = []
   const t0 = performance.now()
   const since = (): string => `+${((performance.now() - t0) / 1000).toFixed(1)}s`
   let event = 'starting'
   const leaderships: { node: number; at: number }[] = []
-  for (const node of nodes) {
+  for (const node of all) {
     node.onLine = (n, line) => {
       log.push(`node ${n.id}: ${line}`)
       if (/ to=leader /.test(line)) {
@@ -330,7 +375,9 @@ async function demo(opts: DemoOptions): Promise<void> {
 
     const durationMs = opts.seconds * 1000
     const start = performance.now()
-    const load = new Load(nodes, start)
+    // The nodes the load is sent to: members that serve (the replacement joins it, the removed node leaves it).
+    const serving = [...nodes]
+    const load = new Load(serving, start)
     const applied = new Map<number, number | undefined>()
     let shownLeader = leader
     const bar = new SingleBar(
@@ -354,7 +401,7 @@ async function demo(opts: DemoOptions): Promise<void> {
         ;[lastOps, lastTick] = [load.ops, now]
         load.recent.reset()
       }
-      const shownApplied = nodes.map((n) => `${n.id}:${applied.get(n.id) ?? 'down'}`).join(' ')
+      const shownApplied = all.map((n) => `${n.id}:${applied.get(n.id) ?? 'down'}`).join(' ')
       bar.update(Math.min(100, Math.round(((now - start) / durationMs) * 100)), {
         rate,
         p99,
@@ -364,25 +411,44 @@ async function demo(opts: DemoOptions): Promise<void> {
       })
       if (polling) return
       polling = true
-      void Promise.all(nodes.map((n) => nodeStatus(n.http))).then((seen) => {
+      void Promise.all(all.map((n) => nodeStatus(n.http))).then((seen) => {
         polling = false
-        seen.forEach((s, i) => applied.set(nodes[i]!.id, s?.appliedIndex))
+        seen.forEach((s, i) => applied.set(all[i]!.id, s?.appliedIndex))
         shownLeader = seen.find((s) => s?.role === 'leader')?.nodeId ?? 0
       })
     }, 250)
 
     const workers = Array.from({ length: opts.inFlight }, (_, w) => load.worker(w))
 
-    // The fault: SIGKILL the leader, start it again 3 s later.
+    // The fault: SIGKILL the leader. Then the README's recipe replaces it,
+    // asked of the surviving members: add a new node as a learner, promote it
+    // once it caught up, remove the dead id.
     await sleep(durationMs * KILL_AT)
     const killed = nodes.find((n) => n.id === leader)!
     const killAt = performance.now()
     event = `${since()} SIGKILL node ${killed.id}`
     await killed.stop('SIGKILL')
-    await sleep(RESTART_AFTER_MS)
-    const restartAt = performance.now()
-    killed.start()
-    event = `${since()} restarted node ${killed.id}`
+    serving.splice(serving.indexOf(killed), 1)
+    const survivors = (): ServeNode[] => nodes.filter((n) => n !== killed)
+    joining.start()
+    const steps: string[] = []
+    let replacedAt: number | undefined
+    try {
+      event = `${since()} adding node ${joining.id}`
+      const added = await change(survivors, 'POST', '/v1/members', JSON.stringify({ id: joining.id, address: joining.raft }))
+      steps.push(`added node ${joining.id} as a learner in ${(added / 1000).toFixed(2)} s (from the kill: no leader for part of it)`)
+      event = `${since()} promoting node ${joining.id}`
+      const promoted = await change(survivors, 'POST', `/v1/members/${joining.id}/promote`)
+      steps.push(`promoted it in ${(promoted / 1000).toFixed(2)} s (sent again while it caught up)`)
+      serving.push(joining)
+      event = `${since()} removing node ${killed.id}`
+      const removed = await change(survivors, 'DELETE', `/v1/members/${killed.id}`)
+      steps.push(`removed node ${killed.id} in ${(removed / 1000).toFixed(2)} s`)
+      replacedAt = performance.now()
+      event = `${since()} node ${killed.id} replaced by node ${joining.id}`
+    } catch (err) {
+      failures.push(`replacing node ${killed.id}: ${(err as Error).message}`)
+    }
     await sleep(Math.max(0, start + durationMs - performance.now()))
     load.stop()
     await Promise.all(workers)
@@ -391,21 +457,36 @@ async function demo(opts: DemoOptions): Promise<void> {
     bar.stop()
     const elapsedS = (performance.now() - start) / 1000
 
-    // After the load: the leader's applied index is final; the restarted node must reach it.
+    // After the load: the leader's applied index is final; the new member must reach it.
     let caughtUp: number | undefined
     let target = 0
     for (const deadline = performance.now() + SETTLE_MS; caughtUp === undefined && performance.now() < deadline; await sleep(50)) {
-      const seen = await Promise.all(nodes.map((n) => nodeStatus(n.http)))
+      const seen = await Promise.all(serving.map((n) => nodeStatus(n.http)))
       const current = seen.find((s) => s?.role === 'leader')
       target = Math.max(target, current?.appliedIndex ?? 0)
-      const mine = seen[nodes.indexOf(killed)]
+      const mine = seen[serving.indexOf(joining)]
       if (current !== undefined && mine !== undefined && mine.appliedIndex >= target) caughtUp = performance.now()
     }
+
+    // The old node started again on its data: its id was removed, so every
+    // member refuses it, and it cannot move the group's term.
+    const before = (await Promise.all(serving.map((n) => nodeStatus(n.http)))).find((s) => s?.role === 'leader')
+    killed.start()
+    await sleep(REFUSED_WATCH_MS)
+    const after = (await Promise.all(serving.map((n) => nodeStatus(n.http)))).find((s) => s?.role === 'leader')
+    const oldView = await nodeStatus(killed.http)
+    let refusedLine: string
+    if (before === undefined || after === undefined) refusedLine = 'no leader to compare with'
+    // Refused, it never hears of a leader: its HTTP end says it is starting (no store yet) or knows none.
+    else if (after.term !== before.term || (oldView !== undefined && oldView.leaderId !== 0)) {
+      failures.push(`the removed node ${killed.id}, started again, disturbed the group (term ${before.term} -> ${after.term}, it sees leader ${oldView?.leaderId})`)
+      refusedLine = 'disturbed the group'
+    } else refusedLine = `refused by the members: it knows no leader, and the group's term stayed ${after.term}`
 
     // Every key holds what the acknowledged writes left (or an unknown write's value).
     const keys = load.model.keys()
     const lost: string[] = []
-    const readers = nodes.filter((n) => n !== killed)
+    const readers = serving
     await Promise.all(
       Array.from({ length: Math.min(opts.inFlight, keys.length) }, async (_, r) => {
         for (let i = r; i < keys.length; i += opts.inFlight) {
@@ -420,27 +501,29 @@ async function demo(opts: DemoOptions): Promise<void> {
 
     // Summary.
     const newLeader = leaderships.find((l) => l.at > killAt && l.node !== killed.id)
-    const stallMs = longestStall(load.acks, killAt - start - 1_000, restartAt - start + RESTART_AFTER_MS)
+    const stallMs = longestStall(load.acks, killAt - start - 1_000, (replacedAt ?? killAt + SETTLE_MS) - start)
     const c = load.counts
     const ms = (us: number): string => (us / 1000).toFixed(1)
     console.log()
     console.log(`Throughput     ${Math.round(load.ops / elapsedS).toLocaleString('en-US')} ops/s over ${elapsedS.toFixed(1)} s (${opts.inFlight} in flight)`)
     console.log(`Operations     ${c.put} put, ${c.get} get, ${c.delete} delete acknowledged; ${c.notApplied} not applied, ${c.unknown} unknown outcome`)
     console.log(`Latency        p50 ${ms(load.total.getValueAtPercentile(50))} ms, p99 ${ms(load.total.getValueAtPercentile(99))} ms, max ${ms(load.total.maxValue)} ms`)
-    console.log(`Leader killed  node ${killed.id} at ${((killAt - start) / 1000).toFixed(1)} s; restarted ${RESTART_AFTER_MS / 1000} s later`)
+    console.log(`Leader killed  node ${killed.id} at ${((killAt - start) / 1000).toFixed(1)} s`)
     if (newLeader === undefined) failures.push('no other node became leader after the kill')
     else console.log(`New leader     node ${newLeader.node}, ${((newLeader.at - killAt) / 1000).toFixed(2)} s after the kill`)
-    console.log(`Write stall    ${(stallMs / 1000).toFixed(2)} s without an acknowledged write around the kill`)
+    console.log(`Write stall    ${(stallMs / 1000).toFixed(2)} s without an acknowledged write from the kill to the replacement`)
+    for (const step of steps) console.log(`Replacement    ${step}`)
+    console.log(`Old node       node ${killed.id}, started again after its removal: ${refusedLine}`)
     const changes = leaderships.filter((l) => l.at > start).map((l) => `node ${l.node} at ${((l.at - start) / 1000).toFixed(1)} s`)
     console.log(`Leaders        ${changes.length} elected during the load: ${changes.join(', ')}`)
-    if (caughtUp === undefined) failures.push(`node ${killed.id} did not reach the leader's applied index ${target} within ${SETTLE_MS / 1000} s after the load`)
-    else console.log(`Catch-up       node ${killed.id} reached the leader's applied index ${target} ${((caughtUp - restartAt) / 1000).toFixed(1)} s after its restart`)
+    if (caughtUp === undefined) failures.push(`node ${joining.id} did not reach the leader's applied index ${target} within ${SETTLE_MS / 1000} s after the load`)
+    else console.log(`Catch-up       node ${joining.id}, the new member, has the leader's applied index ${target}`)
     if (lost.length > 0) failures.push(`${lost.length} keys do not hold what the acknowledged writes left:\n  ${lost.slice(0, 10).join('\n  ')}`)
     else console.log(`Durability     all ${keys.length} keys hold what the acknowledged writes left`)
   } finally {
-    const codes = await Promise.all(nodes.map((n) => (n.running ? n.stop('SIGTERM') : Promise.resolve(0))))
+    const codes = await Promise.all(all.map((n) => (n.running ? n.stop('SIGTERM') : Promise.resolve(0))))
     codes.forEach((code, i) => {
-      if (code !== 0) failures.push(`node ${nodes[i]!.id} exited with ${code} on SIGTERM`)
+      if (code !== 0) failures.push(`node ${all[i]!.id} exited with ${code} on SIGTERM`)
     })
     agent.destroy()
     rmSync(dir, { recursive: true, force: true })
@@ -449,7 +532,7 @@ async function demo(opts: DemoOptions): Promise<void> {
     console.error(`\nFAILED:\n- ${failures.join('\n- ')}`)
     process.exitCode = 1
   } else {
-    console.log('\nAll checks passed: a new leader took over, the restarted node caught up, no acknowledged write was lost.')
+    console.log('\nAll checks passed: a new leader took over, a new member replaced the killed one, the old one was refused, no acknowledged write was lost.')
   }
 }
 

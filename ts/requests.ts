@@ -24,7 +24,11 @@ export const enum Kind {
   Write,
   Delete,
   Get,
-  /** A membership change: never sent again (the caller decides, knowing the outcome). */
+  /**
+   * A membership change: sent again like a write after an unknown or dropped
+   * outcome (the group answers a change in effect already as done, and one
+   * asked again while it runs waits for it).
+   */
   Membership,
 }
 
@@ -115,7 +119,7 @@ export class Requests {
   /** Registers a waiter and runs `send(token, seq)`; a synchronous throw rejects the promise. */
   track<T>(kind: Kind, send: Send): Promise<T> {
     const token = this.#next++
-    const write = kind === Kind.Write || kind === Kind.Delete
+    const write = kind !== Kind.Get
     return new Promise<T>((resolve, reject) => {
       this.#waiting.set(token, { kind, resolve, reject, send, since: write ? Date.now() : 0 })
       try {

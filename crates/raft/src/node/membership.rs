@@ -39,6 +39,9 @@ pub(super) struct Changes {
     /// Answers of this node's callers, held until the members they name are
     /// published (a caller reading `members()` next sees them).
     answers: Vec<(u64, Result<Outcome>)>,
+    /// Tokens of this node's callers that asked again for the change in
+    /// progress (a retry), with its request index: they get its answer.
+    joined: Vec<(u64, u64)>,
 }
 
 impl Changes {
@@ -52,6 +55,7 @@ impl Changes {
             // The transport learns the record at start.
             dirty: true,
             answers: Vec::new(),
+            joined: Vec::new(),
         }
     }
 }
@@ -114,14 +118,34 @@ impl<E: Engine> Worker<E> {
             .map_err(|e| Error::ProposalDropped(format!("the change was not proposed: {e}")))
     }
 
+    fn mine(&self, by: &RequestId) -> bool {
+        by.node == self.id && by.epoch == self.epoch
+    }
+
     /// Answers a caller of this node waiting for the change `by` asked for.
     fn answer_change(&mut self, by: &RequestId, result: Result<Outcome>) {
-        if by.node == self.id
-            && by.epoch == self.epoch
-            && self.changes.waiting.remove(&by.token).is_some()
-        {
+        if self.mine(by) && self.changes.waiting.remove(&by.token).is_some() {
             self.changes.answers.push((by.token, result));
         }
+    }
+
+    /// Answers the change requested at `index`: its requester and the
+    /// callers of this node that asked for it again meanwhile.
+    fn answer_pending(&mut self, p: &Pending, result: Result<Outcome>) {
+        let joined: Vec<u64> = self
+            .changes
+            .joined
+            .iter()
+            .filter(|(index, _)| *index == p.index)
+            .map(|(_, t)| *t)
+            .collect();
+        self.changes.joined.retain(|(index, _)| *index != p.index);
+        for token in joined {
+            if self.changes.waiting.remove(&token).is_some() {
+                self.changes.answers.push((token, result.clone()));
+            }
+        }
+        self.answer_change(&p.by, result);
     }
 
     /// Times out the callers whose deadline passed: their change may still
@@ -162,13 +186,29 @@ impl<E: Engine> Worker<E> {
             return Ok(());
         };
         match request {
-            Request::Change { by, change } => match m.check(&change, &store.conf_state()) {
-                Ok(()) => {
-                    m.pending = Some(Pending { index, by, change });
-                    self.raft_group.mut_store().set_membership(m)?;
+            Request::Change { by, change } => {
+                let cs = store.conf_state();
+                match m.check(&change, &cs) {
+                    Ok(true) => {
+                        m.pending = Some(Pending { index, by, change });
+                        self.raft_group.mut_store().set_membership(m)?;
+                    }
+                    Ok(false) => {
+                        let members = member_entries(&m, &cs);
+                        self.answer_change(&by, Ok(Outcome::Membership(members)));
+                    }
+                    // The same change asked again while it runs: the
+                    // asker waits for it.
+                    Err(_)
+                        if self.mine(&by)
+                            && m.pending.as_ref().is_some_and(|p| p.change == change) =>
+                    {
+                        let at = m.pending.as_ref().map_or(0, |p| p.index);
+                        self.changes.joined.push((at, by.token));
+                    }
+                    Err(e) => self.answer_change(&by, Err(e)),
                 }
-                Err(e) => self.answer_change(&by, Err(e)),
-            },
+            }
             Request::Cancel {
                 index: of,
                 why,
@@ -181,7 +221,7 @@ impl<E: Engine> Worker<E> {
                         Refusal::LearnerBehind => Error::LearnerBehind(message),
                         Refusal::Refused | Refusal::Wait => Error::ChangeRefused(message),
                     };
-                    self.answer_change(&p.by, Err(e));
+                    self.answer_pending(&p, Err(e));
                 }
             }
         }
@@ -220,10 +260,8 @@ impl<E: Engine> Worker<E> {
                 // raft-rs refused it the same way on every node.
                 if let Some(p) = m.pending.take() {
                     self.raft_group.mut_store().set_membership(m)?;
-                    self.answer_change(
-                        &p.by,
-                        Err(Error::ChangeRefused(format!("{}: {err}", p.change))),
-                    );
+                    let e = Error::ChangeRefused(format!("{}: {err}", p.change));
+                    self.answer_pending(&p, Err(e));
                 }
                 return Ok(());
             }
@@ -233,7 +271,7 @@ impl<E: Engine> Worker<E> {
             if let Some(p) = m.pending.take() {
                 m.carry_out(&p);
                 let members = member_entries(&m, &cs);
-                self.answer_change(&p.by, Ok(Outcome::Membership(members)));
+                self.answer_pending(&p, Ok(Outcome::Membership(members)));
             }
         }
         self.raft_group.mut_store().set_membership(m)?;
