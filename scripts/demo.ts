@@ -324,6 +324,11 @@ class Load {
   }
 }
 
+/** `ms` as `12 ms` or `1.20 s`. */
+function took(ms: number): string {
+  return ms < 1_000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(2)} s`
+}
+
 /** The longest time without an acknowledged write in [from, to] (ms since the start). */
 function longestStall(acks: number[], from: number, to: number): number {
   let longest = 0
@@ -434,16 +439,24 @@ async function demo(opts: DemoOptions): Promise<void> {
     const steps: string[] = []
     let replacedAt: number | undefined
     try {
+      // As an operator would: once the survivors agree on a new leader (a
+      // request sent before that may go to the dead one and end unknown).
+      for (const deadline = performance.now() + SETTLE_MS; ; await sleep(50)) {
+        const seen = await Promise.all(survivors().map((n) => nodeStatus(n.http)))
+        const leaders = new Set(seen.map((v) => v?.leaderId ?? 0))
+        if (leaders.size === 1 && !leaders.has(0) && !leaders.has(killed.id)) break
+        if (performance.now() > deadline) throw new Error(`the survivors agreed on no new leader within ${SETTLE_MS / 1000} s`)
+      }
       event = `${since()} adding node ${joining.id}`
       const added = await change(survivors, 'POST', '/v1/members', JSON.stringify({ id: joining.id, address: joining.raft }))
-      steps.push(`added node ${joining.id} as a learner in ${(added / 1000).toFixed(2)} s (from the kill: no leader for part of it)`)
+      steps.push(`added node ${joining.id} as a learner in ${took(added)}, ${took(performance.now() - killAt)} after the kill`)
       event = `${since()} promoting node ${joining.id}`
       const promoted = await change(survivors, 'POST', `/v1/members/${joining.id}/promote`)
-      steps.push(`promoted it in ${(promoted / 1000).toFixed(2)} s (sent again while it caught up)`)
+      steps.push(`promoted it in ${took(promoted)} (sent again while it caught up)`)
       serving.push(joining)
       event = `${since()} removing node ${killed.id}`
       const removed = await change(survivors, 'DELETE', `/v1/members/${killed.id}`)
-      steps.push(`removed node ${killed.id} in ${(removed / 1000).toFixed(2)} s`)
+      steps.push(`removed node ${killed.id} in ${took(removed)}`)
       replacedAt = performance.now()
       event = `${since()} node ${killed.id} replaced by node ${joining.id}`
     } catch (err) {
