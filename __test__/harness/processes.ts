@@ -59,6 +59,7 @@ export class MemberProcess {
   readonly #waiting = new Map<number, (r: Reply) => void>()
   #exited: Promise<number | null> = Promise.resolve(null)
   #lastExit: Exit | undefined
+  #openFailure: { code?: string; message: string } | undefined
 
   constructor(spec: MemberSpec, opts: MemberProcessOptions = {}) {
     this.spec = spec
@@ -104,13 +105,36 @@ export class MemberProcess {
     }
   }
 
+  /** Why the last process' open failed, when it did (`{"failed"}` from the member). */
+  get openFailure(): { code?: string; message: string } | undefined {
+    return this.#openFailure
+  }
+
   /** Starts the process; resolves once its store is open. */
   async start(timeoutMs = 60_000): Promise<void> {
+    let timer: NodeJS.Timeout | undefined
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`member ${this.id} did not open within ${timeoutMs} ms`)), timeoutMs)
+    })
+    try {
+      await Promise.race([this.launch(), late])
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  /**
+   * Starts the process and returns at once a promise that resolves once its
+   * store is open, or rejects when the process exits first (a node whose
+   * open waits for a leader it never finds, for one).
+   */
+  launch(): Promise<void> {
     const command = [...this.#prefix, process.execPath, '--import', 'tsx', MEMBER, JSON.stringify(this.spec)]
     const child = spawn(command[0]!, command.slice(1), {
       stdio: ['pipe', 'pipe', 'inherit'],
     })
     this.#child = child
+    this.#openFailure = undefined
     this.#exited = new Promise((resolve) =>
       child.once('exit', (code, signal) => {
         this.#lastExit = { code, signal }
@@ -127,8 +151,9 @@ export class MemberProcess {
       const lines = buffered.split('\n')
       buffered = lines.pop()!
       for (const line of lines) {
-        const msg = JSON.parse(line) as Reply & { id?: number; ready?: boolean }
+        const msg = JSON.parse(line) as Reply & { id?: number; ready?: boolean; failed?: { code?: string; message: string } }
         if (msg.ready) ready()
+        else if (msg.failed !== undefined) this.#openFailure = msg.failed
         else if (msg.id !== undefined) {
           this.#waiting.get(msg.id)?.(msg)
           this.#waiting.delete(msg.id)
@@ -143,25 +168,25 @@ export class MemberProcess {
       }
       this.#waiting.clear()
     })
-    let timer: NodeJS.Timeout | undefined
-    const failed = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`member ${this.id} did not open within ${timeoutMs} ms`)), timeoutMs)
-      void this.#exited.then((code) => reject(new Error(`member ${this.id} exited with ${code} before it opened`)))
+    const exited = this.#exited.then((code) => {
+      const why = this.#openFailure === undefined ? '' : `: ${this.#openFailure.code ?? ''} ${this.#openFailure.message}`
+      throw new Error(`member ${this.id} exited with ${code} before it opened${why}`)
     })
-    try {
-      await Promise.race([opened, failed])
-    } finally {
-      clearTimeout(timer)
-    }
+    return Promise.race([opened, exited])
   }
 
   request(op: MemberRequest['op'], key?: string, value?: string): Promise<Reply> {
+    return this.send({ op, key, value })
+  }
+
+  /** Sends a request with any of its fields (the membership ops name `node`, `address`, `force`, `timeoutMs`). */
+  send(req: Omit<MemberRequest, 'id'>): Promise<Reply> {
     const child = this.#child
     if (child === undefined) return Promise.resolve({ ok: false, code: 'EXITED', outcome: 'not-applied', message: 'not running' })
     const id = this.#next++
     return new Promise((resolve) => {
       this.#waiting.set(id, resolve)
-      child.stdin!.write(`${JSON.stringify({ id, op, key, value })}\n`)
+      child.stdin!.write(`${JSON.stringify({ ...req, id })}\n`)
     })
   }
 
@@ -176,6 +201,9 @@ export class MemberProcess {
 
 /** Settings every member of a test group gets. */
 export type GroupSettings = Pick<MemberSpec, 'tickIntervalMs' | 'proposalTimeoutMs' | 'requestTimeoutMs' | 'snapshotCount' | 'sync'>
+
+/** Settings for the members of a group whose membership a test changes. */
+export type MembershipSettings = GroupSettings & Pick<MemberSpec, 'promoteMaxLag'>
 
 /**
  * The member's status, or undefined when it is not running or does not answer
@@ -216,12 +244,22 @@ export async function findLeader(members: readonly MemberProcess[], timeoutMs = 
 }
 
 /** A group of `n` member processes on free loopback ports, data under `dir`. */
-export async function startGroup(n: number, dir: string, settings: GroupSettings = {}): Promise<MemberProcess[]> {
+export async function startGroup(n: number, dir: string, settings: MembershipSettings = {}): Promise<MemberProcess[]> {
   const ports = await freePorts(n)
   const initialCluster = Object.fromEntries(ports.map((p, i) => [i + 1, `127.0.0.1:${p}`]))
   const members = ports.map((_, i) => new MemberProcess({ ...settings, nodeId: i + 1, initialCluster, dataDir: dir }))
   await startAll(members)
   return members
+}
+
+/**
+ * A member that starts empty on a free loopback port and waits to be added to
+ * a running group (`addMember(id, member.spec.advertise)` on one of its nodes).
+ */
+export async function joiningMember(id: number, dir: string, settings: MembershipSettings = {}): Promise<MemberProcess> {
+  const [port] = await freePorts(1)
+  const address = `127.0.0.1:${port}`
+  return new MemberProcess({ ...settings, nodeId: id, initialCluster: {}, join: true, advertise: address, dataDir: dir })
 }
 
 /**
