@@ -16,6 +16,12 @@ pub enum Error {
     /// unknown: a write may still commit later.
     #[error("request timed out after {0:?}; the outcome is unknown (a write may still commit)")]
     Timeout(Duration),
+    /// The request was forwarded to a leader that is no longer this node's
+    /// leader, or its entry may be inside a snapshot this node installed: it
+    /// may have been applied, or may still be. Its code is ERR_TIMEOUT (no
+    /// outcome known), answered at once instead of at the deadline.
+    #[error("{0}; the outcome is unknown (it may have been applied, or may still be)")]
+    OutcomeUnknown(String),
     /// The proposal was lost before it was committed (leader change, entry
     /// overwritten by a new leader). It was not applied; safe to retry.
     #[error("proposal dropped: {0}")]
@@ -87,7 +93,7 @@ impl Error {
     pub fn error_code(&self) -> ErrorCode {
         match self {
             Error::Closed => ErrorCode::Closed,
-            Error::Timeout(_) => ErrorCode::Timeout,
+            Error::Timeout(_) | Error::OutcomeUnknown(_) => ErrorCode::Timeout,
             Error::ProposalDropped(_) => ErrorCode::ProposalDropped,
             Error::TooLarge { .. } => ErrorCode::TooLarge,
             Error::DataDirMismatch { .. } => ErrorCode::DataDirMismatch,
@@ -116,9 +122,10 @@ impl Error {
     /// that timed out, or was in flight when its node stopped, may have been.
     pub fn outcome(&self) -> ErrorOutcome {
         match self {
-            Error::Timeout(_) | Error::InFlight { .. } | Error::SessionExpired(_) => {
-                ErrorOutcome::Unknown
-            }
+            Error::Timeout(_)
+            | Error::OutcomeUnknown(_)
+            | Error::InFlight { .. }
+            | Error::SessionExpired(_) => ErrorOutcome::Unknown,
             _ => ErrorOutcome::NotApplied,
         }
     }
@@ -133,7 +140,10 @@ impl Error {
     /// `self` for a request that was already proposed when it happened.
     pub fn in_flight(self) -> Error {
         match self {
-            Error::Timeout(_) | Error::InFlight { .. } | Error::SessionExpired(_) => self,
+            Error::Timeout(_)
+            | Error::OutcomeUnknown(_)
+            | Error::InFlight { .. }
+            | Error::SessionExpired(_) => self,
             cause => Error::InFlight {
                 cause: Box::new(cause),
             },

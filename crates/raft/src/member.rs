@@ -256,12 +256,24 @@ impl Member {
             .or_else(|| cfg.initial_cluster.get(&id).cloned())
             .unwrap_or_default();
         net_cfg.tls = cfg.tls.as_ref().map(TlsFiles::read).transpose()?;
+        // This node's own routes to the initial members win over the
+        // addresses a snapshot brought (another node's routes).
+        net_cfg.routes = cfg
+            .initial_cluster
+            .iter()
+            .filter(|(peer, _)| **peer != id)
+            .map(|(peer, address)| (*peer, address.clone()))
+            .collect();
         net_cfg.peers = membership
             .as_ref()
             .map(|m| m.members.clone())
             .unwrap_or_default()
             .into_iter()
             .filter(|(peer, _)| *peer != id)
+            .map(|(peer, address)| {
+                let route = net_cfg.routes.get(&peer).cloned();
+                (peer, route.unwrap_or(address))
+            })
             .collect();
         let net = GrpcNet::start(net_cfg)?;
         let (tx, rx) = unbounded();

@@ -113,7 +113,14 @@ pub struct Pending {
 pub struct Membership {
     pub cluster_id: ClusterId,
     /// Every member, voter or learner, and the address it is dialled at.
+    /// The address of a member added by a change is the same on every node;
+    /// that of an initial member is the one this node's group was
+    /// bootstrapped with here (each node's own `initial_cluster`: nodes may
+    /// reach each other by their own routes), or the one a snapshot brought.
     pub members: BTreeMap<u64, String>,
+    /// The voters the group was bootstrapped with: their addresses above may
+    /// differ from node to node, so no rule applied by every node reads them.
+    pub initial: BTreeSet<u64>,
     /// Ids removed from the group.
     pub removed: BTreeSet<u64>,
     pub pending: Option<Pending>,
@@ -300,6 +307,7 @@ impl Membership {
     pub fn initial(cluster_id: ClusterId, members: BTreeMap<u64, String>) -> Self {
         Membership {
             cluster_id,
+            initial: members.keys().copied().collect(),
             members,
             removed: BTreeSet::new(),
             pending: None,
@@ -355,7 +363,7 @@ impl Membership {
                         names()
                     )));
                 }
-                if let Some((other, _)) = self.members.iter().find(|(_, a)| *a == address) {
+                if let Some(other) = self.holder_of(address, false) {
                     return Err(Error::ChangeRefused(format!(
                         "address {address} is node {other}'s"
                     )));
@@ -383,6 +391,15 @@ impl Membership {
             }
         }
         Ok(true)
+    }
+
+    /// The member at `address`, among those whose addresses every node
+    /// agrees on, or among all of this node's when `local`.
+    pub fn holder_of(&self, address: &str, local: bool) -> Option<u64> {
+        self.members
+            .iter()
+            .find(|(id, a)| *a == address && (local || !self.initial.contains(id)))
+            .map(|(id, _)| *id)
     }
 
     /// Whether `change` holds already: the node is a member at that address,
@@ -432,7 +449,7 @@ impl Membership {
         }
     }
 
-    /// `version u8 | cluster id u128 BE | members | removed | pending`.
+    /// `version u8 | cluster id u128 BE | members | initial | removed | pending`.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![VERSION];
         out.extend_from_slice(&self.cluster_id.0.to_be_bytes());
@@ -441,9 +458,11 @@ impl Membership {
             varint::put(&mut out, *id);
             put_str(&mut out, address);
         }
-        varint::put(&mut out, self.removed.len() as u64);
-        for id in &self.removed {
-            varint::put(&mut out, *id);
+        for set in [&self.initial, &self.removed] {
+            varint::put(&mut out, set.len() as u64);
+            for id in set {
+                varint::put(&mut out, *id);
+            }
         }
         match &self.pending {
             None => out.push(0),
@@ -475,11 +494,14 @@ impl Membership {
             let address = r.str().ok_or_else(|| bad("truncated member address"))?;
             members.insert(id, address);
         }
-        let mut removed = BTreeSet::new();
-        let n = r.varint().ok_or_else(|| bad("truncated removed count"))?;
-        for _ in 0..n {
-            removed.insert(r.varint().ok_or_else(|| bad("truncated removed id"))?);
-        }
+        let mut ids = || -> std::result::Result<BTreeSet<u64>, String> {
+            let n = r.varint().ok_or_else(|| bad("truncated id count"))?;
+            (0..n)
+                .map(|_| r.varint().ok_or_else(|| bad("truncated id")))
+                .collect()
+        };
+        let initial = ids()?;
+        let removed = ids()?;
         let pending = match r.u8() {
             Some(0) => None,
             Some(1) => Some(Pending {
@@ -495,6 +517,7 @@ impl Membership {
         Ok(Membership {
             cluster_id,
             members,
+            initial,
             removed,
             pending,
         })
@@ -599,21 +622,40 @@ mod tests {
             id,
             address: address.into(),
         };
-        assert!(m.check(&add(5, "e:5"), &cs).is_ok());
-        assert!(m.check(&Change::Promote { id: 4 }, &cs).is_ok());
-        assert!(m
-            .check(
+        assert_eq!(m.check(&add(5, "e:5"), &cs), Ok(true));
+        assert_eq!(m.check(&Change::Promote { id: 4 }, &cs), Ok(true));
+        assert_eq!(
+            m.check(
                 &Change::Remove {
                     id: 2,
                     force: false
                 },
                 &cs
-            )
-            .is_ok());
+            ),
+            Ok(true)
+        );
+        // A change in effect already is answered as done (a retry).
+        assert_eq!(m.check(&add(4, "d:4"), &cs), Ok(false));
+        assert_eq!(m.check(&Change::Promote { id: 2 }, &cs), Ok(false));
+        assert_eq!(
+            m.check(
+                &Change::Remove {
+                    id: 9,
+                    force: false
+                },
+                &cs
+            ),
+            Ok(false)
+        );
+        // The addresses of the initial members may differ from node to node
+        // (routes), so the group does not judge them; the asking node does.
+        assert_eq!(m.check(&add(5, "a:1"), &cs), Ok(true));
+        assert_eq!(m.holder_of("a:1", true), Some(1));
+        assert_eq!(m.holder_of("a:1", false), None);
         for (change, code, says) in [
             (add(9, "e:5"), "ERR_CHANGE_REFUSED", "never reused"),
             (add(2, "e:5"), "ERR_CHANGE_REFUSED", "a member already"),
-            (add(5, "a:1"), "ERR_CHANGE_REFUSED", "node 1's"),
+            (add(5, "d:4"), "ERR_CHANGE_REFUSED", "node 4's"),
             (add(5, "e"), "ERR_CHANGE_REFUSED", "not host:port"),
             (add(0, "e:5"), "ERR_CHANGE_REFUSED", ">= 1"),
             (

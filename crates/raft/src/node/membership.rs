@@ -101,7 +101,16 @@ impl<E: Engine> Worker<E> {
         }
         // The rest is checked when the group applies the request, in log
         // order: this node's view may lag behind a change just completed.
+        // An address this node dials another member at is refused here too
+        // (the group checks only the addresses every node agrees on).
         Membership::check_form(&change)?;
+        if let (Change::AddLearner { id, address }, Some(m)) = (&change, store.membership()) {
+            if let Some(other) = m.holder_of(address, true).filter(|other| other != id) {
+                return Err(Error::ChangeRefused(format!(
+                    "address {address} is node {other}'s"
+                )));
+            }
+        }
         if self.raft_group.raft.leader_id == INVALID_ID {
             return Err(Error::ProposalDropped(
                 "no leader is known; the change was not proposed".into(),

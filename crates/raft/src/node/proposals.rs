@@ -57,6 +57,10 @@ pub(super) struct Proposals {
     /// Batches this node appended as leader, by log index: if a different
     /// entry is applied at that index, they were dropped.
     at_index: BTreeMap<u64, Tokens>,
+    /// Batches this node forwarded to a leader, oldest first: it learns no
+    /// index for them, so they resolve on apply, or end unknown when the
+    /// leader changes or a snapshot may have taken them in.
+    forwarded: VecDeque<Tokens>,
     pub held: VecDeque<HeldBatch>,
 }
 
@@ -87,6 +91,31 @@ impl Proposals {
         self.at_index.insert(index, Arc::clone(tokens));
     }
 
+    /// A batch was forwarded to the leader.
+    pub fn track_forwarded(&mut self, tokens: &Tokens) {
+        // Batches answered already leave from the front.
+        while self
+            .forwarded
+            .front()
+            .is_some_and(|b| b.iter().all(|t| !self.pending.contains(t)))
+        {
+            self.forwarded.pop_front();
+        }
+        self.forwarded.push_back(Arc::clone(tokens));
+    }
+
+    /// The fate of the forwarded batches can no longer be told from here:
+    /// each pending token of theirs goes to `unknown`.
+    pub fn forget_forwarded(&mut self, mut unknown: impl FnMut(u64)) {
+        for b in std::mem::take(&mut self.forwarded) {
+            for &t in b.iter() {
+                if self.pending.remove(&t) {
+                    unknown(t);
+                }
+            }
+        }
+    }
+
     /// After the entry at `index` was applied: whatever this node proposed at
     /// or below it and is still pending was overwritten by another entry.
     pub fn after_apply(&mut self, index: u64, mut dropped: impl FnMut(u64)) {
@@ -113,15 +142,22 @@ impl Proposals {
         self.deadlines.front().map(|(d, _)| *d)
     }
 
-    /// Times out every pending token whose deadline passed.
-    pub fn expire(&mut self, now: Instant, mut timed_out: impl FnMut(u64)) {
+    /// Times out every pending token whose deadline passed: `timed_out(token,
+    /// proposed)`, where `proposed` is false for a write of a batch still
+    /// held (never proposed, so certainly not applied).
+    pub fn expire(&mut self, now: Instant, mut timed_out: impl FnMut(u64, bool)) {
+        let held: TokenSet = self
+            .held
+            .iter()
+            .flat_map(|b| b.tokens.iter().copied())
+            .collect();
         while self.deadlines.front().is_some_and(|(d, _)| *d <= now) {
             let Some((_, tokens)) = self.deadlines.pop_front() else {
                 break;
             };
             for &t in tokens.iter() {
                 if self.pending.remove(&t) {
-                    timed_out(t);
+                    timed_out(t, !held.contains(&t));
                 }
             }
         }
@@ -147,6 +183,7 @@ impl Proposals {
         }
         self.deadlines.clear();
         self.at_index.clear();
+        self.forwarded.clear();
         self.held.clear();
     }
 }
@@ -219,6 +256,8 @@ impl<E: Engine> Worker<E> {
                 let after = self.raft_group.raft.raft_log.last_index();
                 if leader && after > before {
                     self.writes.track_index(after, &tokens);
+                } else if !leader {
+                    self.writes.track_forwarded(&tokens);
                 }
             }
             Err(e) => {
@@ -233,14 +272,35 @@ impl<E: Engine> Worker<E> {
         }
     }
 
-    /// Times out the writes whose deadline passed.
+    /// Times out the writes whose deadline passed: unknown for those
+    /// proposed, not applied for those still held for lack of a leader.
     pub(super) fn expire_writes(&mut self, now: Instant) {
         if self.writes.next_deadline().is_some_and(|d| d <= now) || !self.writes.held.is_empty() {
             let timeout = self.settings.proposal_timeout;
             let outbox = &mut self.outbox;
-            self.writes
-                .expire(now, |t| outbox.write(t, Err(Error::Timeout(timeout))));
+            self.writes.expire(now, |t, proposed| {
+                let e = if proposed {
+                    Error::Timeout(timeout)
+                } else {
+                    Error::ProposalDropped(format!(
+                        "no leader was known within {timeout:?}; the write was never proposed"
+                    ))
+                };
+                outbox.write(t, Err(e))
+            });
         }
+    }
+
+    /// The writes this node forwarded end unknown at once (`why`), instead
+    /// of at their deadline: the leader they went to may have dropped them
+    /// (raft-rs drops proposals while it hands leadership over, and a leader
+    /// that lost its term never appends them), or a snapshot may hold them.
+    /// A client with a session sends them again at once.
+    pub(super) fn forget_forwarded(&mut self, why: &str) {
+        let outbox = &mut self.outbox;
+        self.writes.forget_forwarded(|t| {
+            outbox.write(t, Err(Error::OutcomeUnknown(why.to_string())));
+        });
     }
 }
 
@@ -270,9 +330,16 @@ mod tests {
         }
     }
 
+    type Answers = Arc<Mutex<Vec<crate::node::Completion>>>;
+
     /// Node 1 of a 3-node memory group, not yet knowing any leader, with its
-    /// sent messages captured.
-    fn follower() -> (Worker<MemoryEngine>, Arc<Captured>, ProposalBatcher) {
+    /// sent messages and its answers captured.
+    fn follower() -> (
+        Worker<MemoryEngine>,
+        Arc<Captured>,
+        ProposalBatcher,
+        Answers,
+    ) {
         let mut cluster = ClusterConfig {
             nodes: 3,
             ..Default::default()
@@ -286,7 +353,12 @@ mod tests {
         let sent = Arc::new(Captured::default());
         let batcher =
             ProposalBatcher::start(BatchConfig::default(), |_: Vec<u8>, _: usize| {}).unwrap();
-        let outbox = Outbox::new(Arc::new(|_| {}), batcher.handle());
+        let answers: Answers = Arc::default();
+        let sink = Arc::clone(&answers);
+        let outbox = Outbox::new(
+            Arc::new(move |c| sink.lock().unwrap().extend(c)),
+            batcher.handle(),
+        );
         let stats = Arc::new(SharedStats::new(Arc::default()));
         let transport: Arc<dyn Transport> = sent.clone();
         let worker = Worker::new(
@@ -298,7 +370,60 @@ mod tests {
             outbox,
             stats,
         );
-        (worker, sent, batcher)
+        (worker, sent, batcher, answers)
+    }
+
+    fn heartbeat(from: u64, term: u64) -> Message {
+        Message {
+            msg_type: MessageType::MsgHeartbeat,
+            from,
+            to: 1,
+            term,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_forwarded_write_ends_unknown_at_once_when_the_leader_changes() {
+        let (mut w, sent, _batcher, answers) = follower();
+        w.on_inbound(Inbound::Raft(vec![heartbeat(2, 1)]));
+        w.end_iteration(false);
+        w.on_batch(put(1, b"v"));
+        w.end_iteration(false);
+        assert!(sent
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|m| m.get_msg_type() == MessageType::MsgPropose && m.to == 2));
+        assert!(answers.lock().unwrap().is_empty(), "waits for its entry");
+        // Node 3 leads now: node 2 may have dropped the write (a transfer) or
+        // never appended it; node 1 cannot tell, and says so at once.
+        w.on_inbound(Inbound::Raft(vec![heartbeat(3, 2)]));
+        w.end_iteration(false);
+        let answers = answers.lock().unwrap();
+        assert_eq!(answers.len(), 1);
+        let e = answers[0].result.clone().unwrap_err();
+        assert_eq!(
+            (e.code(), e.outcome()),
+            ("ERR_TIMEOUT", crate::ErrorOutcome::Unknown)
+        );
+        assert!(e.to_string().contains("no longer leads"), "{e}");
+    }
+
+    #[test]
+    fn a_write_held_for_lack_of_a_leader_times_out_not_applied() {
+        let (mut w, _sent, _batcher, answers) = follower();
+        w.on_batch(put(1, b"v"));
+        assert_eq!(w.writes.held.len(), 1);
+        w.expire_writes(Instant::now() + Duration::from_secs(60));
+        w.outbox.deliver();
+        let answers = answers.lock().unwrap();
+        let e = answers[0].result.clone().unwrap_err();
+        assert_eq!(
+            (e.code(), e.outcome()),
+            ("ERR_PROPOSAL_DROPPED", crate::ErrorOutcome::NotApplied)
+        );
     }
 
     fn put(token: u64, value: &[u8]) -> ProposedBatch {
@@ -315,7 +440,7 @@ mod tests {
 
     #[test]
     fn a_batch_never_overtakes_one_held_for_lack_of_a_leader() {
-        let (mut w, sent, _batcher) = follower();
+        let (mut w, sent, _batcher, _) = follower();
         w.on_batch(put(1, b"first"));
         assert_eq!(w.writes.held.len(), 1, "held: no leader is known");
         // In one loop iteration, node 1 hears from leader 2, then gets a
@@ -358,9 +483,9 @@ mod tests {
         p.after_apply(10, |t| dropped.push(t));
         assert_eq!(dropped, vec![1, 3]);
         let mut timed = vec![];
-        p.expire(now + Duration::from_secs(1), |t| timed.push(t));
+        p.expire(now + Duration::from_secs(1), |t, _| timed.push(t));
         assert!(timed.is_empty());
-        p.expire(now + Duration::from_secs(2), |t| timed.push(t));
+        p.expire(now + Duration::from_secs(2), |t, _| timed.push(t));
         assert_eq!(timed, vec![4, 5]);
         assert_eq!(p.pending_len(), 0);
         assert_eq!(p.register(&vec![7, 7].into(), now), 1);

@@ -45,14 +45,21 @@ impl<E: Engine> Worker<E> {
     /// asked again (the old leader may have dropped them). A new leader also
     /// drops reads until it committed an entry of its term; ask again then.
     fn on_leader_change(&mut self) {
-        let raft = &self.raft_group.raft;
-        let leader = raft.leader_id;
+        let leader = self.raft_group.raft.leader_id;
         let mut reissue = false;
         if leader != self.last_leader {
+            if self.last_leader != INVALID_ID {
+                let why = format!(
+                    "node {} forwarded it to node {}, which no longer leads as far as node {} knows",
+                    self.id, self.last_leader, self.id
+                );
+                self.forget_forwarded(&why);
+            }
             self.last_leader = leader;
             reissue = leader != INVALID_ID;
             self.changes.leading_since = self.ticks;
         }
+        let raft = &self.raft_group.raft;
         if raft.state == StateRole::Leader
             && raft.commit_to_current_term()
             && self.reads.first_commit_of_term(raft.term)
@@ -115,6 +122,11 @@ impl<E: Engine> Worker<E> {
         )?;
         if let Some(s) = &snapshot {
             self.writes.forget_indexes_up_to(s.get_metadata().index);
+            let why = format!(
+                "node {} installed a snapshot that may hold the entry it forwarded",
+                self.id
+            );
+            self.forget_forwarded(&why);
             // The snapshot replaced the log, and the membership.
             self.applied_log.clear();
             self.changes.dirty = true;

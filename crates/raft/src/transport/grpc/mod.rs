@@ -89,6 +89,9 @@ pub struct NetConfig {
     pub listen: SocketAddr,
     /// Every other member: id and the `host:port` to dial.
     pub peers: HashMap<u64, String>,
+    /// Where this node dials some members whatever the membership record
+    /// says (its own routes to the initial members: its `initial_cluster`).
+    pub routes: HashMap<u64, String>,
     /// The largest frame either side accepts; above raft's `max_size_per_msg`
     /// (a snapshot travels in one message).
     pub max_frame_bytes: usize,
@@ -124,6 +127,7 @@ impl NetConfig {
             advertise: String::new(),
             listen,
             peers: HashMap::new(),
+            routes: HashMap::new(),
             max_frame_bytes: 256 << 20,
             queue_capacity: 1024,
             max_snapshot_bytes: 8 << 30,
@@ -182,6 +186,8 @@ struct Shared {
     /// Unset until a joining node accepts its first hello.
     cluster_id: OnceLock<ClusterId>,
     advertise: String,
+    /// See [`NetConfig::routes`].
+    routes: HashMap<u64, String>,
     /// Whether the peers are known (from the configuration or the
     /// membership record); a joining node that knows none accepts a hello
     /// from any node of its group, and dials it back where it says.
@@ -254,7 +260,8 @@ impl Shared {
         let _ = self.cluster_id.set(m.cluster_id);
         for (id, address) in &m.members {
             if *id != self.id {
-                self.set_peer(*id, address.clone());
+                let route = self.routes.get(id).unwrap_or(address);
+                self.set_peer(*id, route.clone());
             }
         }
         self.peers
@@ -310,6 +317,7 @@ impl GrpcNet {
             id: cfg.node_id,
             cluster_id: cfg.cluster_id.map(OnceLock::from).unwrap_or_default(),
             advertise: cfg.advertise.clone(),
+            routes: cfg.routes.clone(),
             peers_known: AtomicBool::new(cfg.cluster_id.is_some()),
             max_frame_bytes: cfg.max_frame_bytes,
             queue_capacity: cfg.queue_capacity.max(1),
