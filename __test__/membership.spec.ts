@@ -141,7 +141,7 @@ class WriteLoad {
   }
 }
 
-// ---- README recipe: replace a failed member (README.md shows this function as it is) ----
+// The README's recipe (its code block itself runs in readme.spec.ts), over member processes.
 /**
  * Replaces member `deadId`, lost with its data, by a node started empty on
  * another host under a new id:
@@ -166,7 +166,6 @@ async function replaceMember(member: MetaStore, deadId: number, newId: number, a
   // Its id is never used again: a host that comes back under it is refused.
   return member.removeMember(deadId)
 }
-// ---- end of README recipe ----
 
 describe('membership changes across processes', () => {
   const dir = tempDir('metastore-membership-')

@@ -1,8 +1,10 @@
 // Linearizability across processes under real faults: three member processes
 // (RocksDB) reach each other through fault proxies; clients on every member
 // put, get and delete a few keys over its stdin protocol while a nemesis
-// kills members with SIGKILL and restarts them, pauses them with SIGSTOP, and
-// cuts the proxies to isolate the leader, isolate a follower or cut one link.
+// kills members with SIGKILL and restarts them, pauses them with SIGSTOP,
+// cuts the proxies to isolate the leader, isolate a follower or cut one link,
+// and changes the membership (a new member process joins, is added and
+// promoted to a fourth voter, then removed again).
 // The history, with the real call and return times, is checked with porcupine
 // twice: every failed write taken as unknown, and the reported outcomes
 // trusted. A longer run: `npm run test:jepsen -- --processes --seconds 300`.
@@ -73,6 +75,15 @@ describe('linearizability of three member processes under kills, pauses and part
     }
     for (const f of faults.filter((f) => f.kind === 'pause')) {
       expect(f.evidence, `pause of member ${f.nodes[0]}`).toEqual([expect.stringContaining('seen stopped')])
+    }
+    // Each membership change happened: the group answered each step with the members after it.
+    for (const f of faults.filter((f) => f.kind === 'membership')) {
+      const id = f.nodes[0]
+      expect(f.evidence, `membership change of member ${id}`).toEqual([
+        expect.stringMatching(new RegExp(`added as a learner: .*\\b${id}:learner`)),
+        expect.stringMatching(new RegExp(`promoted: .*\\b${id}:voter`)),
+        expect.stringMatching(/removed: \S+:voter \S+:voter \S+:voter$/),
+      ])
     }
     // Partitions were felt by the clients, and the majority elected around a cut-off leader.
     for (const kind of ['isolate-leader', 'isolate-follower', 'cut-link'] as const) {

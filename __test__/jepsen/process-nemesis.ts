@@ -1,11 +1,12 @@
 // The nemesis of a Jepsen-style run over member processes (harness/processes.ts):
 // in a bounded loop it applies one real fault at a time — SIGKILL and restart,
 // SIGSTOP and SIGCONT, partitions made by the fault proxies between the
-// members — holds it, heals it and rests. Each fault is recorded with its
+// members, a membership change that grows the group by a voter and shrinks it
+// again — holds it, heals it and rests. Each fault is recorded with its
 // window on the history's clock and what showed that it took hold.
 import { setTimeout as sleep } from 'node:timers/promises'
 
-import { findLeader, type MemberProcess } from '../harness/processes.js'
+import { findLeader, joiningMember, type MemberProcess, type MembershipSettings, type Reply } from '../harness/processes.js'
 import type { FaultProxy } from '../harness/proxy.js'
 import {
   retried,
@@ -26,10 +27,14 @@ import { Random } from './random.js'
  * - `isolate-leader`: cut every proxy to and from the member that leads now.
  * - `isolate-follower`: the same, on a member that does not lead.
  * - `cut-link`: cut both directions between the leader and one follower.
+ * - `membership`: start a new member process (a new id each time: ids are
+ *   never reused) that joins empty, add it as a learner, promote it once it
+ *   caught up (joint consensus: three voters to four), hold, then remove it
+ *   (four to three) and stop its process. Asked of the members in turn.
  */
-export type ProcessFaultKind = 'kill' | 'pause' | 'isolate-leader' | 'isolate-follower' | 'cut-link'
+export type ProcessFaultKind = 'kill' | 'pause' | 'isolate-leader' | 'isolate-follower' | 'cut-link' | 'membership'
 
-export const PROCESS_FAULT_KINDS: readonly ProcessFaultKind[] = ['kill', 'pause', 'isolate-leader', 'isolate-follower', 'cut-link']
+export const PROCESS_FAULT_KINDS: readonly ProcessFaultKind[] = ['kill', 'pause', 'isolate-leader', 'isolate-follower', 'cut-link', 'membership']
 
 export interface ProcessFault extends FaultRecord<ProcessFaultKind> {
   /** What showed the fault took hold: an exit by SIGKILL, a process seen stopped, a leader elected without the isolated one. */
@@ -44,6 +49,8 @@ export interface ProcessNemesisOptions extends NemesisSchedule<ProcessFaultKind>
   holdMs?: [number, number]
   /** How long a member stays stopped, ms. */
   pauseMs?: [number, number]
+  /** Where the members the `membership` fault adds keep their data, and their settings. */
+  joining?: { dataDir: string; settings: MembershipSettings }
 }
 
 /** Faults not applied (no leader known, ...) go to the end of the round: the kind comes up again. */
@@ -93,6 +100,34 @@ export function startProcessNemesis(opts: ProcessNemesisOptions): ProcessNemesis
     }
     return false
   }
+
+  /** The next id a member added by the `membership` fault gets. */
+  let nextId = Math.max(...members.map((m) => m.id)) + 1
+  /** Members added by the `membership` fault and not stopped yet. */
+  const added: MemberProcess[] = []
+
+  /**
+   * A membership request, asked of the members in turn until one answers it
+   * for good: a change the group could not take yet (no leader, a learner
+   * still catching up) or whose outcome is unknown is asked again (the group
+   * answers a change in effect already as done), for at most `ms`.
+   */
+  const change = async (req: { op: 'addMember' | 'promoteMember' | 'removeMember'; node: number; address?: string }, ms: number): Promise<Reply> => {
+    const until = Date.now() + ms
+    let last: Reply = { ok: false, message: 'not asked' }
+    for (let i = 0; i < 1_000 && Date.now() < until; i++) {
+      last = await members[i % members.length]!.send(req)
+      if (last.ok) return last
+      const again = last.outcome === 'unknown' || ['ERR_PROPOSAL_DROPPED', 'ERR_LEARNER_BEHIND', 'ERR_CHANGE_IN_PROGRESS', 'EXITED'].includes(last.code ?? '')
+      if (!again) return last
+      await sleep(50)
+    }
+    return last
+  }
+
+  /** The members a membership answer lists, as `id:role`. */
+  const shown = (r: Reply): string =>
+    (r.result as { id: number; role: string }[]).map((m) => `${m.id}:${m.role}`).join(' ')
 
   /** The leader half of the time (when one is known), else any member. */
   const victim = async (): Promise<number> => {
@@ -173,11 +208,42 @@ export function startProcessNemesis(opts: ProcessNemesisOptions): ProcessNemesis
         const start = recorder.now()
         return { nodes: [leader, follower], start, evidence: [], heal: partition(links(leader, follower)) }
       }
+      case 'membership': {
+        if (opts.joining === undefined) return 'no data dir for members to add'
+        const id = nextId++
+        const m = await joiningMember(id, opts.joining.dataDir, opts.joining.settings)
+        await m.start(20_000)
+        added.push(m)
+        const start = recorder.now()
+        const evidence: string[] = []
+        const add = await change({ op: 'addMember', node: id, address: m.spec.advertise }, 5_000)
+        if (!add.ok) {
+          errors.push(`adding member ${id} failed: ${add.code} ${add.message}`)
+          return { nodes: [id], start, evidence, heal: () => m.kill('SIGKILL').then(() => undefined) }
+        }
+        evidence.push(`member ${id} added as a learner: ${shown(add)}`)
+        const promote = await change({ op: 'promoteMember', node: id }, 5_000)
+        if (promote.ok) evidence.push(`member ${id} promoted: ${shown(promote)}`)
+        else errors.push(`promoting member ${id} failed: ${promote.code} ${promote.message}`)
+        return {
+          nodes: [id],
+          start,
+          evidence,
+          heal: async () => {
+            const remove = await change({ op: 'removeMember', node: id }, 10_000)
+            if (remove.ok) evidence.push(`member ${id} removed: ${shown(remove)}`)
+            else errors.push(`removing member ${id} failed: ${remove.code} ${remove.message}`)
+            await m.kill('SIGKILL')
+            added.splice(added.indexOf(m), 1)
+          },
+        }
+      }
     }
   }
 
   /** Whatever happened, leaves every proxy healed and every member running. */
   const healAll = async (): Promise<void> => {
+    for (const m of added.splice(0)) await m.kill('SIGKILL')
     for (const proxy of proxies.values()) proxy.heal()
     for (const m of members) if (m.running) await m.kill('SIGCONT')
     for (const m of members) if (!m.running) await restart(m)

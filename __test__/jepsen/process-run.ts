@@ -113,6 +113,7 @@ export async function runProcessJepsen(opts: ProcessJepsenOptions): Promise<Proc
       holdMs: opts.holdMs,
       pauseMs: opts.pauseMs,
       quietMs: opts.quietMs,
+      joining: { dataDir: opts.dataDir, settings },
     })
     const drained = await drainLoad(recorder, loadEnd, settings.requestTimeoutMs + settings.proposalTimeoutMs, workload, nemesis)
     nemesisResult = drained.nemesis
