@@ -105,7 +105,9 @@ impl<E: Engine> Worker<E> {
         // (the group checks only the addresses every node agrees on).
         Membership::check_form(&change)?;
         if let (Change::AddLearner { id, address }, Some(m)) = (&change, store.membership()) {
-            if let Some(other) = m.holder_of(address, true).filter(|other| other != id) {
+            let judged_here =
+                |other: &u64| m.initial.contains(other) && !m.members.contains_key(id);
+            if let Some(other) = m.holder_of(address, true).filter(judged_here) {
                 return Err(Error::ChangeRefused(format!(
                     "address {address} is node {other}'s"
                 )));
