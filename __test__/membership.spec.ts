@@ -11,7 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { describe, expect, it } from 'vitest'
 
 import { MetaStore, MetaStoreError, type Member } from '../ts/index.js'
-import { findLeader, freePorts, joiningMember, MemberProcess, startGroup, type Reply } from './harness/processes.js'
+import { findLeader, freePorts, joiningMember, MemberProcess, startGroup, startProxiedGroup, type Reply } from './harness/processes.js'
 import { eventually, tempDir, testConfig } from './helpers.js'
 
 /** The longest election timeout: raft-rs draws it from [election_tick, 2 × election_tick) ticks of 10 ms. */
@@ -549,6 +549,46 @@ describe('membership changes across processes', () => {
     } finally {
       await Promise.all(all.map((m) => m.kill('SIGCONT')))
       await Promise.all(all.map((m) => m.kill('SIGKILL')))
+    }
+  }, 120_000)
+  it('leaves a joint configuration after the leader is SIGKILLed between entering and leaving it', async () => {
+    // Removing R from {L, F, R} goes through the joint configuration {L, F} & {L, F, R}. With F cut
+    // off by its proxies, L and R commit the entry that enters it, but the one that leaves it needs F:
+    // the leader is killed right there, F is healed, L restarted, and the group must leave.
+    const { members, proxies } = await startProxiedGroup(3, join(dir, 'joint'), SETTINGS)
+    try {
+      const L = await leaderOf(members)
+      const [F, R] = members.filter((m) => m !== L) as [MemberProcess, MemberProcess]
+      for (let i = 0; i < 20; i++) expectOk(await L.request('put', `before-${i}`, `${i}`), 'a write before the change')
+      const cut = [...proxies].filter(([link]) => link.split('->').map(Number).includes(F.id)).map(([, p]) => p)
+      for (const p of cut) p.cut()
+      const raft = async (): Promise<{ lastIndex: number; commitIndex: number; term: number }> => expectOk(await L.send({ op: 'stats' }), 'stats').raft
+      const before = await raft()
+      void L.send({ op: 'removeMember', node: R.id, force: true, timeoutMs: 30_000 })
+      // The request, the entry entering the joint configuration, and the one leaving it, which the
+      // leader appends only once it applied the second.
+      await eventually(async () => (await raft()).lastIndex >= before.lastIndex + 3, 10_000)
+      await sleep(300)
+      const inside = await raft()
+      expect(inside.commitIndex, 'the entry leaving the joint configuration is not committed: it needs F').toBeLessThan(inside.lastIndex)
+      await L.kill('SIGKILL')
+      expect(L.lastExit?.signal, 'the leader was killed').toBe('SIGKILL')
+      for (const p of cut) p.heal()
+      await L.start()
+      // L and F end in one configuration without R, both voters, under a new term.
+      const ids = async (m: MemberProcess): Promise<string> => {
+        const r = await m.send({ op: 'members' })
+        return r.ok ? (r.result as { id: number; role: string }[]).map((x) => `${x.id}:${x.role}`).sort().join(' ') : ''
+      }
+      const expected = [L.id, F.id].sort().map((id) => `${id}:voter`).join(' ')
+      await eventually(async () => (await ids(L)) === expected && (await ids(F)) === expected, 20_000)
+      const leader = await leaderOf([L, F])
+      expect((expectOk(await leader.send({ op: 'stats' }), 'stats').raft.term as number), 'a new term left it').toBeGreaterThan(inside.term)
+      expectOk(await leader.request('put', 'after', 'left'), 'a write after the joint configuration was left')
+      expect(await F.request('get', 'before-19')).toMatchObject({ ok: true, result: '19' })
+    } finally {
+      await Promise.all(members.map((m) => m.kill('SIGKILL')))
+      await Promise.all([...proxies.values()].map((p) => p.close()))
     }
   }, 120_000)
 })
