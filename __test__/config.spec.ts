@@ -897,6 +897,8 @@ describe('MetaStoreError', () => {
     for (const code of retryable) {
       expect(isRetryable(new MetaStoreError(code, code))).toBe(true)
       expect(isRetryable(Object.assign(new Error(code), { code }))).toBe(true)
+      // After an attempt whose outcome is unknown, the same code is not safe to resend.
+      expect(isRetryable(new MetaStoreError(code, code, { outcome: 'unknown' }))).toBe(false)
     }
     for (const code of fatal) expect(isRetryable(new MetaStoreError(code, code))).toBe(false)
     expect(isRetryable(new Error('plain'))).toBe(false)

@@ -26,14 +26,18 @@ export class MetaStoreError extends Error {
    * a refused data dir) changed nothing: `'not-applied'`.
    */
   readonly outcome: RequestOutcome
-  /** The same request may be sent again on this handle: it was certainly not applied, and the cause may pass. */
+  /**
+   * The same request may be sent again on this handle: it was certainly not
+   * applied (its outcome is `'not-applied'`), and the cause may pass.
+   */
   readonly retryable: boolean
 
   constructor(code: ErrorCode, message: string, options?: { cause?: unknown; outcome?: RequestOutcome }) {
     super(message, options)
     this.code = code
     this.outcome = options?.outcome ?? 'not-applied'
-    this.retryable = CODES.get(code)?.retryable ?? false
+    // A code that may pass says nothing of earlier attempts: one whose outcome is unknown is not safe to resend.
+    this.retryable = (CODES.get(code)?.retryable ?? false) && this.outcome === 'not-applied'
   }
 
   override name = 'MetaStoreError'

@@ -60,8 +60,8 @@ interface Retry {
   /** The request's number in the session: its first token. */
   seq: number
   attempts: number
-  /** Some attempt ended with an unknown outcome: the last such attempt's code and message. */
-  unknown?: { code: ErrorCode; message: string }
+  /** Some attempt ended with an unknown outcome. */
+  unknown?: boolean
 }
 
 /**
@@ -192,7 +192,7 @@ export class Requests {
     const write = waiter.since !== 0
     const retry = (waiter.retry ??= { seq: token, attempts: 1 })
     if (outcome === 'unknown' && write) {
-      retry.unknown = { code, message }
+      retry.unknown = true
       this.#unknownOutcomes++
     }
     const again =
@@ -206,14 +206,7 @@ export class Requests {
       return
     }
     const tries = retry.attempts > 1 ? ` (after ${retry.attempts} attempts)` : ''
-    const final = retry.unknown !== undefined ? 'unknown' : outcome
-    if (final !== outcome && retry.unknown !== undefined) {
-      // The last attempt was certainly not applied, an earlier one may have
-      // been: the error is that one's, so its code agrees with its outcome.
-      const last = ` (the last attempt: ${message})`
-      this.#settle(waiter, new MetaStoreError(retry.unknown.code, retry.unknown.message + tries + last, { outcome: final, cause }))
-      return
-    }
+    const final = retry.unknown === true ? 'unknown' : outcome
     if (cause !== undefined && tries === '' && final === outcome) this.#settle(waiter, cause)
     else this.#settle(waiter, new MetaStoreError(code, message + tries, { outcome: final, cause }))
   }
