@@ -16,6 +16,7 @@ pub mod command;
 pub mod config;
 pub mod error;
 pub mod identity;
+pub mod incarnation;
 pub mod kv;
 pub mod member;
 pub mod membership;

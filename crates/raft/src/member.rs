@@ -19,6 +19,7 @@ use crossbeam_channel::unbounded;
 use crate::config::{EngineKind, NodeConfig};
 use crate::error::{Error, Result};
 use crate::identity::{self, Bootstrap, ClusterId, Identity};
+use crate::incarnation::{self, PeerIncarnations};
 use crate::membership::{check_address, Membership};
 use crate::node::{CompletionSink, RaftNode};
 use crate::storage::RocksEngine;
@@ -247,6 +248,13 @@ impl Member {
             }
         };
         let mut net_cfg = NetConfig::new(id, identity.cluster_id, cfg.listen);
+        match cfg.node.storage.engine {
+            EngineKind::Memory => net_cfg.incarnation = incarnation::random(),
+            EngineKind::RocksDb => {
+                net_cfg.incarnation = incarnation::load_or_create(&dir)?;
+                net_cfg.peer_incarnations = Arc::new(PeerIncarnations::load(&dir)?);
+            }
+        }
         if bootstrap == Bootstrap::Join {
             net_cfg.cluster_id = None;
         }

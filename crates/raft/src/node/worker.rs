@@ -318,6 +318,10 @@ impl<E: Engine> Worker<E> {
                             continue;
                         }
                     }
+                    if let Some(e) = self.lost_state(&m) {
+                        self.fail(e);
+                        return;
+                    }
                     // Errors are stale or foreign messages; raft-rs ignores them.
                     let _ = self.raft_group.step(m);
                 }
@@ -332,6 +336,24 @@ impl<E: Engine> Worker<E> {
                 self.raft_group.report_snapshot(peer, status)
             }
         }
+    }
+
+    /// A leader's heartbeat says what it knows this node has: a commit index
+    /// beyond this node's log means it acknowledged entries it no longer
+    /// has (its data dir was lost or replaced). raft-rs would panic on it.
+    fn lost_state(&self, m: &Message) -> Option<Error> {
+        let last = self.raft_group.raft.raft_log.last_index();
+        (m.get_msg_type() == MessageType::MsgHeartbeat
+            && m.term >= self.raft_group.raft.term
+            && m.commit > last)
+            .then(|| {
+                Error::StateLost(format!(
+                    "node {} has lost its state: its leader, node {}, knows it acknowledged the \
+                     log up to index {}, but its log ends at {last}; a node whose state is gone \
+                     rejoins only as a new member under a new id",
+                    self.id, m.from, m.commit
+                ))
+            })
     }
 
     fn on_tick(&mut self) {

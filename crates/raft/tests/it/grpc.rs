@@ -144,7 +144,10 @@ fn a_snapshot_of_many_chunks_arrives_while_the_leader_keeps_its_term() {
 }
 
 /// Sends `frames` on one stream to `addr` and returns how the node answered.
-async fn stream(addr: std::net::SocketAddr, frames: Vec<pb::Frame>) -> Result<(), tonic::Status> {
+pub(crate) async fn stream(
+    addr: std::net::SocketAddr,
+    frames: Vec<pb::Frame>,
+) -> Result<(), tonic::Status> {
     let mut client = PeerClient::connect(format!("http://{addr}"))
         .await
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
@@ -158,6 +161,7 @@ fn hello(cluster_id: Vec<u8>, from: u64, to: u64) -> pb::Frame {
             from,
             to,
             address: String::new(),
+            incarnation: 0,
         })),
     }
 }
@@ -236,6 +240,7 @@ fn bad_input_on_the_peer_port_is_refused_and_counted_while_the_group_serves() {
             from: sender,
             to: target,
             address: String::new(),
+            incarnation: 0,
         })
     };
     use raft::eraftpb::MessageType::{MsgAppend, MsgSnapshot};

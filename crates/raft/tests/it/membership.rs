@@ -603,3 +603,85 @@ fn a_joint_configuration_is_left_after_the_leader_is_lost_inside_it() {
     g.put(11);
     g.converge();
 }
+
+/// A member whose data dir is lost must not come back under its id: it
+/// forgot its vote and the entries it acknowledged. Its peers remember the
+/// incarnation they first heard from it and refuse the new one.
+#[test]
+fn a_member_whose_data_dir_was_wiped_cannot_rejoin_under_its_old_id() {
+    let mut g = Group::start(3, 0);
+    for i in 0..20 {
+        g.put(i);
+    }
+    let l = g.leader();
+    let wiped = *g.nodes.keys().find(|id| **id != l).unwrap();
+    drop(g.nodes.remove(&wiped));
+    std::fs::remove_dir_all(g.dir.path().join(format!("node-{wiped}"))).unwrap();
+    let term = g.node(l).stats().term;
+    let refused_before: u64 = g.nodes.values().map(|r| r.member.net_stats().refused).sum();
+    let back = Running::start(config(wiped, g.ports[&wiped], &g.initial, g.dir.path())).unwrap();
+    // Whichever side speaks first tells: the others refuse its hellos (they
+    // remember another incarnation), or it hears the leader's heartbeat
+    // about entries it no longer has and stops.
+    let refused = || {
+        g.nodes
+            .values()
+            .map(|r| r.member.net_stats().refused)
+            .sum::<u64>()
+            > refused_before
+    };
+    let stopped = || back.member.node().failure().map(|e| e.code()) == Some("ERR_STATE_LOST");
+    wait_until(
+        Duration::from_secs(10),
+        "the wiped node is refused or stops",
+        || refused() || stopped(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(refused() || stopped());
+    assert_eq!(g.node(g.leader()).stats().term, term, "no term inflation");
+    assert!(
+        back.stats().applied_index <= 1,
+        "it got none of the group's state: applied {}",
+        back.stats().applied_index
+    );
+    g.put(21);
+    drop(back);
+}
+
+/// The handshake itself: a hello under a member's id but with another
+/// incarnation than the one its peer first heard is refused and counted.
+#[test]
+fn a_hello_under_a_known_id_from_another_incarnation_is_refused() {
+    use metastore_raft::transport::grpc::pb;
+    let g = Group::start(3, 0);
+    g.put(1);
+    let l = g.leader();
+    let f = g.follower();
+    let cluster = g.node(l).member.cluster_id().0.to_be_bytes().to_vec();
+    let hello = |incarnation| pb::Frame {
+        body: Some(pb::frame::Body::Hello(pb::Hello {
+            cluster_id: cluster.clone(),
+            from: f,
+            to: l,
+            address: String::new(),
+            incarnation,
+        })),
+    };
+    let before = g.node(l).member.net_stats().refused;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let addr = g.node(l).member.local_addr();
+    let refused = rt
+        .block_on(crate::grpc::stream(addr, vec![hello(12345)]))
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message().contains("new member under a new id"),
+        "{refused:?}"
+    );
+    assert_eq!(g.node(l).member.net_stats().refused, before + 1);
+    // A hello that names no incarnation (a tool) is judged on the rest.
+    assert!(rt
+        .block_on(crate::grpc::stream(addr, vec![hello(0)]))
+        .is_ok());
+    g.put(2);
+}

@@ -53,6 +53,7 @@ use self::server::PeerService;
 use super::{Inbound, Transport};
 use crate::error::{Error, Result};
 use crate::identity::ClusterId;
+use crate::incarnation::PeerIncarnations;
 use crate::membership::Membership;
 
 mod client;
@@ -85,6 +86,10 @@ pub struct NetConfig {
     pub cluster_id: Option<ClusterId>,
     /// Where the others dial this node, told in every hello.
     pub advertise: String,
+    /// This node's incarnation, told in every hello (see [`crate::incarnation`]).
+    pub incarnation: u64,
+    /// The incarnations heard from peers; a peer that says another one is refused.
+    pub peer_incarnations: Arc<PeerIncarnations>,
     /// Where to listen for peers (port 0: any free port).
     pub listen: SocketAddr,
     /// Every other member: id and the `host:port` to dial.
@@ -125,6 +130,8 @@ impl NetConfig {
             node_id,
             cluster_id: Some(cluster_id),
             advertise: String::new(),
+            incarnation: 0,
+            peer_incarnations: Arc::new(PeerIncarnations::in_memory()),
             listen,
             peers: HashMap::new(),
             routes: HashMap::new(),
@@ -186,6 +193,8 @@ struct Shared {
     /// Unset until a joining node accepts its first hello.
     cluster_id: OnceLock<ClusterId>,
     advertise: String,
+    incarnation: u64,
+    peer_incarnations: Arc<PeerIncarnations>,
     /// See [`NetConfig::routes`].
     routes: HashMap<u64, String>,
     /// Whether the peers are known (from the configuration or the
@@ -239,6 +248,7 @@ impl Shared {
             from: self.id,
             to,
             address: self.advertise.clone(),
+            incarnation: self.incarnation,
         }
     }
 
@@ -317,6 +327,8 @@ impl GrpcNet {
             id: cfg.node_id,
             cluster_id: cfg.cluster_id.map(OnceLock::from).unwrap_or_default(),
             advertise: cfg.advertise.clone(),
+            incarnation: cfg.incarnation,
+            peer_incarnations: Arc::clone(&cfg.peer_incarnations),
             routes: cfg.routes.clone(),
             peers_known: AtomicBool::new(cfg.cluster_id.is_some()),
             max_frame_bytes: cfg.max_frame_bytes,

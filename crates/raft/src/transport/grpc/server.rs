@@ -13,6 +13,7 @@ use super::conn::{conn_state, ConnState};
 use super::pb::{self, frame::Body, peer_server::Peer, snapshot_frame::Body as SnapshotBody};
 use super::{Inbound, Shared, HELLO_TIMEOUT};
 use crate::identity::ClusterId;
+use crate::incarnation::Seen;
 
 pub(super) struct PeerService {
     pub(super) shared: Arc<Shared>,
@@ -248,6 +249,14 @@ fn check_hello(shared: &Arc<Shared>, hello: &pb::Hello) -> Result<u64, Status> {
         return Err(Status::permission_denied(format!(
             "node {from} is not a peer of node {}",
             shared.id
+        )));
+    }
+    if let Seen::Changed { before } = shared.peer_incarnations.see(from, hello.incarnation) {
+        return Err(Status::permission_denied(format!(
+            "node {from} is not the node {} knew under that id (incarnation {} instead of {before}): \
+             its data dir was lost or replaced, and a node whose state is gone rejoins only as a \
+             new member under a new id",
+            shared.id, hello.incarnation
         )));
     }
     Ok(from)
