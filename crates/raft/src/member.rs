@@ -225,9 +225,7 @@ impl Member {
         // What the data dir holds decides over the configuration.
         let stored = match cfg.node.storage.engine {
             EngineKind::Memory => None,
-            EngineKind::RocksDb => RocksEngine::stored_identity(&dir)?
-                .map(|i| RocksEngine::stored_membership(&dir).map(|m| (i, m)))
-                .transpose()?,
+            EngineKind::RocksDb => RocksEngine::stored_state(&dir)?,
         };
         let (identity, bootstrap, membership) = match stored {
             Some((stored, membership)) => {

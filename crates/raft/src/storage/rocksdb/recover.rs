@@ -37,6 +37,13 @@ impl RocksEngine {
     /// none (no database), an error when the database holds raft state but
     /// no identity. Opens the database read-only and closes it again.
     pub fn stored_identity(dir: &Path) -> Result<Option<Identity>> {
+        Ok(Self::stored_state(dir)?.map(|(identity, _)| identity))
+    }
+
+    /// The identity stored in the database at `dir`, as
+    /// [`stored_identity`](Self::stored_identity) finds it, and the
+    /// membership record beside it, if any.
+    pub fn stored_state(dir: &Path) -> Result<Option<(Identity, Option<Membership>)>> {
         if !holds_database(dir) {
             return Ok(None);
         }
@@ -55,45 +62,25 @@ impl RocksEngine {
             db.get_cf(meta, key)
                 .map_err(|e| Error::Storage(format!("cannot read {}: {e}", dir.display())))
         };
-        match read(KEY_IDENTITY)? {
-            Some(bytes) => Identity::decode(&bytes).map(Some).map_err(|e| {
-                Error::Storage(format!(
-                    "corrupted cluster identity in {}: {e}",
-                    dir.display()
-                ))
-            }),
+        let corrupt = |what: &str, e: String| {
+            Error::Storage(format!("corrupted {what} in {}: {e}", dir.display()))
+        };
+        let identity = match read(KEY_IDENTITY)? {
+            Some(bytes) => Identity::decode(&bytes).map_err(|e| corrupt("cluster identity", e))?,
             None if read(KEY_CONF_STATE)?.is_some() || read(KEY_HARD_STATE)?.is_some() => {
-                Err(Error::DataDirMismatch {
+                return Err(Error::DataDirMismatch {
                     dir: dir.display().to_string(),
                     holds: NO_IDENTITY.into(),
                     asked: "a node of a new or existing cluster".into(),
                 })
             }
-            None => Ok(None),
-        }
-    }
-
-    /// The membership record stored in the database at `dir`, if any (it
-    /// must hold one: see [`stored_identity`](Self::stored_identity)).
-    pub fn stored_membership(dir: &Path) -> Result<Option<Membership>> {
-        let db =
-            DB::open_cf_for_read_only(&Options::default(), dir, [CF_LOG, CF_META, CF_KV], false)
-                .map_err(|e| {
-                    Error::Storage(format!("cannot open RocksDB at {}: {e}", dir.display()))
-                })?;
-        let meta = db.cf_handle(CF_META).ok_or_else(|| {
-            Error::Storage(format!(
-                "{}: column family {CF_META} missing",
-                dir.display()
-            ))
-        })?;
-        let bytes = db
-            .get_cf(meta, KEY_MEMBERSHIP)
-            .map_err(|e| Error::Storage(format!("cannot read {}: {e}", dir.display())))?;
-        bytes
+            None => return Ok(None),
+        };
+        let membership = read(KEY_MEMBERSHIP)?
             .map(|b| Membership::decode(&b))
             .transpose()
-            .map_err(|e| Error::Storage(format!("corrupt database {}: {e}", dir.display())))
+            .map_err(|e| corrupt("membership record", e))?;
+        Ok(Some((identity, membership)))
     }
 
     pub(super) fn recover(&mut self, identity: &Identity, bootstrap: Bootstrap) -> Result<()> {
