@@ -105,7 +105,12 @@ macro_rules! engine_methods_of_inner {
 }
 
 use std::path::Path;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use metastore_raft::membership::Change;
+use metastore_raft::node::MemberEntry;
+use metastore_raft::{Completion, Member, MemberConfig};
 
 use metastore_raft::{
     BatchConfig, ClusterConfig, EngineKind, Error, Op, Outcome, RaftSettings, StorageConfig,
@@ -267,4 +272,95 @@ pub fn delete_retry(c: &SyncClient, key: &[u8]) {
             Err(e) => panic!("delete failed: {e} ({})", e.code()),
         }
     }
+}
+
+/// A member and the completions of what was asked of it.
+pub struct Running {
+    pub member: Member,
+    pub done: Mutex<mpsc::Receiver<Completion>>,
+    next_token: std::sync::atomic::AtomicU64,
+}
+
+impl Running {
+    pub fn start(cfg: MemberConfig) -> Result<Running, Error> {
+        let (tx, done) = mpsc::channel();
+        let tx = Mutex::new(tx);
+        let sink = Arc::new(move |batch: Vec<Completion>| {
+            let tx = tx.lock().unwrap();
+            for c in batch {
+                let _ = tx.send(c);
+            }
+        });
+        Ok(Running {
+            member: Member::start(cfg, sink)?,
+            done: Mutex::new(done),
+            next_token: 1.into(),
+        })
+    }
+
+    pub fn token(&self) -> u64 {
+        self.next_token
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn wait(&self, token: u64) -> Result<Outcome, Error> {
+        let c = self
+            .done
+            .lock()
+            .unwrap()
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap();
+        assert_eq!(c.token, token);
+        c.result
+    }
+
+    pub fn run(&self, op: Op) -> Result<Outcome, Error> {
+        let token = self.token();
+        self.member.node().submit(token, op)?;
+        self.wait(token)
+    }
+
+    pub fn change(&self, change: Change) -> Result<Vec<MemberEntry>, Error> {
+        let token = self.token();
+        self.member
+            .node()
+            .change_membership(token, change, Duration::from_secs(20))?;
+        match self.wait(token)? {
+            Outcome::Membership(members) => Ok(members),
+            other => panic!("a change answered {other:?}"),
+        }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.member.node().id()
+    }
+
+    pub fn stats(&self) -> metastore_raft::RaftStats {
+        self.member.node().raft_stats()
+    }
+
+    /// The leader this node knows (0: none).
+    pub fn leader(&self) -> u64 {
+        self.stats().leader_id
+    }
+
+    /// The members and roles this node sees, as `(id, voter)`.
+    pub fn roles(&self) -> Vec<(u64, bool)> {
+        self.member
+            .node()
+            .peers()
+            .iter()
+            .map(|p| (p.id, p.voter))
+            .collect()
+    }
+}
+
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
 }

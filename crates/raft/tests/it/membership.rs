@@ -7,102 +7,11 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
 use metastore_raft::membership::Change;
-use metastore_raft::node::MemberEntry;
-use metastore_raft::{
-    Completion, EngineKind, Error, Member, MemberConfig, NodeConfig, Op, Outcome, Role,
-    StorageConfig,
-};
-
-/// A member and the completions of what was asked of it.
-struct Running {
-    member: Member,
-    done: Mutex<mpsc::Receiver<Completion>>,
-    next_token: std::sync::atomic::AtomicU64,
-}
-
-impl Running {
-    fn start(cfg: MemberConfig) -> Result<Running, Error> {
-        let (tx, done) = mpsc::channel();
-        let tx = Mutex::new(tx);
-        let sink = Arc::new(move |batch: Vec<Completion>| {
-            let tx = tx.lock().unwrap();
-            for c in batch {
-                let _ = tx.send(c);
-            }
-        });
-        Ok(Running {
-            member: Member::start(cfg, sink)?,
-            done: Mutex::new(done),
-            next_token: 1.into(),
-        })
-    }
-
-    fn token(&self) -> u64 {
-        self.next_token
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    }
-
-    fn wait(&self, token: u64) -> Result<Outcome, Error> {
-        let c = self
-            .done
-            .lock()
-            .unwrap()
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap();
-        assert_eq!(c.token, token);
-        c.result
-    }
-
-    fn run(&self, op: Op) -> Result<Outcome, Error> {
-        let token = self.token();
-        self.member.node().submit(token, op)?;
-        self.wait(token)
-    }
-
-    fn change(&self, change: Change) -> Result<Vec<MemberEntry>, Error> {
-        let token = self.token();
-        self.member
-            .node()
-            .change_membership(token, change, Duration::from_secs(20))?;
-        match self.wait(token)? {
-            Outcome::Membership(members) => Ok(members),
-            other => panic!("a change answered {other:?}"),
-        }
-    }
-
-    fn id(&self) -> u64 {
-        self.member.node().id()
-    }
-
-    fn stats(&self) -> metastore_raft::RaftStats {
-        self.member.node().raft_stats()
-    }
-
-    /// The members and roles this node sees, as `(id, voter)`.
-    fn roles(&self) -> Vec<(u64, bool)> {
-        self.member
-            .node()
-            .peers()
-            .iter()
-            .map(|p| (p.id, p.voter))
-            .collect()
-    }
-}
-
-fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
-}
+use metastore_raft::{EngineKind, MemberConfig, NodeConfig, Op, Outcome, Role, StorageConfig};
 
 fn address(port: u16) -> String {
     format!("127.0.0.1:{port}")

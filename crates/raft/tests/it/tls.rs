@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
@@ -14,8 +13,7 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair}
 use crate::common::*;
 use metastore_raft::transport::grpc::pb::peer_client::PeerClient;
 use metastore_raft::{
-    Completion, EngineKind, Error, Member, MemberConfig, NodeConfig, Op, Outcome, StorageConfig,
-    TlsFiles,
+    EngineKind, Error, MemberConfig, NodeConfig, Op, Outcome, StorageConfig, TlsFiles,
 };
 
 /// A CA that signs certificates for loopback members.
@@ -52,16 +50,6 @@ impl Ca {
     }
 }
 
-fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
-}
-
 fn member_config(id: u64, ports: &[u16], dir: &Path, tls: Option<TlsFiles>) -> MemberConfig {
     let initial_cluster: BTreeMap<u64, String> = ports
         .iter()
@@ -89,40 +77,6 @@ fn member_config(id: u64, ports: &[u16], dir: &Path, tls: Option<TlsFiles>) -> M
     }
 }
 
-/// A member and the completions of what was submitted to it.
-struct Running {
-    member: Member,
-    done: mpsc::Receiver<Completion>,
-}
-
-fn start_member(cfg: MemberConfig) -> Result<Running, Error> {
-    let (tx, done) = mpsc::channel();
-    let tx = std::sync::Mutex::new(tx);
-    let sink = Arc::new(move |batch: Vec<Completion>| {
-        let tx = tx.lock().unwrap();
-        for c in batch {
-            let _ = tx.send(c);
-        }
-    });
-    Ok(Running {
-        member: Member::start(cfg, sink)?,
-        done,
-    })
-}
-
-impl Running {
-    fn run(&self, token: u64, op: Op) -> Result<Outcome, Error> {
-        self.member.node().submit(token, op).unwrap();
-        let c = self.done.recv_timeout(Duration::from_secs(10)).unwrap();
-        assert_eq!(c.token, token);
-        c.result
-    }
-
-    fn leader(&self) -> u64 {
-        self.member.node().raft_stats().leader_id
-    }
-}
-
 #[test]
 fn members_with_the_groups_certificates_talk_mutual_tls() {
     let dir = tempfile::tempdir().unwrap();
@@ -131,7 +85,7 @@ fn members_with_the_groups_certificates_talk_mutual_tls() {
     let members: Vec<Running> = (1..=3)
         .map(|id| {
             let tls = ca.files(dir.path(), &format!("n{id}"));
-            start_member(member_config(id, &ports, dir.path(), Some(tls))).unwrap()
+            Running::start(member_config(id, &ports, dir.path(), Some(tls))).unwrap()
         })
         .collect();
     wait_until(Duration::from_secs(10), "a leader over TLS", || {
@@ -148,10 +102,10 @@ fn members_with_the_groups_certificates_talk_mutual_tls() {
             key: key(i as usize),
             value: value(i as usize, 0),
         };
-        assert!(matches!(f.run(i, put), Ok(Outcome::Written { .. })));
+        assert!(matches!(f.run(put), Ok(Outcome::Written { .. })));
     }
     for (n, m) in members.iter().enumerate() {
-        let got = m.run(100 + n as u64, Op::Get { key: key(19) });
+        let got = m.run(Op::Get { key: key(19) });
         assert!(
             matches!(&got, Ok(Outcome::Value(Some(v))) if *v == value(19, 0)),
             "node {}: {got:?}",
@@ -171,7 +125,7 @@ fn a_peer_without_a_certificate_of_the_groups_ca_is_refused_and_counted() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new();
     let ports = free_ports(3);
-    let one = start_member(member_config(
+    let one = Running::start(member_config(
         1,
         &ports,
         dir.path(),
@@ -197,7 +151,7 @@ fn a_peer_without_a_certificate_of_the_groups_ca_is_refused_and_counted() {
     let stranger = Ca::new().files(dir.path(), "stranger");
     // Alone, neither can win an election; both campaign and dial the other.
     let cfg = member_config(2, &ports, &dir.path().join("other"), Some(stranger));
-    let two = start_member(cfg).unwrap();
+    let two = Running::start(cfg).unwrap();
     wait_until(Duration::from_secs(10), "the refusals counted", || {
         one.member.net_stats().refused >= 2 && two.member.net_stats().refused >= 1
     });
@@ -247,7 +201,7 @@ fn unusable_tls_files_fail_the_start_naming_the_key() {
         ),
     ];
     for (files, expected) in cases {
-        match start_member(member_config(1, &ports, dir.path(), Some(files))) {
+        match Running::start(member_config(1, &ports, dir.path(), Some(files))) {
             Err(Error::InvalidConfig { key, .. }) => assert_eq!(key, expected),
             Err(other) => panic!("{expected}: {other:?}"),
             Ok(_) => panic!("{expected}: started"),
