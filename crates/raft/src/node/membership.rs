@@ -225,8 +225,7 @@ impl<E: Engine> Worker<E> {
                 why,
                 message,
             } => {
-                if m.pending.as_ref().is_some_and(|p| p.index == of) {
-                    let p = m.pending.take().expect("checked");
+                if let Some(p) = m.pending.take_if(|p| p.index == of) {
                     self.raft_group.mut_store().set_membership(m)?;
                     let e = match why {
                         Refusal::LearnerBehind => Error::LearnerBehind(message),
