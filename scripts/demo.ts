@@ -16,7 +16,6 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { Agent, request } from 'node:http'
-import { createServer, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
@@ -27,6 +26,7 @@ import { Command, InvalidArgumentError } from 'commander'
 import * as hdr from 'hdr-histogram-js'
 import { parse, stringify } from 'yaml'
 
+import { freePorts } from '../bench/systems/ports.js'
 import { loadConfig } from '../ts/config.js'
 import type { NodeStatus } from '../ts/http.js'
 
@@ -59,19 +59,6 @@ function atLeast3(value: string): number {
   const n = positiveInt(value)
   if (n < 3) throw new InvalidArgumentError('must be at least 3: the group must outlive the killed leader')
   return n
-}
-
-async function freePorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from({ length: n }, () => new Promise<ReturnType<typeof createServer>>((resolve, reject) => {
-      const s = createServer()
-      s.once('error', reject)
-      s.listen(0, '127.0.0.1', () => resolve(s))
-    })),
-  )
-  const ports = servers.map((s) => (s.address() as AddressInfo).port)
-  await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))))
-  return ports
 }
 
 // ---------------------------------------------------------------------------

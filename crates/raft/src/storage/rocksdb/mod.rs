@@ -37,7 +37,6 @@ use crate::command::SessionStamp;
 use crate::config::EngineKind;
 use crate::error::{Error, Result};
 use crate::identity::{self, Bootstrap, Identity};
-use crate::kv::decode_snapshot;
 use crate::membership::Membership;
 use crate::session::{Record, Sessions};
 use crate::stats::{StorageStats, SyncClock};
@@ -254,88 +253,6 @@ impl RocksEngine {
         v[8..].copy_from_slice(&term.to_be_bytes());
         wb.put_cf(self.cf(CF_META)?, KEY_TRUNCATED, v);
         Ok(())
-    }
-
-    /// Adds to `wb` the replacement of the whole state by `snap`; returns
-    /// the snapshot's sessions and membership, to take once `wb` is
-    /// written, and the prepared file of its KV pairs, to ingest then (when
-    /// it was prepared, `wb` records the file as pending instead of holding
-    /// the pairs).
-    fn stage_snapshot(
-        &mut self,
-        wb: &mut WriteBatch,
-        snap: &Snapshot,
-    ) -> Result<(Sessions, Option<Membership>, Option<PathBuf>)> {
-        let meta = snap.get_metadata();
-        let prepared = self.installs.take(meta.index, meta.term);
-        let data = decode_snapshot(&snap.data)?;
-        let kv = self.cf(CF_KV)?;
-        // Delete every current key: [b"", last_key ++ 0x00) covers them all.
-        let mut it = self.db.raw_iterator_cf(kv);
-        it.seek_to_last();
-        if let Some(last) = it.key() {
-            let mut end = last.to_vec();
-            end.push(0);
-            wb.delete_range_cf(kv, &b""[..], &end[..]);
-        }
-        it.status().map_err(|e| self.err("cannot read kv", e))?;
-        drop(it);
-        let mut pending = None;
-        match prepared {
-            Some(Some(path)) => {
-                let bytes = path.to_str().ok_or_else(|| {
-                    self.corrupt(format!("snapshot file {} is no UTF-8 path", path.display()))
-                })?;
-                wb.put_cf(self.cf(CF_META)?, KEY_PENDING_INSTALL, bytes.as_bytes());
-                pending = Some(path);
-            }
-            // Prepared, and without pairs.
-            Some(None) => {}
-            None => {
-                for (k, v) in data.pairs {
-                    wb.put_cf(kv, k, v);
-                }
-            }
-        }
-        SessionStore::stage_snapshot(wb, self.cf(CF_SESSIONS)?, &data.sessions, meta.index);
-        wb.delete_range_cf(self.cf(CF_LOG)?, log_key(0), log_key(u64::MAX));
-        let meta_cf = self.cf(CF_META)?;
-        let cs = meta
-            .get_conf_state()
-            .write_to_bytes()
-            .map_err(|e| self.err("cannot encode conf state", e))?;
-        wb.put_cf(meta_cf, KEY_CONF_STATE, cs);
-        wb.put_cf(meta_cf, KEY_APPLIED, meta.index.to_be_bytes());
-        match &data.membership {
-            Some(m) => wb.put_cf(meta_cf, KEY_MEMBERSHIP, m.encode()),
-            None => wb.delete_cf(meta_cf, KEY_MEMBERSHIP),
-        }
-        if let Some(node_id) = self.joining {
-            // A joining node's first snapshot tells it whose group it joined.
-            let m = data.membership.as_ref().ok_or_else(|| {
-                Error::Storage(format!(
-                    "node {node_id} joins a group whose snapshot has no membership record"
-                ))
-            })?;
-            wb.put_cf(
-                meta_cf,
-                KEY_IDENTITY,
-                Identity::new(m.cluster_id, node_id, &[]).encode(),
-            );
-        }
-        self.put_truncated(wb, meta.index, meta.term)?;
-        Ok((data.sessions, data.membership, pending))
-    }
-
-    /// Ingests the prepared file a written install recorded as pending,
-    /// then forgets it (see `install.rs`).
-    fn finish_install(&self, path: &Path) -> Result<()> {
-        install::ingest(&self.db, CF_KV, path)?;
-        let mut wb = WriteBatch::default();
-        wb.delete_cf(self.cf(CF_META)?, KEY_PENDING_INSTALL);
-        self.write(wb, false)?;
-        std::fs::remove_file(path)
-            .map_err(|e| self.err(&format!("cannot remove {}", path.display()), e))
     }
 }
 
