@@ -321,7 +321,9 @@ impl<E: Engine> Worker<E> {
         };
         // raft-rs takes one configuration change at a time (it would turn
         // another into an empty entry).
-        if raft.has_pending_conf() {
+        // Nothing to do without a change in progress (a joint configuration
+        // always has one: the change completes when the group leaves it).
+        if m.pending.is_none() || raft.has_pending_conf() {
             return;
         }
         let cs = store.conf_state();

@@ -297,7 +297,8 @@ impl<E: Engine> Worker<E> {
         }
         match m {
             Inbound::Raft(msgs) => {
-                if let Some(m) = msgs.first() {
+                // Who answers the leader, for its membership checks.
+                if let (Some(m), StateRole::Leader) = (msgs.first(), self.raft_group.raft.state) {
                     self.changes.heard.insert(m.from, self.ticks);
                 }
                 for m in msgs {
