@@ -13,13 +13,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::bell::{self, Inbox};
 use crate::config::{ClusterConfig, EngineKind, TransportKind};
 use crate::error::{Error, Result};
 use crate::identity::{self, Bootstrap, ClusterId, Identity};
 use crate::node::{CompletionSink, RaftNode};
 use crate::stats::Role;
 use crate::storage::RocksEngine;
-use crate::transport::{GrpcNet, Inbound, LocalRouter, NetConfig, NetStats, Transport};
+use crate::transport::{GrpcNet, LocalRouter, NetConfig, NetStats, Transport};
 
 /// Makes the completion sink of node `id`; called again on each restart.
 pub type SinkFactory = Arc<dyn Fn(u64) -> CompletionSink + Send + Sync>;
@@ -137,19 +138,16 @@ impl LocalCluster {
     }
 
     /// Connects node `id` to the network: its mailbox and its transport.
-    fn attach(
-        &self,
-        id: u64,
-    ) -> Result<(crossbeam_channel::Receiver<Inbound>, Arc<dyn Transport>)> {
+    fn attach(&self, id: u64) -> Result<(Inbox, Arc<dyn Transport>)> {
         match &self.network {
             Network::Local(router) => Ok((router.register(id), router.transport(id))),
             Network::Grpc(nets) => {
                 let net = nets
                     .get(&id)
                     .ok_or_else(|| Error::Internal(format!("node {id} has no network end")))?;
-                let (tx, rx) = crossbeam_channel::unbounded();
+                let (tx, inbox) = bell::inbox();
                 net.attach(tx);
-                Ok((rx, net.transport()))
+                Ok((inbox, net.transport()))
             }
         }
     }

@@ -9,6 +9,7 @@
 //! applies committed entries in log order and resolves the caller's token
 //! through the [`CompletionSink`].
 
+pub mod bell;
 #[cfg(feature = "test-support")]
 pub mod client;
 pub mod cluster;

@@ -14,8 +14,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use crossbeam_channel::unbounded;
-
+use crate::bell;
 use crate::config::{EngineKind, NodeConfig};
 use crate::error::{Error, Result};
 use crate::identity::{self, Bootstrap, ClusterId, Identity};
@@ -282,7 +281,7 @@ impl Member {
             })
             .collect();
         let net = GrpcNet::start(net_cfg)?;
-        let (tx, rx) = unbounded();
+        let (tx, inbox) = bell::inbox();
         net.attach(tx);
         let cluster_id = identity.cluster_id;
         let node = RaftNode::start(
@@ -291,7 +290,7 @@ impl Member {
             bootstrap,
             membership,
             net.transport(),
-            rx,
+            inbox,
             sink,
         )?;
         Ok(Member {

@@ -36,10 +36,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{unbounded, Receiver, Sender};
 use metastore_batch::ProposalBatcher;
 use raft::RawNode;
 
+use crate::bell::{self, Doorbell, Inbox};
 use crate::command::{self, CommandOp, RequestId, SessionStamp};
 use crate::config::{EngineKind, NodeConfig};
 use crate::error::{Error, Result};
@@ -47,7 +47,7 @@ use crate::identity::{Bootstrap, Identity};
 use crate::membership::Membership;
 use crate::stats::{NodeStats, RaftStats, SharedStats};
 use crate::storage::{Engine, MemoryEngine, RocksEngine};
-use crate::transport::{Inbound, Transport};
+use crate::transport::Transport;
 
 mod apply;
 mod membership;
@@ -135,7 +135,7 @@ pub struct RaftNode {
     /// hand a request over, so `close` knows none is left half-way.
     closed: RwLock<bool>,
     batcher: ProposalBatcher,
-    mailbox: Sender<NodeMsg>,
+    mailbox: Doorbell<NodeMsg>,
     stats: Arc<SharedStats>,
     thread: Mutex<Option<JoinHandle<()>>>,
     /// Set by the node thread once it has exited and dropped its engine.
@@ -185,7 +185,7 @@ impl RaftNode {
         bootstrap: Bootstrap,
         membership: Option<Membership>,
         transport: Arc<dyn Transport>,
-        inbox: Receiver<Inbound>,
+        inbox: Inbox,
         sink: CompletionSink,
     ) -> Result<RaftNode> {
         cfg.validate()?;
@@ -219,7 +219,7 @@ impl RaftNode {
         cfg: NodeConfig,
         engine: E,
         transport: Arc<dyn Transport>,
-        inbox: Receiver<Inbound>,
+        inbox: Inbox,
         sink: CompletionSink,
     ) -> Result<RaftNode> {
         cfg.validate()?;
@@ -249,14 +249,14 @@ impl RaftNode {
         })?
         .map_err(|e| Error::Storage(format!("node {id}: cannot start raft: {e}")))?;
 
-        let (batch_tx, batch_rx) = unbounded::<ProposedBatch>();
+        let (batch_tx, batch_rx) = bell::channel::<ProposedBatch>(&inbox.bell);
         let batcher =
             ProposalBatcher::start(cfg.batch.clone(), move |data: Vec<u8>, count: usize| {
                 // Fails only once the node thread is gone, after every request
                 // was already rejected.
                 let _ = batch_tx.send(ProposedBatch { data, count });
             })?;
-        let (mailbox_tx, mailbox_rx) = unbounded();
+        let (mailbox_tx, mailbox_rx) = bell::channel(&inbox.bell);
         let epoch = new_epoch();
         let outbox = Outbox::new(sink, batcher.handle());
         let worker = Worker::new(
@@ -268,6 +268,15 @@ impl RaftNode {
             outbox,
             Arc::clone(&stats),
         );
+        // What the node thread waits on when its transport lends no runtime
+        // (a current-thread runtime with a timer: no thread of its own).
+        let own_runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| {
+                batcher.stop();
+                Error::Internal(format!("cannot start the runtime of node {id}: {e}"))
+            })?;
         let exited = Arc::new(Exited::default());
         let thread = std::thread::Builder::new()
             .name(format!("metastore-raft-{id}"))
@@ -277,7 +286,7 @@ impl RaftNode {
                     // Set last, even if the thread unwinds: `run` consumes the
                     // worker, so the engine is closed by then.
                     let _exited = SetOnDrop(exited);
-                    worker.run(inbox, batch_rx, mailbox_rx);
+                    worker.run(inbox, batch_rx, mailbox_rx, own_runtime);
                 }
             })
             .map_err(|e| {
@@ -502,6 +511,10 @@ fn raft_config(cfg: &NodeConfig, applied: u64) -> raft::Config {
         check_quorum: cfg.raft.check_quorum,
         pre_vote: cfg.raft.pre_vote,
         batch_append: true,
+        // The leader tells followers of a commit in its next append or
+        // heartbeat, not in a message of its own, unless a follower waits
+        // for it (see `Worker::on_inbound`): half the messages at 1 in flight.
+        skip_bcast_commit: true,
         ..Default::default()
     }
 }

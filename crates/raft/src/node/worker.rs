@@ -1,13 +1,15 @@
 //! The node thread: its state, the event loop, inbound messages, ticks,
 //! failure and shutdown. Each loop iteration drains what is queued, then runs
 //! [`Worker::end_iteration`]: the `Ready` rounds (`ready.rs`), reads, timeouts,
-//! log compaction, stats, and the delivery of the iteration's answers.
+//! log compaction, stats, and the delivery of the iteration's answers. With
+//! nothing queued the thread waits on its bell ([`crate::bell`]), driving
+//! its transport's runtime meanwhile.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{never, select, tick, Receiver};
+use crossbeam_channel::{never, Receiver, TryRecvError};
 use raft::eraftpb::{Message, MessageType};
 use raft::{RawNode, SnapshotStatus, StateRole, INVALID_ID};
 
@@ -18,10 +20,11 @@ use super::panic_message;
 use super::persist::AsyncWriter;
 use super::proposals::Proposals;
 use super::read::Reads;
+use crate::bell::{Bell, Inbox};
 use crate::config::NodeConfig;
 use crate::error::Error;
 use crate::stats::{PeerState, RaftStats, SharedStats};
-use crate::storage::Engine;
+use crate::storage::{Engine, SyncOutcome};
 use crate::transport::{Inbound, Transport};
 
 /// What the handle sends to its node thread besides batches.
@@ -127,6 +130,11 @@ pub(super) struct Worker<E: Engine> {
     held_snapshot: Option<Message>,
     /// Membership changes asked for here, and the leader's part in them.
     pub(super) changes: Changes,
+    /// As leader: the last index of the log when a follower last forwarded
+    /// a proposal. Until that commits, each commit is sent to the followers
+    /// at once (the one that forwarded waits to apply its entry); otherwise
+    /// they learn it with the next append or heartbeat.
+    forwarded_up_to: u64,
 }
 
 impl<E: Engine> Worker<E> {
@@ -176,22 +184,32 @@ impl<E: Engine> Worker<E> {
             failed: None,
             held_snapshot: None,
             changes: Changes::new(),
+            forwarded_up_to: 0,
         };
         worker.publish_stats(Instant::now());
         worker
     }
 
+    /// Runs the node until it is told to stop. `own`: the runtime the thread
+    /// waits on when its transport lends none.
     pub fn run(
         mut self,
-        inbox: Receiver<Inbound>,
+        inbox: Inbox,
         batches: Receiver<ProposedBatch>,
         mailbox: Receiver<NodeMsg>,
+        own: tokio::runtime::Runtime,
     ) {
-        let ticker = tick(self.settings.tick_interval);
-        let (mut inbox, mut batches) = (inbox, batches);
+        let Inbox { rx: inbox, bell } = inbox;
+        let lease = self.transport.lend_runtime();
+        let runtime = lease.as_ref().map_or(&own, |l| l.runtime());
+        let mut synced = self
+            .raft_group
+            .mut_store()
+            .sync_outcomes(&bell)
+            .unwrap_or_else(never);
         loop {
             let r = catch_unwind(AssertUnwindSafe(|| {
-                self.serve(&mut inbox, &mut batches, &mailbox, &ticker)
+                self.serve(&inbox, &batches, &mailbox, &mut synced, &bell, runtime)
             }));
             match r {
                 Ok(()) => break,
@@ -210,10 +228,12 @@ impl<E: Engine> Worker<E> {
     /// The event loop; returns when told to stop.
     fn serve(
         &mut self,
-        inbox: &mut Receiver<Inbound>,
-        batches: &mut Receiver<ProposedBatch>,
+        inbox: &Receiver<Inbound>,
+        batches: &Receiver<ProposedBatch>,
         mailbox: &Receiver<NodeMsg>,
-        ticker: &Receiver<Instant>,
+        synced: &mut Receiver<SyncOutcome>,
+        bell: &Bell,
+        runtime: &tokio::runtime::Runtime,
     ) {
         if self.settings.single_voter
             && self.failed.is_none()
@@ -222,51 +242,53 @@ impl<E: Engine> Worker<E> {
             // A one-node group need not wait for an election timeout.
             let _ = self.raft_group.campaign();
         }
-        let synced = self
-            .raft_group
-            .store()
-            .sync_outcomes()
-            .unwrap_or_else(never);
+        let interval = self.settings.tick_interval;
+        let mut next_tick = Instant::now() + interval;
         loop {
-            let (mut stop, mut inbox_gone, mut batches_gone) = (false, false, false);
-            select! {
-                recv(synced) -> r => self.on_synced(
-                    r.unwrap_or_else(|_| Err("the WAL sync thread is gone".into())),
-                ),
-                recv(inbox) -> m => match m {
-                    Ok(m) => self.on_inbound(m),
-                    Err(_) => inbox_gone = true,
-                },
-                recv(batches) -> b => match b {
-                    Ok(b) => self.on_batch(b),
-                    Err(_) => batches_gone = true,
-                },
-                recv(mailbox) -> c => match c {
-                    Ok(NodeMsg::Stop) | Err(_) => stop = true,
-                    Ok(c) => self.on_command(c),
-                },
-                recv(ticker) -> _ => self.on_tick(),
+            let mut stop = false;
+            let mut events = false;
+            let now = Instant::now();
+            if now >= next_tick {
+                self.on_tick();
+                next_tick = (next_tick + interval).max(now);
+                events = true;
             }
-            if inbox_gone {
-                *inbox = never();
-            }
-            if batches_gone {
-                *batches = never();
+            match synced.try_recv() {
+                Ok(r) => {
+                    self.on_synced(r);
+                    events = true;
+                }
+                Err(TryRecvError::Disconnected) => {
+                    self.on_synced(Err("the WAL sync thread is gone".into()));
+                    *synced = never();
+                    events = true;
+                }
+                Err(TryRecvError::Empty) => {}
             }
             for m in inbox.try_iter().take(DRAIN_LIMIT) {
                 self.on_inbound(m);
+                events = true;
             }
             for b in batches.try_iter().take(DRAIN_LIMIT) {
                 self.on_batch(b);
+                events = true;
             }
-            if !stop {
-                for c in mailbox.try_iter().take(DRAIN_LIMIT) {
-                    if let NodeMsg::Stop = c {
+            for _ in 0..DRAIN_LIMIT {
+                match mailbox.try_recv() {
+                    Ok(NodeMsg::Stop) | Err(TryRecvError::Disconnected) => {
                         stop = true;
                         break;
                     }
-                    self.on_command(c);
+                    Ok(c) => {
+                        self.on_command(c);
+                        events = true;
+                    }
+                    Err(TryRecvError::Empty) => break,
                 }
+            }
+            if !events && !stop {
+                bell.wait(runtime, next_tick);
+                continue;
             }
             // Queued work means this node is under load: sync in the
             // background rather than block it.
@@ -301,7 +323,16 @@ impl<E: Engine> Worker<E> {
                 if let (Some(m), StateRole::Leader) = (msgs.first(), self.raft_group.raft.state) {
                     self.changes.heard.insert(m.from, self.ticks);
                 }
+                let committed = self.raft_group.raft.raft_log.committed;
+                self.raft_group
+                    .skip_bcast_commit(committed >= self.forwarded_up_to);
                 for m in msgs {
+                    if m.get_msg_type() == MessageType::MsgPropose {
+                        let _ = self.raft_group.step(m);
+                        self.forwarded_up_to = self.raft_group.raft.raft_log.last_index();
+                        self.raft_group.skip_bcast_commit(false);
+                        continue;
+                    }
                     if m.get_msg_type() == MessageType::MsgSnapshot {
                         // While one is being prepared, others are dropped:
                         // the leader sends another if it is still needed

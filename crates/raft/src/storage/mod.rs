@@ -13,6 +13,7 @@ use crossbeam_channel::Receiver;
 
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 
+use crate::bell::Bell;
 use crate::command::SessionStamp;
 use crate::config::EngineKind;
 use crate::error::Result;
@@ -99,8 +100,9 @@ pub trait Engine: raft::Storage + Send + 'static {
     }
 
     /// Where the outcomes of background syncs arrive, one per started sync;
-    /// the same channel for the engine's life.
-    fn sync_outcomes(&self) -> Option<Receiver<SyncOutcome>> {
+    /// the same channel for the engine's life. Each outcome sent from
+    /// another thread rings `bell` (the node thread's) after it is sent.
+    fn sync_outcomes(&mut self, _bell: &Bell) -> Option<Receiver<SyncOutcome>> {
         None
     }
 

@@ -6,14 +6,14 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
-use crossbeam_channel::{unbounded, Receiver, Sender};
 use raft::eraftpb::{Message, MessageType};
 
 use super::{Inbound, Transport};
+use crate::bell::{self, Doorbell, Inbox};
 
 #[derive(Default)]
 struct Links {
-    mailboxes: HashMap<u64, Sender<Inbound>>,
+    mailboxes: HashMap<u64, Doorbell<Inbound>>,
     /// Cut links, stored as (min id, max id); a cut drops both directions.
     cut: HashSet<(u64, u64)>,
     /// Held directed links (from, to) and what was sent on them, in order.
@@ -44,10 +44,10 @@ impl LocalRouter {
     }
 
     /// Creates the mailbox of node `id` (replacing an earlier one).
-    pub fn register(&self, id: u64) -> Receiver<Inbound> {
-        let (tx, rx) = unbounded();
+    pub fn register(&self, id: u64) -> Inbox {
+        let (tx, inbox) = bell::inbox();
         self.write().mailboxes.insert(id, tx);
-        rx
+        inbox
     }
 
     /// Removes node `id`: messages to it are dropped from now on.

@@ -10,7 +10,7 @@ use crate::membership::Membership;
 pub mod grpc;
 pub mod local;
 
-pub use self::grpc::{GrpcNet, NetConfig, NetStats, TlsPem};
+pub use self::grpc::{GrpcNet, NetConfig, NetStats, RuntimeLease, TlsPem};
 pub use self::local::{LocalRouter, LocalTransport};
 
 /// Sends raft messages to their `to` node. Never blocks on a slow peer;
@@ -23,6 +23,13 @@ pub trait Transport: Send + Sync {
     /// members where it says, and refuse everyone else. A transport whose
     /// peers are fixed ignores it.
     fn set_members(&self, _membership: &Membership) {}
+
+    /// The runtime this transport's I/O runs on, for the node thread to drive
+    /// while it waits (see [`crate::bell`]); `None`: the node waits on a
+    /// runtime of its own.
+    fn lend_runtime(&self) -> Option<RuntimeLease> {
+        None
+    }
 }
 
 /// What arrives in a node's mailbox.

@@ -6,7 +6,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use crate::common::*;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use metastore_raft::bell::{self, Bell, Doorbell};
 use metastore_raft::storage::{Durability, Engine, MemoryEngine, SyncOutcome};
 use metastore_raft::transport::LocalRouter;
 use metastore_raft::{
@@ -24,7 +25,7 @@ struct Disk {
     /// Only background syncs wait (inline ones complete).
     slow: AtomicBool,
     /// Background syncs waiting, with the log index each makes durable.
-    held: Mutex<Vec<(Sender<SyncOutcome>, u64)>>,
+    held: Mutex<Vec<(Doorbell<SyncOutcome>, u64)>>,
     /// The last log index written, and the last known durable.
     written: AtomicU64,
     durable: AtomicU64,
@@ -60,7 +61,7 @@ impl Disk {
 
     /// A background sync, answered on `tx` at once or when the disk is
     /// released.
-    fn sync_later(&self, tx: Sender<SyncOutcome>) {
+    fn sync_later(&self, tx: Doorbell<SyncOutcome>) {
         let index = self.written.load(Ordering::SeqCst);
         let closed = self.closed.lock().unwrap();
         if *closed || self.slow.load(Ordering::SeqCst) {
@@ -77,7 +78,8 @@ impl Disk {
 struct OnDisk {
     inner: MemoryEngine,
     disk: Arc<Disk>,
-    outcomes: (Sender<SyncOutcome>, Receiver<SyncOutcome>),
+    /// Set once the node thread asks where outcomes arrive.
+    outcomes: Option<(Doorbell<SyncOutcome>, Receiver<SyncOutcome>)>,
 }
 
 storage_of_inner!(OnDisk);
@@ -106,11 +108,15 @@ impl Engine for OnDisk {
         true
     }
     fn start_sync(&mut self) -> Result<bool, Error> {
-        self.disk.sync_later(self.outcomes.0.clone());
+        let tx = self.outcomes.as_ref().map(|o| o.0.clone());
+        self.disk
+            .sync_later(tx.expect("the node asked for sync_outcomes first"));
         Ok(true)
     }
-    fn sync_outcomes(&self) -> Option<Receiver<SyncOutcome>> {
-        Some(self.outcomes.1.clone())
+    fn sync_outcomes(&mut self, bell: &Bell) -> Option<Receiver<SyncOutcome>> {
+        let (tx, rx) = bell::channel(bell);
+        self.outcomes = Some((tx, rx.clone()));
+        Some(rx)
     }
     fn sync_finished(&mut self, outcome: SyncOutcome) -> Result<(), Error> {
         outcome.map_err(Error::Storage)
@@ -154,7 +160,7 @@ fn start_three() -> Vec<Node> {
             let engine = OnDisk {
                 inner: MemoryEngine::new(&peers),
                 disk: Arc::clone(&disk),
-                outcomes: crossbeam_channel::unbounded(),
+                outcomes: None,
             };
             let (tx, done) = crossbeam_channel::unbounded();
             let all = disks.clone();

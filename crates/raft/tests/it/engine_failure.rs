@@ -51,8 +51,11 @@ impl Engine for Faulty {
     fn start_sync(&mut self) -> Result<bool, Error> {
         self.inner.start_sync()
     }
-    fn sync_outcomes(&self) -> Option<Receiver<SyncOutcome>> {
-        self.inner.sync_outcomes()
+    fn sync_outcomes(
+        &mut self,
+        bell: &metastore_raft::bell::Bell,
+    ) -> Option<Receiver<SyncOutcome>> {
+        self.inner.sync_outcomes(bell)
     }
     fn sync_finished(&mut self, outcome: SyncOutcome) -> Result<(), Error> {
         self.inner.sync_finished(outcome)

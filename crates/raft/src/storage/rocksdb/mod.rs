@@ -33,6 +33,7 @@ use self::sessions::SessionStore;
 use self::snapshot::SnapshotBuilder;
 use self::wal_sync::WalSyncer;
 use super::{raft_err, Durability, Engine, SyncOutcome};
+use crate::bell::Bell;
 use crate::command::SessionStamp;
 use crate::config::EngineKind;
 use crate::error::{Error, Result};
@@ -377,7 +378,8 @@ impl Engine for RocksEngine {
             .map_err(|e| self.err("cannot sync the WAL", e))
     }
 
-    fn sync_outcomes(&self) -> Option<Receiver<SyncOutcome>> {
+    fn sync_outcomes(&mut self, bell: &Bell) -> Option<Receiver<SyncOutcome>> {
+        let _ = self.syncer.bell.set(bell.clone());
         Some(self.syncer.done.clone())
     }
 

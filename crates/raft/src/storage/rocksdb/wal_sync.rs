@@ -1,13 +1,14 @@
 //! The thread that makes the WAL durable while the node goes on.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 use rocksdb::DB;
 
+use crate::bell::Bell;
 use crate::error::{Error, Result};
 use crate::stats::SyncClock;
 use crate::storage::SyncOutcome;
@@ -20,6 +21,8 @@ use crate::storage::SyncOutcome;
 pub(super) struct WalSyncer {
     requests: Option<Sender<()>>,
     pub done: Receiver<SyncOutcome>,
+    /// Rung after each outcome: the node thread's, once it runs.
+    pub bell: Arc<OnceLock<Bell>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -27,6 +30,8 @@ impl WalSyncer {
     pub fn start(db: Arc<DB>, path: &Path, clock: Arc<SyncClock>) -> Result<Self> {
         let (requests, asked) = bounded::<()>(1);
         let (report, done) = bounded(1);
+        let bell = Arc::new(OnceLock::<Bell>::new());
+        let ring = Arc::clone(&bell);
         let thread = std::thread::Builder::new()
             .name("metastore-wal-sync".into())
             .spawn(move || {
@@ -36,6 +41,9 @@ impl WalSyncer {
                     clock.record(started.elapsed());
                     if report.send(synced).is_err() {
                         break;
+                    }
+                    if let Some(bell) = ring.get() {
+                        bell.ring();
                     }
                 }
             })
@@ -48,6 +56,7 @@ impl WalSyncer {
         Ok(WalSyncer {
             requests: Some(requests),
             done,
+            bell,
             thread: Some(thread),
         })
     }

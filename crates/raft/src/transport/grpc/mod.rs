@@ -31,14 +31,18 @@
 //!
 //! The peer table can change while the net runs ([`GrpcNet::set_peer`],
 //! [`GrpcNet::remove_peer`]), for membership changes.
+//!
+//! The net's runtime is driven by its node's thread (`driver.rs`): what the
+//! node sends is written to the peers' streams before the node goes on, and
+//! what arrives is read while the node waits for work.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::Sender;
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
 use tokio::sync::{mpsc, oneshot};
@@ -49,8 +53,11 @@ use tonic::Status;
 
 use self::client::{run_link, send_snapshot};
 use self::conn::PeerConn;
+use self::driver::NetDriver;
+pub use self::driver::RuntimeLease;
 use self::server::PeerService;
 use super::{Inbound, Transport};
+use crate::bell::Doorbell;
 use crate::error::{Error, Result};
 use crate::identity::ClusterId;
 use crate::incarnation::PeerIncarnations;
@@ -58,6 +65,7 @@ use crate::membership::Membership;
 
 mod client;
 mod conn;
+mod driver;
 mod server;
 
 #[allow(clippy::all, unreachable_pub, unused_qualifications)]
@@ -205,7 +213,7 @@ struct Shared {
     queue_capacity: usize,
     peers: RwLock<HashMap<u64, PeerLink>>,
     /// The mailbox of the node now running here, if any.
-    mailbox: Mutex<Option<Sender<Inbound>>>,
+    mailbox: Mutex<Option<Doorbell<Inbound>>>,
     /// Peers cut off by a test: nothing is sent to or taken from them.
     blocked: RwLock<HashSet<u64>>,
     counters: Counters,
@@ -291,7 +299,9 @@ impl Shared {
 pub struct GrpcNet {
     shared: Arc<Shared>,
     local_addr: SocketAddr,
-    runtime: Option<tokio::runtime::Runtime>,
+    driver: Option<Arc<NetDriver>>,
+    /// The thread that drives the runtime while no node does.
+    thread: Option<JoinHandle<()>>,
     shutdown: Mutex<Option<oneshot::Sender<()>>>,
 }
 
@@ -299,12 +309,6 @@ impl GrpcNet {
     /// Binds `cfg.listen` and starts serving; nothing is dialled until there
     /// is something to send.
     pub fn start(cfg: NetConfig) -> Result<GrpcNet> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name(format!("metastore-net-{}", cfg.node_id))
-            .enable_all()
-            .build()
-            .map_err(|e| Error::Internal(format!("cannot start the network runtime: {e}")))?;
         let listener = std::net::TcpListener::bind(cfg.listen)
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
             .map_err(|e| {
@@ -313,6 +317,8 @@ impl GrpcNet {
         let local_addr = listener
             .local_addr()
             .map_err(|e| Error::invalid("listen", format!("{}: {e}", cfg.listen)))?;
+        let (driver, thread) = NetDriver::start(cfg.node_id)?;
+        let runtime = driver.handle();
         let (server_tls, client_tls) = match &cfg.tls {
             Some(pem) => {
                 let (server, client) = tls_configs(pem);
@@ -323,7 +329,7 @@ impl GrpcNet {
         let shared = Arc::new(Shared {
             client_tls,
             max_snapshot_bytes: cfg.max_snapshot_bytes,
-            runtime: runtime.handle().clone(),
+            runtime: runtime.clone(),
             id: cfg.node_id,
             cluster_id: cfg.cluster_id.map(OnceLock::from).unwrap_or_default(),
             advertise: cfg.advertise.clone(),
@@ -387,7 +393,8 @@ impl GrpcNet {
         let net = GrpcNet {
             shared,
             local_addr,
-            runtime: Some(runtime),
+            driver: Some(driver),
+            thread: Some(thread),
             shutdown: Mutex::new(Some(stop_tx)),
         };
         for (id, address) in cfg.peers {
@@ -403,7 +410,7 @@ impl GrpcNet {
     }
 
     /// Routes what arrives to `mailbox` (the node now running here).
-    pub fn attach(&self, mailbox: Sender<Inbound>) {
+    pub fn attach(&self, mailbox: Doorbell<Inbound>) {
         *self
             .shared
             .mailbox
@@ -424,12 +431,13 @@ impl GrpcNet {
     pub fn transport(&self) -> Arc<dyn Transport> {
         Arc::new(GrpcTransport {
             shared: Arc::clone(&self.shared),
+            driver: self.driver.clone(),
         })
     }
 
     /// Adds peer `id` at `address`, or moves it there.
     pub fn set_peer(&self, id: u64, address: String) {
-        if self.runtime.is_some() {
+        if self.driver.is_some() {
             self.shared.set_peer(id, address);
         }
     }
@@ -498,8 +506,12 @@ impl GrpcNet {
             .unwrap_or_else(|p| p.into_inner())
             .clear();
         self.detach();
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_timeout(Duration::from_secs(1));
+        if let Some(driver) = self.driver.take() {
+            driver.stop();
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
+            driver.shut_down();
         }
     }
 }
@@ -512,6 +524,7 @@ impl Drop for GrpcNet {
 
 struct GrpcTransport {
     shared: Arc<Shared>,
+    driver: Option<Arc<NetDriver>>,
 }
 
 impl Transport for GrpcTransport {
@@ -554,6 +567,18 @@ impl Transport for GrpcTransport {
                 shared.undelivered(to, &batch);
             }
         }
+        drop(peers);
+        // On the thread that drives the runtime, the batches leave now,
+        // before the node goes on to persist what it sent.
+        if let Some(driver) = &self.driver {
+            if tokio::runtime::Handle::try_current().is_err() && driver.driven_here() {
+                driver.run_ready();
+            }
+        }
+    }
+
+    fn lend_runtime(&self) -> Option<RuntimeLease> {
+        self.driver.as_ref().map(NetDriver::lend)
     }
 }
 
