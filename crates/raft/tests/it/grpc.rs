@@ -332,3 +332,91 @@ fn an_oversized_frame_is_refused() {
     put_retry(&c, b"after", b"1");
     c.close().unwrap();
 }
+
+/// A stopped node's network end is driven by a thread of its own: its port
+/// still refuses (and counts) a stranger, and the restarted node takes the
+/// network back and catches up over it.
+#[test]
+fn a_stopped_node_s_port_still_answers_and_its_restart_serves_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = grpc_cluster(EngineKind::RocksDb, dir.path());
+    let target = follower(&c);
+    let addr = c.peer_address(target).unwrap();
+    let other = (c.cluster_id().0 ^ 1).to_be_bytes().to_vec();
+    c.stop(target).unwrap();
+    let before = c.net_stats(target).unwrap().refused;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let answer = rt
+        .block_on(async {
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                stream(addr, vec![hello(other, 1, target)]),
+            )
+            .await
+        })
+        .expect("the stopped node's port answered within 5 s");
+    assert_eq!(
+        answer.unwrap_err().code(),
+        tonic::Code::PermissionDenied,
+        "the stopped node's port did not answer the stranger with a refusal"
+    );
+    wait_until(Duration::from_secs(5), "the refusal is counted", || {
+        c.net_stats(target).unwrap().refused > before
+    });
+    for i in 0..20 {
+        put_retry(&c, &key(i), &value(i, 0));
+    }
+    c.restart(target).unwrap();
+    for i in 20..40 {
+        put_retry(&c, &key(i), &value(i, 0));
+    }
+    wait_converged(&c);
+    assert_eq!(get(&c, target, &key(39)), Some(value(39, 0)));
+    assert_eq!(get(&c, target, &key(5)), Some(value(5, 0)));
+    c.close().unwrap();
+}
+
+/// A leader leaves the commit of its own writes to its next message, but a
+/// follower that forwarded a write waits to apply it: that commit goes out
+/// at once, not with the next heartbeat (a second away here).
+#[test]
+fn a_commit_goes_out_at_once_only_while_a_forwarded_write_waits_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(3, EngineKind::Memory, dir.path());
+    cfg.transport = TransportKind::Grpc;
+    cfg.raft.heartbeat_tick = 100;
+    cfg.raft.election_tick = 150;
+    let c = start(cfg);
+    let f = follower(&c);
+    let started = std::time::Instant::now();
+    for i in 0..10 {
+        match c.put(f, key(i), value(i, 0)) {
+            Ok(metastore_raft::Outcome::Written { .. }) => {}
+            other => panic!("a follower's put answered {other:?}"),
+        }
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "ten writes through a follower took {took:?}: they waited for heartbeats"
+    );
+    wait_converged(&c);
+    let l = leader(&c);
+    let before = c.net_stats(l).unwrap().messages_sent;
+    for i in 0..100 {
+        match c.put(l, key(i), value(i, 1)) {
+            Ok(metastore_raft::Outcome::Written { .. }) => {}
+            other => panic!("the leader's put answered {other:?}"),
+        }
+    }
+    let sent = c.net_stats(l).unwrap().messages_sent - before;
+    // An append to each follower per write, a few heartbeats; a commit
+    // message of its own per write would make it 400.
+    assert!(
+        (200..300).contains(&sent),
+        "the leader sent {sent} messages for 100 writes, one at a time"
+    );
+    wait_converged(&c);
+    assert_eq!(get(&c, f, &key(99)), Some(value(99, 1)));
+    c.close().unwrap();
+}
