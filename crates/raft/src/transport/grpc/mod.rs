@@ -25,9 +25,10 @@
 //! presents a certificate signed by the group's CA and accepts only peers
 //! that do the same.
 //!
-//! Here: the net, its settings and figures, and the send side the node
-//! calls. The dialling side is in `client.rs`, the serving side in
-//! `server.rs`, and accepted connections in `conn.rs`.
+//! Here: the net, its settings and figures. The send side the node calls
+//! is in `send.rs`, the dialling side in `client.rs`, the serving side in
+//! `server.rs`, accepted connections in `conn.rs`, and who drives the
+//! runtime in `driver.rs`.
 //!
 //! The peer table can change while the net runs ([`GrpcNet::set_peer`],
 //! [`GrpcNet::remove_peer`]), for membership changes.
@@ -43,18 +44,17 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use protobuf::Message as _;
-use raft::eraftpb::{Message, MessageType};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt as _;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, Server, ServerTlsConfig};
 use tonic::Status;
 
-use self::client::{run_link, send_snapshot};
+use self::client::run_link;
 use self::conn::PeerConn;
 use self::driver::NetDriver;
 pub use self::driver::RuntimeLease;
+use self::send::GrpcTransport;
 use self::server::PeerService;
 use super::{Inbound, Transport};
 use crate::bell::Doorbell;
@@ -66,6 +66,7 @@ use crate::membership::Membership;
 mod client;
 mod conn;
 mod driver;
+mod send;
 mod server;
 
 #[allow(clippy::all, unreachable_pub, unused_qualifications)]
@@ -519,66 +520,6 @@ impl GrpcNet {
 impl Drop for GrpcNet {
     fn drop(&mut self) {
         self.close();
-    }
-}
-
-struct GrpcTransport {
-    shared: Arc<Shared>,
-    driver: Option<Arc<NetDriver>>,
-}
-
-impl Transport for GrpcTransport {
-    fn set_members(&self, membership: &Membership) {
-        self.shared.set_members(membership);
-    }
-
-    fn send(&self, msgs: Vec<Message>) {
-        let shared = &self.shared;
-        let mut by_peer: Vec<(u64, Outbound)> = Vec::new();
-        for m in msgs {
-            if m.get_msg_type() == MessageType::MsgSnapshot {
-                shared.runtime.spawn(send_snapshot(Arc::clone(shared), m));
-                continue;
-            }
-            let Ok(bytes) = m.write_to_bytes() else {
-                shared.counters.messages_dropped.fetch_add(1, Relaxed);
-                continue;
-            };
-            match by_peer.iter_mut().find(|(to, _)| *to == m.to) {
-                Some((_, batch)) => batch.messages.push(bytes),
-                None => by_peer.push((
-                    m.to,
-                    Outbound {
-                        messages: vec![bytes],
-                    },
-                )),
-            }
-        }
-        let peers = shared.peers.read().unwrap_or_else(|p| p.into_inner());
-        for (to, batch) in by_peer {
-            let refused = match peers.get(&to) {
-                _ if shared.is_blocked(to) => Some(batch),
-                Some(link) => link.queue.try_send(batch).err().map(|e| match e {
-                    mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b) => b,
-                }),
-                None => Some(batch),
-            };
-            if let Some(batch) = refused {
-                shared.undelivered(to, &batch);
-            }
-        }
-        drop(peers);
-        // On the thread that drives the runtime, the batches leave now,
-        // before the node goes on to persist what it sent.
-        if let Some(driver) = &self.driver {
-            if tokio::runtime::Handle::try_current().is_err() && driver.driven_here() {
-                driver.run_ready();
-            }
-        }
-    }
-
-    fn lend_runtime(&self) -> Option<RuntimeLease> {
-        self.driver.as_ref().map(NetDriver::lend)
     }
 }
 
