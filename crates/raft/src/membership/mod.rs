@@ -313,6 +313,17 @@ mod tests {
         ConfState::from((voters.to_vec(), learners.to_vec()))
     }
 
+    fn add(id: u64, address: &str) -> Change {
+        Change::AddLearner {
+            id,
+            address: address.into(),
+        }
+    }
+
+    fn remove(id: u64) -> Change {
+        Change::Remove { id, force: false }
+    }
+
     fn by() -> RequestId {
         RequestId {
             node: 2,
@@ -366,35 +377,13 @@ mod tests {
         m.removed.insert(9);
         let cs = conf(&[1, 2, 3], &[4]);
         m.members.insert(4, "d:4".into());
-        let add = |id: u64, address: &str| Change::AddLearner {
-            id,
-            address: address.into(),
-        };
         assert_eq!(m.check(&add(5, "e:5"), &cs), Ok(true));
         assert_eq!(m.check(&Change::Promote { id: 4 }, &cs), Ok(true));
-        assert_eq!(
-            m.check(
-                &Change::Remove {
-                    id: 2,
-                    force: false
-                },
-                &cs
-            ),
-            Ok(true)
-        );
+        assert_eq!(m.check(&remove(2), &cs), Ok(true));
         // A change in effect already is answered as done (a retry).
         assert_eq!(m.check(&add(4, "d:4"), &cs), Ok(false));
         assert_eq!(m.check(&Change::Promote { id: 2 }, &cs), Ok(false));
-        assert_eq!(
-            m.check(
-                &Change::Remove {
-                    id: 9,
-                    force: false
-                },
-                &cs
-            ),
-            Ok(false)
-        );
+        assert_eq!(m.check(&remove(9), &cs), Ok(false));
         // The addresses of the initial members may differ from node to node
         // (routes), so the group does not judge them; the asking node does.
         assert_eq!(m.check(&add(5, "a:1"), &cs), Ok(true));
@@ -411,14 +400,7 @@ mod tests {
                 "ERR_CHANGE_REFUSED",
                 "not a member",
             ),
-            (
-                Change::Remove {
-                    id: 8,
-                    force: false,
-                },
-                "ERR_CHANGE_REFUSED",
-                "not a member",
-            ),
+            (remove(8), "ERR_CHANGE_REFUSED", "not a member"),
         ] {
             let e = m.check(&change, &cs).unwrap_err();
             assert_eq!(e.code(), code, "{change}");
@@ -446,22 +428,13 @@ mod tests {
             by: by(),
             change,
         };
-        let add = Membership::conf_change(&pending(Change::AddLearner {
-            id: 4,
-            address: "d:4".into(),
-        }));
+        let add = Membership::conf_change(&pending(add(4, "d:4")));
         assert_eq!(
             add.enter_joint(),
             None,
             "adding a learner is a simple change"
         );
-        for change in [
-            Change::Promote { id: 4 },
-            Change::Remove {
-                id: 2,
-                force: false,
-            },
-        ] {
+        for change in [Change::Promote { id: 4 }, remove(2)] {
             let cc = Membership::conf_change(&pending(change));
             assert_eq!(cc.enter_joint(), Some(true), "joint, left automatically");
             assert_eq!(cc.context.as_ref(), 40u64.to_be_bytes());

@@ -110,8 +110,12 @@ impl Group {
     }
 
     fn follower(&self) -> u64 {
-        let l = self.leader();
-        *self.nodes.keys().find(|id| **id != l).unwrap()
+        self.other_than(&[self.leader()])
+    }
+
+    /// A running member that is none of `ids`.
+    fn other_than(&self, ids: &[u64]) -> u64 {
+        *self.nodes.keys().find(|id| !ids.contains(id)).unwrap()
     }
 
     fn put(&self, i: usize) {
@@ -194,11 +198,7 @@ fn a_new_node_joins_by_snapshot_is_promoted_and_a_member_is_removed_for_good() {
     );
 
     // Remove a follower other than the asker.
-    let gone = *g
-        .nodes
-        .keys()
-        .find(|id| **id != g.leader() && **id != 4)
-        .unwrap();
+    let gone = g.other_than(&[g.leader(), 4]);
     let members = g
         .node(4)
         .change(Change::Remove {
@@ -232,7 +232,7 @@ fn a_new_node_joins_by_snapshot_is_promoted_and_a_member_is_removed_for_good() {
     // its data dir, it campaigns, is refused at every handshake and cannot
     // disturb the group (the term does not move).
     let l = g.leader();
-    let x = *g.nodes.keys().find(|id| **id != l && **id != 4).unwrap();
+    let x = g.other_than(&[l, 4]);
     drop(g.nodes.remove(&x));
     let members = g
         .node(l)
@@ -404,11 +404,7 @@ fn a_removal_that_leaves_no_live_quorum_is_refused_and_the_leader_hands_over_fir
     }
     let l = g.leader();
     let stopped = g.follower();
-    let other = *g
-        .nodes
-        .keys()
-        .find(|id| **id != l && **id != stopped)
-        .unwrap();
+    let other = g.other_than(&[l, stopped]);
     let down = g.nodes.remove(&stopped).unwrap();
     drop(down);
     // The leader notices at its next quorum check (an election timeout).
@@ -458,7 +454,7 @@ fn a_joint_configuration_is_left_after_the_leader_is_lost_inside_it() {
     }
     let l = g.leader();
     let f = g.follower();
-    let r = *g.nodes.keys().find(|id| **id != l && **id != f).unwrap();
+    let r = g.other_than(&[l, f]);
     for peer in [l, r] {
         g.node(f).member.block(peer, true);
     }
@@ -523,7 +519,7 @@ fn a_member_whose_data_dir_was_wiped_cannot_rejoin_under_its_old_id() {
         g.put(i);
     }
     let l = g.leader();
-    let wiped = *g.nodes.keys().find(|id| **id != l).unwrap();
+    let wiped = g.other_than(&[l]);
     drop(g.nodes.remove(&wiped));
     std::fs::remove_dir_all(g.dir.path().join(format!("node-{wiped}"))).unwrap();
     let term = g.node(l).stats().term;
