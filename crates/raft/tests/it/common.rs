@@ -303,13 +303,17 @@ impl Running {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
-    pub fn wait(&self, token: u64) -> Result<Outcome, Error> {
-        let c = self
-            .done
+    /// The next completion of this member's requests, in whatever order.
+    pub fn next_completion(&self) -> Completion {
+        self.done
             .lock()
             .unwrap()
             .recv_timeout(Duration::from_secs(30))
-            .unwrap();
+            .unwrap()
+    }
+
+    pub fn wait(&self, token: u64) -> Result<Outcome, Error> {
+        let c = self.next_completion();
         assert_eq!(c.token, token);
         c.result
     }

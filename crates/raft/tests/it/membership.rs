@@ -308,12 +308,7 @@ fn one_change_at_a_time_and_bad_requests_are_refused() {
     }
     let mut results = BTreeMap::new();
     for _ in 0..2 {
-        let c = l
-            .done
-            .lock()
-            .unwrap()
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap();
+        let c = l.next_completion();
         results.insert(c.token, c.result);
     }
     assert!(
@@ -383,12 +378,7 @@ fn one_change_at_a_time_and_bad_requests_are_refused() {
             .unwrap();
     }
     for _ in 0..2 {
-        let c = l
-            .done
-            .lock()
-            .unwrap()
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap();
+        let c = l.next_completion();
         match c.result {
             Ok(Outcome::Membership(members)) => assert_eq!(members.len(), 3),
             other => panic!("{other:?}"),
