@@ -205,6 +205,9 @@ impl RaftNode {
             EngineKind::RocksDb => {
                 let dir = cfg.storage.node_dir(cfg.id);
                 let engine = RocksEngine::open(&dir, identity, bootstrap)?;
+                if cfg.storage.sync {
+                    engine.write_wal_ahead()?;
+                }
                 let engine = match bootstrap {
                     Bootstrap::Join => engine,
                     _ => with_membership(engine, membership)?,

@@ -48,6 +48,7 @@ mod raft_storage;
 mod recover;
 mod sessions;
 mod snapshot;
+mod wal_ahead;
 mod wal_sync;
 
 pub const CF_LOG: &str = "log";
@@ -146,6 +147,7 @@ impl RocksEngine {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_keep_log_file_num(4);
+        opts.set_recycle_log_file_num(wal_ahead::REUSED_WAL_FILES);
         let cfs = [
             ColumnFamilyDescriptor::new(CF_LOG, Options::default()),
             ColumnFamilyDescriptor::new(CF_META, Options::default()),
@@ -183,6 +185,15 @@ impl RocksEngine {
         };
         engine.recover(identity, bootstrap)?;
         Ok(engine)
+    }
+
+    /// Makes the live WAL file one whose blocks are already written, so that
+    /// syncs rewrite them instead of growing the file (`wal_ahead.rs`). For a
+    /// database that syncs; it costs about 0.1-0.2 s of writes at open.
+    pub fn write_wal_ahead(&self) -> Result<()> {
+        wal_ahead::write_ahead(&self.db, &self.path, wal_ahead::WAL_AHEAD_BYTES)
+            .map(drop)
+            .map_err(|e| self.err("cannot write the WAL ahead", e))
     }
 
     fn err(&self, what: &str, e: impl std::fmt::Display) -> Error {
