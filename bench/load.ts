@@ -289,3 +289,15 @@ export function mergeResults(parts: LoadResult[]): LoadResult {
     histograms: open ? { latency, service } : { latency },
   }
 }
+
+/**
+ * `load` split over `n` load generators: the in-flight count (or the rate) in
+ * equal parts, a remainder of the count to the first ones; 0 in flight means
+ * that generator stays idle.
+ */
+export function splitLoad(load: LoadSpec, n: number): LoadSpec[] {
+  if (load.mode === 'open') return Array.from({ length: n }, () => ({ ...load, rate: load.rate / n }))
+  const base = Math.floor(load.concurrency / n)
+  const extra = load.concurrency % n
+  return Array.from({ length: n }, (_, i) => ({ ...load, concurrency: base + (i < extra ? 1 : 0) }))
+}

@@ -33,8 +33,9 @@ export function renderMarkdown(r: Report, chartFile: string): string {
       `${r.workload.keyBytes}-byte keys, ${r.workload.valueBytes}-byte values. \`memory/*\` and \`rocksdb/*\`: MetaStore ` +
       `in this process, the load on the leader's handle. \`procs/*\`: MetaStore as three processes on 127.0.0.1 ` +
       `(gRPC between members, RocksDB with sync, batch on), the load generated inside the leader's process ` +
-      `(\`leader\`) or split over all three, each against its own member (\`spread\`). etcd runs as separate ` +
-      `processes on 127.0.0.1, driven by the \`etcd3\` client connected to its leader.`,
+      `(\`leader\`) or split over all three, each against its own member (\`spread\`; followers first, so 1 in ` +
+      `flight goes through a follower). etcd runs as separate processes on 127.0.0.1, driven by the \`etcd3\` client ` +
+      `connected to its leader, or (\`etcd/3-node-spread\`) by one client per member, the load split the same way.`,
   )
   lines.push('')
   lines.push(`Command: \`${r.command}\``)
@@ -102,7 +103,8 @@ export function renderMarkdown(r: Report, chartFile: string): string {
       'in this process) is shown apart. "sent B/put" and "sent msgs/put" are the bytes and Raft messages the nodes ' +
       'sent each other during the window per acknowledged put, summed over the nodes (`stats().transport`; etcd ' +
       'reports bytes only, `etcd_network_peer_sent_bytes_total`); in-process clusters have no network. Ratios divide ' +
-      'this row by etcd 3-node at the same load: above 1× is more puts/s, below 1× is lower latency.',
+      'this row by etcd 3-node at the same load and in the same shape (`procs/spread/*` by `etcd/3-node-spread/*`, ' +
+      'the others by `etcd/3-node/*`): above 1× is more puts/s, below 1× is lower latency.',
   )
   lines.push('')
 

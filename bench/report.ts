@@ -1,7 +1,7 @@
 import type { LatencyFigures } from './load.js'
 import type { MachineInfo } from './machine.js'
 import type { RunFigures, RunOutcome } from './measure.js'
-import { REFERENCE_SYSTEM, type LoadSpec, type Scenario, type SystemSpec } from './scenarios.js'
+import { referenceSystem, type LoadSpec, type Scenario, type SystemSpec } from './scenarios.js'
 
 /** Medians over the runs that succeeded. */
 export interface MedianFigures {
@@ -96,11 +96,12 @@ function medianOf(runs: RunOutcome[]): MedianFigures | undefined {
   }
 }
 
-/** Fills in medians and ratios to etcd 3-node at the same load. */
+/** Fills in medians and ratios to etcd 3-node at the same load, in the same shape (`referenceSystem`). */
 export function summarize(scenarios: ScenarioReport[]): void {
   for (const s of scenarios) s.median = medianOf(s.runs)
   for (const s of scenarios) {
-    const ref = scenarios.find((r) => r.system.id === REFERENCE_SYSTEM && r.load.id === s.load.id)?.median
+    const reference = referenceSystem(s.system)
+    const ref = scenarios.find((r) => r.system.id === reference && r.load.id === s.load.id)?.median
     if (!s.median || !ref) continue
     s.vsEtcd3 = { throughput: s.median.throughput / ref.throughput, p50: s.median.p50Ms / ref.p50Ms }
   }
@@ -142,6 +143,12 @@ export function checkTargets(scenarios: ScenarioReport[]): TargetCheck[] {
   for (const engine of ['memory', 'rocksdb']) {
     const p = scenarios.find((s) => s.id === `${engine}/batch-on/c1`)?.vsEtcd3?.p50
     add(`${engine}, batch on: p50 at 1 in flight vs etcd 3-node`, '≤ 0.33×', p, (v) => fmt.ratio(v), (v) => v <= 1 / 3)
+  }
+  for (const drivers of ['leader', 'spread']) {
+    const c256 = scenarios.find((s) => s.id === `procs/${drivers}/c256`)?.vsEtcd3?.throughput
+    add(`3 processes, load ${drivers === 'leader' ? 'in the leader' : 'in all three'}: puts/s at 256 in flight vs etcd 3-node`, '≥ 20×', c256, (v) => fmt.ratio(v), (v) => v >= 20)
+    const c1 = scenarios.find((s) => s.id === `procs/${drivers}/c1`)?.vsEtcd3?.p50
+    add(`3 processes, load ${drivers === 'leader' ? 'in the leader' : 'in all three'}: p50 at 1 in flight vs etcd 3-node`, '≤ 0.5×', c1, (v) => fmt.ratio(v), (v) => v <= 0.5)
   }
   checks.push({
     target: 'codec vs the legacy JSON batch encoding (100-byte proposals)',

@@ -10,7 +10,7 @@ export type Drivers = 'leader' | 'spread'
 export type SystemSpec =
   | { kind: 'metastore'; id: string; label: string; engine: Engine; batch: boolean }
   | { kind: 'procs'; id: string; label: string; engine: Engine; batch: boolean; drivers: Drivers }
-  | { kind: 'etcd'; id: string; label: string; nodes: 1 | 3 }
+  | { kind: 'etcd'; id: string; label: string; nodes: 1 | 3; drivers: Drivers }
 
 export type LoadSpec =
   | { id: string; label: string; mode: 'open'; rate: number }
@@ -30,12 +30,15 @@ export const SYSTEMS: SystemSpec[] = [
   { kind: 'metastore', id: 'rocksdb/batch-off', label: 'MetaStore rocksdb (sync), batch off', engine: 'rocksdb', batch: false },
   { kind: 'procs', id: 'procs/leader', label: 'MetaStore 3 processes, load in the leader', engine: 'rocksdb', batch: true, drivers: 'leader' },
   { kind: 'procs', id: 'procs/spread', label: 'MetaStore 3 processes, load in all three', engine: 'rocksdb', batch: true, drivers: 'spread' },
-  { kind: 'etcd', id: 'etcd/1-node', label: 'etcd 1 node', nodes: 1 },
-  { kind: 'etcd', id: 'etcd/3-node', label: 'etcd 3 nodes', nodes: 3 },
+  { kind: 'etcd', id: 'etcd/1-node', label: 'etcd 1 node', nodes: 1, drivers: 'leader' },
+  { kind: 'etcd', id: 'etcd/3-node', label: 'etcd 3 nodes', nodes: 3, drivers: 'leader' },
+  { kind: 'etcd', id: 'etcd/3-node-spread', label: 'etcd 3 nodes, load on all three', nodes: 3, drivers: 'spread' },
 ]
 
-/** The system every ratio is taken against. */
-export const REFERENCE_SYSTEM = 'etcd/3-node'
+/** The system every ratio is taken against: etcd 3-node with its load in the same shape. */
+export function referenceSystem(system: SystemSpec): string {
+  return system.kind !== 'metastore' && system.drivers === 'spread' ? 'etcd/3-node-spread' : 'etcd/3-node'
+}
 
 /** In order of the chart's x axis: open-loop rates, then closed-loop concurrencies. */
 export const LOADS: LoadSpec[] = [

@@ -7,6 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { Etcd3 } from 'etcd3'
 
 import { onCleanup } from '../cleanup.js'
+import type { Drivers } from '../scenarios.js'
 import { freePorts, HOST } from './ports.js'
 import type { ClientTarget, TransportSample } from './target.js'
 
@@ -225,28 +226,41 @@ async function isHealthy(clientUrl: string): Promise<boolean> {
 
 /**
  * etcd with `nodes` members, driven through the etcd3 client connected to the
- * leader (as the MetaStore load goes to the leader's handle). Every put is
- * one etcd transaction: etcd has no client-side batching to turn on or off.
+ * leader (as the MetaStore load goes to the leader's handle), or with
+ * `spread` through one client per member, followers first (as each MetaStore
+ * member process drives its own member; an etcd follower forwards the
+ * proposal to its leader). Every put is one etcd transaction: etcd has no
+ * client-side batching to turn on or off.
  */
-export async function startEtcd(binary: string, nodes: number, dir: string): Promise<ClientTarget & { cluster: EtcdCluster }> {
+export async function startEtcd(
+  binary: string,
+  nodes: number,
+  drivers: Drivers,
+  dir: string,
+): Promise<ClientTarget & { cluster: EtcdCluster }> {
   const cluster = await EtcdCluster.start(binary, nodes, dir)
-  let client: Etcd3
+  const clients: Etcd3[] = []
   try {
-    client = new Etcd3({ hosts: await cluster.leaderUrl() })
+    const leader = await cluster.leaderUrl()
+    const urls = drivers === 'leader' ? [leader] : [...cluster.members.map((m) => m.clientUrl).filter((u) => u !== leader), leader]
+    for (const url of urls) clients.push(new Etcd3({ hosts: url }))
   } catch (err) {
+    for (const c of clients) c.close()
     await cluster.stop()
     throw err
   }
+  const puts = clients.map((client) => (key: Buffer, value: Buffer) => client.kv.put({ key, value }))
   return {
     cluster,
-    put: (key, value) => client.kv.put({ key, value }),
+    put: puts[puts.length - 1]!,
+    ...(puts.length > 1 && { memberPuts: puts }),
     sample: async () => {
       const externalCpuUs = cluster.cpuUs()
       const transport = nodes > 1 ? await cluster.peerBytes() : undefined
       return { externalCpuUs, ...(transport && { transport }) }
     },
     close: async () => {
-      client.close()
+      for (const c of clients) c.close()
       await cluster.stop()
     },
   }

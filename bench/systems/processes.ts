@@ -7,7 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { decodeFromCompressedBase64 } from 'hdr-histogram-js'
 
 import { onCleanup } from '../cleanup.js'
-import { mergeResults, type DriveOptions, type LoadResult, type Progress } from '../load.js'
+import { mergeResults, splitLoad, type DriveOptions, type LoadResult, type Progress } from '../load.js'
 import type { Drivers, LoadSpec } from '../scenarios.js'
 import { KEY_SPACE } from '../workload.js'
 import type { Engine } from './metastore.js'
@@ -134,18 +134,6 @@ class MemberProcess {
 }
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never
-
-/**
- * `load` split over `n` load generators: the in-flight count (or the rate) in
- * equal parts, a remainder of the count to the first ones; 0 in flight means
- * that generator stays idle.
- */
-export function splitLoad(load: LoadSpec, n: number): LoadSpec[] {
-  if (load.mode === 'open') return Array.from({ length: n }, () => ({ ...load, rate: load.rate / n }))
-  const base = Math.floor(load.concurrency / n)
-  const extra = load.concurrency % n
-  return Array.from({ length: n }, (_, i) => ({ ...load, concurrency: base + (i < extra ? 1 : 0) }))
-}
 
 function decode(r: EncodedLoadResult): LoadResult {
   return {

@@ -18,6 +18,12 @@ interface TargetBase {
 export interface ClientTarget extends TargetBase {
   /** One write of `value` under `key`, resolved when acknowledged (committed). */
   put(key: Buffer, value: Buffer): Promise<unknown>
+  /**
+   * A load spread over the members: one `put` per member, followers first,
+   * the load split over them as `spread` splits it for MetaStore's member
+   * processes. When set, the runner uses these instead of `put`.
+   */
+  memberPuts?: Array<(key: Buffer, value: Buffer) => Promise<unknown>>
 }
 
 export interface SelfDrivenTarget extends TargetBase {

@@ -516,7 +516,8 @@ fn raft_config(cfg: &NodeConfig, applied: u64) -> raft::Config {
         batch_append: true,
         // The leader tells followers of a commit in its next append or
         // heartbeat, not in a message of its own, unless a follower waits
-        // for it (see `Worker::on_inbound`): half the messages at 1 in flight.
+        // for it (then to that follower alone, `Worker::tell_forwarders`):
+        // half the messages at 1 in flight.
         skip_bcast_commit: true,
         ..Default::default()
     }

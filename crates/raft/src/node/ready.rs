@@ -25,9 +25,11 @@ impl<E: Engine> Worker<E> {
         self.drive_membership();
         self.ask_read_index();
         let mut rounds = 0;
+        self.tell_forwarders();
         while self.raft_group.has_ready() && rounds < MAX_READY_ROUNDS {
             self.handle_ready(busy)?;
             rounds += 1;
+            self.tell_forwarders();
         }
         self.on_leader_change();
         self.after_membership_change();

@@ -5,6 +5,7 @@
 //! nothing queued the thread waits on its bell ([`crate::bell`]), driving
 //! its transport's runtime meanwhile.
 
+use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -130,11 +131,13 @@ pub(super) struct Worker<E: Engine> {
     held_snapshot: Option<Message>,
     /// Membership changes asked for here, and the leader's part in them.
     pub(super) changes: Changes,
-    /// As leader: the last index of the log when a follower last forwarded
-    /// a proposal. Until that commits, each commit is sent to the followers
-    /// at once (the one that forwarded waits to apply its entry); otherwise
-    /// they learn it with the next append or heartbeat.
-    forwarded_up_to: u64,
+    /// As leader: the followers that forwarded proposals not yet committed,
+    /// each with the log's last index when it last forwarded one. Each
+    /// commit goes to them at once (they wait to apply their entries); the
+    /// other followers learn it with the next append or heartbeat.
+    forwarders: HashMap<u64, u64>,
+    /// The commit index last sent to forwarders.
+    commit_told: u64,
 }
 
 impl<E: Engine> Worker<E> {
@@ -184,7 +187,8 @@ impl<E: Engine> Worker<E> {
             failed: None,
             held_snapshot: None,
             changes: Changes::new(),
-            forwarded_up_to: 0,
+            forwarders: HashMap::new(),
+            commit_told: 0,
         };
         worker.publish_stats(Instant::now());
         worker
@@ -313,6 +317,30 @@ impl<E: Engine> Worker<E> {
         }
     }
 
+    /// As leader, sends a commit that moved to the followers waiting for
+    /// their forwarded proposals to commit (`forwarders`).
+    pub(super) fn tell_forwarders(&mut self) {
+        if self.forwarders.is_empty() {
+            return;
+        }
+        let raft = &mut self.raft_group.raft;
+        if raft.state != StateRole::Leader {
+            self.forwarders.clear();
+            return;
+        }
+        let committed = raft.raft_log.committed;
+        if committed <= self.commit_told {
+            return;
+        }
+        self.commit_told = committed;
+        self.forwarders.retain(|&to, &mut waits_for| {
+            if raft.prs().get(to).is_some() {
+                raft.send_append(to);
+            }
+            waits_for > committed
+        });
+    }
+
     pub(super) fn on_inbound(&mut self, m: Inbound) {
         if self.failed.is_some() {
             return;
@@ -323,14 +351,14 @@ impl<E: Engine> Worker<E> {
                 if let (Some(m), StateRole::Leader) = (msgs.first(), self.raft_group.raft.state) {
                     self.changes.heard.insert(m.from, self.ticks);
                 }
-                let committed = self.raft_group.raft.raft_log.committed;
-                self.raft_group
-                    .skip_bcast_commit(committed >= self.forwarded_up_to);
                 for m in msgs {
                     if m.get_msg_type() == MessageType::MsgPropose {
+                        let from = m.from;
                         let _ = self.raft_group.step(m);
-                        self.forwarded_up_to = self.raft_group.raft.raft_log.last_index();
-                        self.raft_group.skip_bcast_commit(false);
+                        if self.raft_group.raft.state == StateRole::Leader {
+                            let last = self.raft_group.raft.raft_log.last_index();
+                            self.forwarders.insert(from, last);
+                        }
                         continue;
                     }
                     if m.get_msg_type() == MessageType::MsgSnapshot {
