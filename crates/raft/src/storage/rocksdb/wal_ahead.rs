@@ -118,12 +118,11 @@ mod tests {
 
     fn entries(range: std::ops::RangeInclusive<u64>, fill: u8) -> Vec<Entry> {
         range
-            .map(|index| {
-                let mut e = Entry::default();
-                e.index = index;
-                e.term = 1;
-                e.data = vec![fill; 1024].into();
-                e
+            .map(|index| Entry {
+                index,
+                term: 1,
+                data: vec![fill; 1024].into(),
+                ..Default::default()
             })
             .collect()
     }
