@@ -25,7 +25,8 @@ pub(super) const WAL_AHEAD_BYTES: usize = 32 << 20;
 pub(super) const REUSED_WAL_FILES: usize = 4;
 
 /// The key in the default column family (which holds nothing else) whose
-/// write and deletion make the two flushes that switch the WAL.
+/// write and deletion give each flush that switches the WAL something to
+/// flush.
 const SWITCH_KEY: &[u8] = b"wal_ahead";
 
 const RECORD: usize = 1 << 20;
@@ -47,9 +48,11 @@ pub(super) fn write_ahead(db: &DB, dir: &Path, bytes: usize) -> Result<u64, Stri
     // retired it has finished; a switch before that makes a new file.
     let mut live = 0;
     for _ in 0..4 {
+        // Written and deleted before the flush: no memtable keeps a record
+        // of the live file.
         db.put(SWITCH_KEY, []).map_err(|e| e.to_string())?;
-        flush_all(db).map_err(|e| e.to_string())?;
         db.delete(SWITCH_KEY).map_err(|e| e.to_string())?;
+        flush_all(db).map_err(|e| e.to_string())?;
         live = live_wal_len(dir)?;
         if live >= bytes as u64 {
             break;
