@@ -1,6 +1,7 @@
 import { build, type Histogram } from 'hdr-histogram-js'
 
 import type { LoadSpec } from './scenarios.js'
+import { KEY_SPACE } from './workload.js'
 
 /** One request against the system under test; `seq` picks the key and value. */
 export type Op = (seq: number) => Promise<unknown>
@@ -300,4 +301,24 @@ export function splitLoad(load: LoadSpec, n: number): LoadSpec[] {
   const base = Math.floor(load.concurrency / n)
   const extra = load.concurrency % n
   return Array.from({ length: n }, (_, i) => ({ ...load, concurrency: base + (i < extra ? 1 : 0) }))
+}
+
+/**
+ * `load` run by `n` drivers at once and reported as one result: each gets its
+ * share (`splitLoad`; an idle one is not run) and its own stretch of the key
+ * space, starting at `seqStart`.
+ */
+export async function runSplit(
+  load: LoadSpec,
+  n: number,
+  seqStart: number,
+  run: (share: LoadSpec, driver: number, seqStart: number) => Promise<LoadResult>,
+): Promise<LoadResult> {
+  const shares = splitLoad(load, n)
+  const parts = await Promise.all(
+    shares.map((share, i) =>
+      share.mode === 'closed' && share.concurrency === 0 ? undefined : run(share, i, seqStart + i * Math.floor(KEY_SPACE / n)),
+    ),
+  )
+  return mergeResults(parts.filter((p): p is LoadResult => p !== undefined))
 }

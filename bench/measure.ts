@@ -3,14 +3,14 @@ import { cpus } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 
-import { describeError, mergeResults, runLoad, splitLoad, type DriveOptions, type LatencyFigures, type LoadResult, type Progress } from './load.js'
+import { describeError, runLoad, runSplit, type DriveOptions, type LatencyFigures, type LoadResult, type Progress } from './load.js'
 import { cpuTimes } from './machine.js'
 import type { LoadSpec, Scenario } from './scenarios.js'
 import { startEtcd } from './systems/etcd.js'
 import { startMetaStore } from './systems/metastore.js'
 import { startProcesses } from './systems/processes.js'
 import type { Target, TargetSample } from './systems/target.js'
-import { KEY_SPACE, type Workload } from './workload.js'
+import type { Workload } from './workload.js'
 
 export interface MeasureOptions {
   durationMs: number
@@ -79,16 +79,9 @@ function drive(load: LoadSpec, target: Target, o: MeasureOptions, d: DriveOption
   if ('drive' in target) return target.drive(load, d)
   const { workload } = o
   const puts = target.memberPuts ?? [target.put]
-  const shares = splitLoad(load, puts.length)
-  const parts = puts.map((put, i) => {
-    const share = shares[i]!
-    if (share.mode === 'closed' && share.concurrency === 0) return undefined
-    // Each driver writes its own stretch of the key space, as in the member processes.
-    const seqStart = (d.seqStart ?? 0) + i * Math.floor(KEY_SPACE / puts.length)
-    return runLoad((seq) => put(workload.key(seq), workload.value(seq)), share, { ...d, seqStart })
-  })
-  if (puts.length === 1) return parts[0]!
-  return Promise.all(parts).then((done) => mergeResults(done.filter((p): p is LoadResult => p !== undefined)))
+  return runSplit(load, puts.length, d.seqStart ?? 0, (share, i, seqStart) =>
+    runLoad((seq) => puts[i]!(workload.key(seq), workload.value(seq)), share, { ...d, seqStart }),
+  )
 }
 
 async function startTarget(s: Scenario, dir: string, o: MeasureOptions): Promise<Target> {

@@ -7,9 +7,8 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { decodeFromCompressedBase64 } from 'hdr-histogram-js'
 
 import { onCleanup } from '../cleanup.js'
-import { mergeResults, splitLoad, type DriveOptions, type LoadResult, type Progress } from '../load.js'
+import { runSplit, type DriveOptions, type LoadResult, type Progress } from '../load.js'
 import type { Drivers, LoadSpec } from '../scenarios.js'
-import { KEY_SPACE } from '../workload.js'
 import type { Engine } from './metastore.js'
 import type { EncodedLoadResult, MemberLoadMessage, MemberLoadRequest, MemberLoadSpec, MemberSample } from './member-load.js'
 import { freePorts, HOST } from './ports.js'
@@ -227,7 +226,6 @@ class ProcessGroup {
     const byId = (id: number) => this.#members.find((m) => m.nodeId === id)!
     const chosen =
       drivers === 'leader' ? [byId(leader)] : [...this.#members.filter((m) => m.nodeId !== leader), byId(leader)]
-    const shares = splitLoad(load, chosen.length)
     const counts = new Map<number, Progress>()
     const base = d.progress ? { ...d.progress } : undefined
     const onProgress = (id: number) => (p: Progress) => {
@@ -236,26 +234,15 @@ class ProcessGroup {
       d.progress.acked = base.acked + [...counts.values()].reduce((sum, c) => sum + c.acked, 0)
       d.progress.errors = base.errors + [...counts.values()].reduce((sum, c) => sum + c.errors, 0)
     }
-    const parts = await Promise.all(
-      chosen.map(async (m, i) => {
-        const share = shares[i]!
-        if (share.mode === 'closed' && share.concurrency === 0) return undefined
-        const r = await m.request<EncodedLoadResult>(
-          {
-            op: 'drive',
-            load: share,
-            durationMs: d.durationMs,
-            drainMs: d.drainMs,
-            // Each generator writes its own stretch of the key space.
-            seqStart: (d.seqStart ?? 0) + i * Math.floor(KEY_SPACE / chosen.length),
-          },
-          d.durationMs + d.drainMs + DRIVE_GRACE_MS,
-          onProgress(m.nodeId),
-        )
-        return decode(r)
-      }),
-    )
-    const merged = mergeResults(parts.filter((p): p is LoadResult => p !== undefined))
+    const merged = await runSplit(load, chosen.length, d.seqStart ?? 0, async (share, i, seqStart) => {
+      const m = chosen[i]!
+      const r = await m.request<EncodedLoadResult>(
+        { op: 'drive', load: share, durationMs: d.durationMs, drainMs: d.drainMs, seqStart },
+        d.durationMs + d.drainMs + DRIVE_GRACE_MS,
+        onProgress(m.nodeId),
+      )
+      return decode(r)
+    })
     if (d.progress && base) {
       d.progress.acked = base.acked + merged.acked
       d.progress.errors = base.errors + merged.errors

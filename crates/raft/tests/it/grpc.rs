@@ -7,12 +7,18 @@ use std::time::Duration;
 use crate::common::*;
 use metastore_raft::config::TransportKind;
 use metastore_raft::transport::grpc::pb::{self, frame::Body, peer_client::PeerClient};
-use metastore_raft::{EngineKind, SyncClient};
+use metastore_raft::{ClusterConfig, EngineKind, SyncClient};
+
+/// Three nodes over gRPC; tests that tune it start it themselves.
+fn grpc_config(engine: EngineKind, dir: &std::path::Path) -> ClusterConfig {
+    ClusterConfig {
+        transport: TransportKind::Grpc,
+        ..config(3, engine, dir)
+    }
+}
 
 fn grpc_cluster(engine: EngineKind, dir: &std::path::Path) -> SyncClient {
-    let mut cfg = config(3, engine, dir);
-    cfg.transport = TransportKind::Grpc;
-    start(cfg)
+    start(grpc_config(engine, dir))
 }
 
 #[test]
@@ -90,8 +96,7 @@ fn a_node_cut_off_catches_up_by_log() {
 #[test]
 fn a_node_cut_off_catches_up_by_a_snapshot_sent_over_the_network() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(3, EngineKind::RocksDb, dir.path());
-    cfg.transport = TransportKind::Grpc;
+    let mut cfg = grpc_config(EngineKind::RocksDb, dir.path());
     cfg.raft.snapshot_count = 50;
     let c = start(cfg);
     let (lag_last, first) = cut_off_and_catch_up(&c, 300);
@@ -111,8 +116,7 @@ fn a_node_cut_off_catches_up_by_a_snapshot_sent_over_the_network() {
 #[test]
 fn a_snapshot_of_many_chunks_arrives_while_the_leader_keeps_its_term() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(3, EngineKind::RocksDb, dir.path());
-    cfg.transport = TransportKind::Grpc;
+    let mut cfg = grpc_config(EngineKind::RocksDb, dir.path());
     cfg.raft.snapshot_count = 10;
     let c = start(cfg);
     let f = follower(&c);
@@ -383,8 +387,7 @@ fn a_stopped_node_s_port_still_answers_and_its_restart_serves_again() {
 #[test]
 fn a_commit_goes_out_at_once_only_to_a_follower_whose_forwarded_write_waits() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(3, EngineKind::Memory, dir.path());
-    cfg.transport = TransportKind::Grpc;
+    let mut cfg = grpc_config(EngineKind::Memory, dir.path());
     cfg.raft.heartbeat_tick = 100;
     cfg.raft.election_tick = 150;
     let c = start(cfg);

@@ -192,7 +192,6 @@ impl RocksEngine {
     /// database that syncs; it costs about 0.1-0.2 s of writes at open.
     pub fn write_wal_ahead(&self) -> Result<()> {
         wal_ahead::write_ahead(&self.db, &self.path, wal_ahead::WAL_AHEAD_BYTES)
-            .map(drop)
             .map_err(|e| self.err("cannot write the WAL ahead", e))
     }
 

@@ -34,9 +34,8 @@ const RECORD: usize = 1 << 20;
 /// Writes `bytes` of records that no column family holds into the current
 /// WAL file, syncs them, and switches the WAL until the live file is one
 /// that large: the first switch retires the written file into the reuse list
-/// (every column family is flushed), a later one takes it back. Returns the
-/// live file's size.
-pub(super) fn write_ahead(db: &DB, dir: &Path, bytes: usize) -> Result<u64, String> {
+/// (every column family is flushed), a later one takes it back.
+pub(super) fn write_ahead(db: &DB, dir: &Path, bytes: usize) -> Result<(), String> {
     let filler = vec![0u8; RECORD];
     for _ in 0..bytes.div_ceil(RECORD) {
         let mut wb = WriteBatch::default();
@@ -46,19 +45,17 @@ pub(super) fn write_ahead(db: &DB, dir: &Path, bytes: usize) -> Result<u64, Stri
     db.flush_wal(true).map_err(|e| e.to_string())?;
     // RocksDB adds a retired file to its reuse list once the flush that
     // retired it has finished; a switch before that makes a new file.
-    let mut live = 0;
     for _ in 0..4 {
         // Written and deleted before the flush: no memtable keeps a record
         // of the live file.
         db.put(SWITCH_KEY, []).map_err(|e| e.to_string())?;
         db.delete(SWITCH_KEY).map_err(|e| e.to_string())?;
         flush_all(db).map_err(|e| e.to_string())?;
-        live = live_wal_len(dir)?;
-        if live >= bytes as u64 {
+        if live_wal_len(dir)? >= bytes as u64 {
             break;
         }
     }
-    Ok(live)
+    Ok(())
 }
 
 /// The size of the live WAL file: the one with the highest number (a
