@@ -93,6 +93,11 @@ pub struct RocksEngine {
     db: Arc<DB>,
     path: PathBuf,
     hard_state: HardState,
+    /// `hard_state` differs from the one on disk by its commit index alone:
+    /// it goes out with the next write instead of a write of its own (a
+    /// commit index need not be durable; recovery takes it up to the
+    /// applied index, which every apply writes with it).
+    hard_state_unwritten: bool,
     conf_state: ConfState,
     /// The applied index at which the configuration last changed: a built
     /// snapshot older than it has an outdated configuration (a new learner
@@ -165,6 +170,7 @@ impl RocksEngine {
             db,
             path,
             hard_state: HardState::default(),
+            hard_state_unwritten: false,
             conf_state: ConfState::default(),
             conf_index: 0,
             conf_changed: false,
@@ -279,6 +285,19 @@ impl Engine for RocksEngine {
         hard_state: Option<&HardState>,
         durability: Durability,
     ) -> Result<()> {
+        let unsynced = durability == Durability::Unsynced;
+        if snapshot.is_none() && entries.is_empty() && unsynced {
+            match hard_state {
+                // Nothing to write: no empty write reaches the WAL.
+                None => return Ok(()),
+                Some(hs) if (hs.term, hs.vote) == (self.hard_state.term, self.hard_state.vote) => {
+                    self.hard_state = hs.clone();
+                    self.hard_state_unwritten = true;
+                    return Ok(());
+                }
+                Some(_) => {}
+            }
+        }
         let mut wb = WriteBatch::default();
         let (mut truncated_index, mut truncated_term, mut last, mut applied) = (
             self.truncated_index,
@@ -331,7 +350,7 @@ impl Engine for RocksEngine {
             }
             last = new_last;
         }
-        if hard_state.is_some() || snapshot.is_some() {
+        if hard_state.is_some() || snapshot.is_some() || self.hard_state_unwritten {
             self.put_hard_state(&mut wb, &hs)?;
         }
         // An install's pending record must be durable before its file is
@@ -342,6 +361,7 @@ impl Engine for RocksEngine {
         }
 
         self.hard_state = hs;
+        self.hard_state_unwritten = false;
         if let Some(sessions) = sessions {
             self.sessions.replaced(sessions, applied);
         }
@@ -476,9 +496,13 @@ impl Engine for RocksEngine {
             .ok_or_else(|| self.corrupt("column family sessions missing"))?;
         self.sessions.stage_round(&mut wb, cf, applied);
         wb.put_cf(self.cf(CF_META)?, KEY_APPLIED, applied.to_be_bytes());
+        if self.hard_state_unwritten {
+            self.put_hard_state(&mut wb, &self.hard_state)?;
+        }
         // Not synced: the entries are durable in the log and are re-applied
         // after a crash from the applied index written here.
         self.write(wb, false)?;
+        self.hard_state_unwritten = false;
         self.applied = applied;
         Ok(())
     }
@@ -559,5 +583,76 @@ impl RocksEngine {
             .get_pinned_cf(self.cf(CF_KV)?, key)
             .map(|v| Some(v.is_some()))
             .map_err(|e| self.err("cannot read kv", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::{Bootstrap, ClusterId, Identity};
+
+    fn identity() -> Identity {
+        Identity::new(ClusterId(7), 1, &[1])
+    }
+
+    fn stored_commit(engine: &RocksEngine) -> u64 {
+        let bytes = engine.read_meta(KEY_HARD_STATE).unwrap().unwrap();
+        HardState::parse_from_bytes(&bytes).unwrap().commit
+    }
+
+    /// A `Ready` that moves only the commit index writes nothing of its own:
+    /// its hard state goes out with the apply that follows, and a reopened
+    /// engine has it. A change of term or vote is written at once, and a
+    /// `Ready` with nothing to persist reaches no WAL.
+    #[test]
+    fn a_commit_index_alone_goes_out_with_the_next_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut engine = RocksEngine::open(dir.path(), &identity(), Bootstrap::New).unwrap();
+        let mut hs = engine.initial_state().unwrap().hard_state;
+        let entries: Vec<Entry> = (hs.commit + 1..=hs.commit + 2)
+            .map(|index| Entry {
+                index,
+                term: hs.term,
+                data: b"x".to_vec().into(),
+                ..Default::default()
+            })
+            .collect();
+        let first_commit = hs.commit;
+        engine
+            .persist(None, &entries, None, Durability::Synced)
+            .unwrap();
+        let written = engine.db.latest_sequence_number();
+
+        engine
+            .persist(None, &[], None, Durability::Unsynced)
+            .unwrap();
+        hs.commit += 2;
+        engine
+            .persist(None, &[], Some(&hs), Durability::Unsynced)
+            .unwrap();
+        assert_eq!(
+            engine.db.latest_sequence_number(),
+            written,
+            "nothing written"
+        );
+        assert_eq!(stored_commit(&engine), first_commit);
+        assert_eq!(engine.initial_state().unwrap().hard_state.commit, hs.commit);
+
+        engine.apply_put(b"k", b"v", false).unwrap();
+        engine.finish_apply(hs.commit).unwrap();
+        assert_eq!(stored_commit(&engine), hs.commit, "written with the apply");
+
+        hs.term += 1;
+        engine
+            .persist(None, &[], Some(&hs), Durability::Unsynced)
+            .unwrap();
+        let bytes = engine.read_meta(KEY_HARD_STATE).unwrap().unwrap();
+        assert_eq!(HardState::parse_from_bytes(&bytes).unwrap().term, hs.term);
+        drop(engine);
+
+        let engine = RocksEngine::open(dir.path(), &identity(), Bootstrap::Existing).unwrap();
+        let state = engine.initial_state().unwrap().hard_state;
+        assert_eq!((state.term, state.commit), (hs.term, hs.commit));
+        assert_eq!(engine.applied_index(), hs.commit);
     }
 }
