@@ -253,12 +253,16 @@ impl RaftNode {
         .map_err(|e| Error::Storage(format!("node {id}: cannot start raft: {e}")))?;
 
         let (batch_tx, batch_rx) = bell::channel::<ProposedBatch>(&inbox.bell);
-        let batcher =
-            ProposalBatcher::start(cfg.batch.clone(), move |data: Vec<u8>, count: usize| {
+        // The sink is a channel send, so a caller whose request finds the
+        // pipeline empty may flush it itself (`start_direct`).
+        let batcher = ProposalBatcher::start_direct(
+            cfg.batch.clone(),
+            move |data: Vec<u8>, count: usize| {
                 // Fails only once the node thread is gone, after every request
                 // was already rejected.
                 let _ = batch_tx.send(ProposedBatch { data, count });
-            })?;
+            },
+        )?;
         let (mailbox_tx, mailbox_rx) = bell::channel(&inbox.bell);
         let epoch = new_epoch();
         let outbox = Outbox::new(sink, batcher.handle());
