@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
@@ -389,18 +389,7 @@ fn batches_are_compressed_as_configured() {
 #[test]
 fn stop_from_inside_the_sink_does_not_deadlock() {
     let log = Log::default();
-    let slot: Arc<Mutex<Weak<ProposalBatcher>>> = Arc::default();
-    let sink = {
-        let (log, slot) = (log.clone(), Arc::clone(&slot));
-        move |batch: Vec<u8>, n: usize| {
-            log.record(&batch, n);
-            if log.proposals().len() >= 10 {
-                if let Some(b) = slot.lock().unwrap().upgrade() {
-                    b.stop();
-                }
-            }
-        }
-    };
+    let (sink, slot) = stopping_sink(&log, 10);
     let b = Arc::new(ProposalBatcher::start(BatchConfig::default(), sink).unwrap());
     *slot.lock().unwrap() = Arc::downgrade(&b);
     let mut accepted = 0;

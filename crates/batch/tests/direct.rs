@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -173,16 +173,7 @@ fn a_direct_batcher_keeps_each_producers_order_under_racing_completions() {
 #[test]
 fn stop_from_inside_a_direct_flush_does_not_deadlock() {
     let log = Log::default();
-    let slot: Arc<Mutex<Weak<ProposalBatcher>>> = Arc::default();
-    let sink = {
-        let (log, slot) = (log.clone(), Arc::clone(&slot));
-        move |batch: Vec<u8>, n: usize| {
-            log.record(&batch, n);
-            if let Some(b) = slot.lock().unwrap().upgrade() {
-                b.stop();
-            }
-        }
-    };
+    let (sink, slot) = stopping_sink(&log, 1);
     let b = Arc::new(ProposalBatcher::start_direct(BatchConfig::default(), sink).unwrap());
     *slot.lock().unwrap() = Arc::downgrade(&b);
     // Nothing in flight: flushed directly, and its sink stops the batcher.

@@ -3,11 +3,11 @@
 
 #![allow(dead_code, clippy::unwrap_used)] // each test file uses its own part; a failed unwrap is a failed test
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
-use metastore_batch::{decode_batch, BatchConfig, BatchStats};
+use metastore_batch::{decode_batch, BatchConfig, BatchStats, ProposalBatcher};
 
 pub type Batches = Arc<Mutex<Vec<Vec<Vec<u8>>>>>;
 
@@ -108,4 +108,26 @@ pub fn assert_stats_add_up(s: &BatchStats, log: &Log) {
     if s.total_batches > 0 {
         assert!((s.avg_batch_size - proposals as f64 / batches.len() as f64).abs() < 1e-9);
     }
+}
+
+/// Where a [`stopping_sink`] finds the batcher it stops.
+pub type Slot = Arc<Mutex<Weak<ProposalBatcher>>>;
+
+/// A sink that records each batch and, once `after` proposals are recorded,
+/// stops the batcher in the returned slot from inside itself.
+pub fn stopping_sink(
+    log: &Log,
+    after: usize,
+) -> (impl FnMut(Vec<u8>, usize) + Send + 'static, Slot) {
+    let slot: Slot = Arc::default();
+    let (log, stops) = (log.clone(), Arc::clone(&slot));
+    let sink = move |batch: Vec<u8>, n: usize| {
+        log.record(&batch, n);
+        if log.proposals().len() >= after {
+            if let Some(b) = stops.lock().unwrap().upgrade() {
+                b.stop();
+            }
+        }
+    };
+    (sink, slot)
 }
