@@ -148,7 +148,13 @@ fn a_direct_batcher_keeps_each_producers_order_under_racing_completions() {
             done_tx.send(n).unwrap();
         }
     };
-    let b = Arc::new(ProposalBatcher::start_direct(no_deadline(4), sink).unwrap());
+    // Batches of one: a caller flushes directly only after a batch of one,
+    // so larger batches would leave the direct path to chance.
+    let one = BatchConfig {
+        max_batch_size: 1,
+        ..no_deadline(1)
+    };
+    let b = Arc::new(ProposalBatcher::start_direct(one, sink).unwrap());
     *handle.lock().unwrap() = Some(b.handle());
     let (producers, per) = (4, 2_000);
     let threads: Vec<_> = (0..producers)
