@@ -148,13 +148,13 @@ impl ProposalBatcher {
     }
 
     /// As [`start`](Self::start), and a proposal that finds nothing queued,
-    /// buffered or in flight, after a batch of one, is flushed by its
-    /// producer, in `propose`, on
-    /// the producer's thread: the flush the loop would make at once
-    /// (`FlushReason::Idle`) without waking the loop's thread for it. At one
-    /// request in flight that wake was the largest cost between a caller
-    /// and the sink. For a sink that neither blocks nor panics (a channel
-    /// send): it then runs on the producers' threads too.
+    /// buffered or in flight, right after a batch of one, is flushed by its
+    /// producer, in `propose`, on the producer's thread: the flush the loop
+    /// would make at once (`FlushReason::Idle`) without waking the loop's
+    /// thread for it. At one request in flight that wake was the largest
+    /// cost between a caller and the sink. For a sink that neither blocks
+    /// nor panics (a channel send): it then runs on the producers' threads
+    /// too.
     pub fn start_direct(
         config: BatchConfig,
         sink: impl BatchSink,
@@ -239,7 +239,10 @@ impl ProposalBatcher {
 
     /// Flushes `q` on this thread if the batcher was started direct and has
     /// nothing else: nothing queued (an earlier proposal of this thread may
-    /// be), buffered or in flight. Otherwise hands `q` back.
+    /// be), buffered or in flight, and its last batch held one proposal.
+    /// Otherwise hands `q` back. The checks here need no lock, so a busy
+    /// batcher costs its producers no contention; `flush_if_idle` makes
+    /// them again under the loop's lock.
     fn flush_directly(&self, tx: &Sender<Queued>, q: Queued) -> Result<(), Queued> {
         match &self.direct {
             Some(core)
