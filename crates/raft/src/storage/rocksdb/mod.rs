@@ -12,7 +12,6 @@
 //! idempotent. Nothing read from disk is unwrapped: a damaged database is an
 //! [`Error::Storage`] naming the path.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -30,6 +29,7 @@ use rocksdb::{
 use self::install::Installs;
 use self::log_cache::LogCache;
 use self::recover::{holds_database, EMPTY};
+use self::round_keys::RoundKeys;
 use self::sessions::SessionStore;
 use self::snapshot::SnapshotBuilder;
 use self::wal_sync::WalSyncer;
@@ -47,6 +47,7 @@ mod install;
 mod log_cache;
 mod raft_storage;
 mod recover;
+mod round_keys;
 mod sessions;
 mod snapshot;
 mod wal_ahead;
@@ -116,10 +117,9 @@ pub struct RocksEngine {
     applied: u64,
     /// A contiguous tail of the persisted log.
     cache: LogCache,
-    /// The current apply round: its batch, and what it did to each key so far
-    /// (a key written twice in one round must see its own first write).
+    /// The current apply round: its batch, and what it did to each key.
     apply_batch: WriteBatch,
-    apply_overlay: HashMap<Vec<u8>, bool>,
+    apply_overlay: RoundKeys,
     /// For the point lookups of the apply rounds and reads: the crate's
     /// default allocates a fresh one in C++ per lookup.
     read_opts: ReadOptions,
@@ -186,9 +186,9 @@ impl RocksEngine {
             applied: 0,
             cache: LogCache::default(),
             apply_batch: WriteBatch::default(),
-            apply_overlay: HashMap::new(),
+            apply_overlay: RoundKeys::default(),
             read_opts: ReadOptions::default(),
-            sessions: SessionStore::new(Sessions::default(), HashMap::new()),
+            sessions: SessionStore::new(Sessions::default(), Default::default()),
             snapshots: SnapshotBuilder::new(),
             installs: Installs::default(),
             syncer,
@@ -424,7 +424,7 @@ impl Engine for RocksEngine {
 
     fn apply_put(&mut self, key: &[u8], value: &[u8], want: bool) -> Result<Option<bool>> {
         let existed = self.existed(key, want)?;
-        self.apply_overlay.insert(key.to_vec(), true);
+        self.apply_overlay.set(key, true);
         let kv = self
             .db
             .cf_handle(CF_KV)
@@ -437,7 +437,7 @@ impl Engine for RocksEngine {
         let existed = self.existed(key, want)?;
         // Unknown: delete anyway (a tombstone for an absent key is harmless).
         if existed != Some(false) {
-            self.apply_overlay.insert(key.to_vec(), false);
+            self.apply_overlay.set(key, false);
             let kv = self
                 .db
                 .cf_handle(CF_KV)
@@ -582,7 +582,7 @@ impl RocksEngine {
     /// round's own writes, else read from the database only when wanted
     /// (followers apply without anyone waiting, and skip the read).
     fn existed(&self, key: &[u8], want: bool) -> Result<Option<bool>> {
-        if let Some(&present) = self.apply_overlay.get(key) {
+        if let Some(present) = self.apply_overlay.get(key) {
             return Ok(Some(present));
         }
         if !want {
