@@ -3,6 +3,8 @@
 // @metastore/node-<platform> package). native/index.js and native/index.d.ts are
 // generated and committed: every value and type that crosses the boundary is
 // declared once, in crates/napi, and read from there.
+// cpu.js refuses a CPU the addon cannot run on, before the addon loads.
+import './cpu.js'
 import * as binding from '../native/index.js'
 
 export const native = binding
