@@ -423,8 +423,8 @@ impl Engine for RocksEngine {
     }
 
     fn apply_put(&mut self, key: &[u8], value: &[u8], want: bool) -> Result<Option<bool>> {
-        let existed = self.existed(key, want)?;
-        self.apply_overlay.set(key, true);
+        let earlier = self.apply_overlay.replace(key, true);
+        let existed = self.existed(key, earlier, want)?;
         let kv = self
             .db
             .cf_handle(CF_KV)
@@ -434,10 +434,10 @@ impl Engine for RocksEngine {
     }
 
     fn apply_delete(&mut self, key: &[u8], want: bool) -> Result<Option<bool>> {
-        let existed = self.existed(key, want)?;
+        let earlier = self.apply_overlay.replace(key, false);
+        let existed = self.existed(key, earlier, want)?;
         // Unknown: delete anyway (a tombstone for an absent key is harmless).
         if existed != Some(false) {
-            self.apply_overlay.set(key, false);
             let kv = self
                 .db
                 .cf_handle(CF_KV)
@@ -579,11 +579,11 @@ impl Engine for RocksEngine {
 
 impl RocksEngine {
     /// Whether `key` has a value before the current command: known from the
-    /// round's own writes, else read from the database only when wanted
-    /// (followers apply without anyone waiting, and skip the read).
-    fn existed(&self, key: &[u8], want: bool) -> Result<Option<bool>> {
-        if let Some(present) = self.apply_overlay.get(key) {
-            return Ok(Some(present));
+    /// round's own earlier writes (`earlier`), else read from the database
+    /// only when wanted (followers apply without anyone waiting, and skip it).
+    fn existed(&self, key: &[u8], earlier: Option<bool>, want: bool) -> Result<Option<bool>> {
+        if earlier.is_some() {
+            return Ok(earlier);
         }
         if !want {
             return Ok(None);

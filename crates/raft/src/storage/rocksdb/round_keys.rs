@@ -24,17 +24,10 @@ pub(super) struct RoundKeys {
 }
 
 impl RoundKeys {
-    /// Whether `key` has a value after the round's writes so far; `None` if
-    /// the round did not write it.
-    pub fn get(&self, key: &[u8]) -> Option<bool> {
-        let hash = self.hasher.hash_one(key);
-        self.table
-            .find(hash, |(r, _)| &self.bytes[r.clone()] == key)
-            .map(|&(_, present)| present)
-    }
-
     /// The round wrote `key`: it has a value (`present`) or was deleted.
-    pub fn set(&mut self, key: &[u8], present: bool) {
+    /// Returns whether it had one after the round's earlier writes, `None` if
+    /// the round had not written it: one lookup per write.
+    pub fn replace(&mut self, key: &[u8], present: bool) -> Option<bool> {
         let hash = self.hasher.hash_one(key);
         let RoundKeys {
             bytes,
@@ -42,14 +35,14 @@ impl RoundKeys {
             hasher,
         } = self;
         if let Some(found) = table.find_mut(hash, |(r, _)| &bytes[r.clone()] == key) {
-            found.1 = present;
-            return;
+            return Some(std::mem::replace(&mut found.1, present));
         }
         let range = bytes.len()..bytes.len() + key.len();
         bytes.extend_from_slice(key);
         table.insert_unique(hash, (range, present), |(r, _)| {
             hasher.hash_one(&bytes[r.clone()])
         });
+        None
     }
 
     /// The round ended. The memory stays for the next one, unless a large
@@ -67,6 +60,19 @@ impl RoundKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl RoundKeys {
+        fn get(&self, key: &[u8]) -> Option<bool> {
+            let hash = self.hasher.hash_one(key);
+            self.table
+                .find(hash, |(r, _)| &self.bytes[r.clone()] == key)
+                .map(|&(_, present)| present)
+        }
+
+        fn set(&mut self, key: &[u8], present: bool) {
+            self.replace(key, present);
+        }
+    }
 
     #[test]
     fn a_key_sees_its_last_write_in_the_round_and_nothing_after_it() {
@@ -123,8 +129,8 @@ mod tests {
                 let mut model = std::collections::HashMap::new();
                 for (key, present) in writes {
                     proptest::prop_assert_eq!(keys.get(&key), model.get(&key).copied());
-                    keys.set(&key, present);
-                    model.insert(key, present);
+                    let before = model.insert(key.clone(), present);
+                    proptest::prop_assert_eq!(keys.replace(&key, present), before);
                 }
                 for (key, present) in &model {
                     proptest::prop_assert_eq!(keys.get(key), Some(*present));
