@@ -335,6 +335,10 @@ fn without_sync_a_vote_is_still_synced_but_writes_are_not() {
             .map(|&id| c.node(id).map_or(0, |n| n.stats().storage.syncs))
             .sum()
     };
+    // Once every node applied an entry of the new term, each has synced
+    // that term (a follower may learn it only from the leader's first append).
+    put_retry(&c, b"first", b"v");
+    wait_converged(&c);
     let after_election = syncs(&c);
     assert!(after_election > 0, "the first election's votes were synced");
     for i in 0..200 {
