@@ -21,7 +21,7 @@ use super::panic_message;
 use super::persist::AsyncWriter;
 use super::proposals::Proposals;
 use super::read::Reads;
-use crate::bell::{Bell, Inbox};
+use crate::bell::{Bell, Inbox, Timer};
 use crate::config::NodeConfig;
 use crate::error::Error;
 use crate::stats::{PeerState, RaftStats, SharedStats};
@@ -248,6 +248,7 @@ impl<E: Engine> Worker<E> {
         }
         let interval = self.settings.tick_interval;
         let mut next_tick = Instant::now() + interval;
+        let mut timer = Timer::default();
         loop {
             let mut stop = false;
             let mut events = false;
@@ -291,7 +292,7 @@ impl<E: Engine> Worker<E> {
                 }
             }
             if !events && !stop {
-                bell.wait(runtime, next_tick);
+                bell.wait(runtime, next_tick, &mut timer);
                 continue;
             }
             // Queued work means this node is under load: sync in the

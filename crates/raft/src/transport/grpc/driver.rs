@@ -103,10 +103,13 @@ impl NetDriver {
         self.lock().lent_to == Some(std::thread::current().id())
     }
 
-    /// Runs the tasks that are ready (what was just queued for the peers
-    /// goes out), without waiting for anything.
-    pub(super) fn run_ready(&self) {
-        self.runtime.block_on(tokio::task::yield_now());
+    /// Runs `f` inside the runtime, then the tasks that are ready (what `f`
+    /// queued for the peers goes out), without waiting for anything.
+    pub(super) fn run_now(&self, f: impl FnOnce()) {
+        self.runtime.block_on(async {
+            f();
+            tokio::task::yield_now().await
+        });
     }
 
     /// Stops the runtime's own thread; the runtime itself ends with the

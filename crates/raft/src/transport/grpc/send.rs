@@ -25,6 +25,28 @@ impl Transport for GrpcTransport {
     }
 
     fn send(&self, msgs: Vec<Message>) {
+        // On the thread that drives the runtime, the batches are queued
+        // inside it and leave now, before the node goes on to persist what
+        // it sent. Queued from inside, a batch wakes its peer's task on the
+        // runtime's own queue; from outside, each wake would also write the
+        // runtime's eventfd, and its next wait would return at once for it.
+        if let Some(driver) = &self.driver {
+            if tokio::runtime::Handle::try_current().is_err() && driver.driven_here() {
+                driver.run_now(|| self.queue(msgs));
+                return;
+            }
+        }
+        self.queue(msgs);
+    }
+
+    fn lend_runtime(&self) -> Option<RuntimeLease> {
+        self.driver.as_ref().map(NetDriver::lend)
+    }
+}
+
+impl GrpcTransport {
+    /// Encodes `msgs` and queues them per peer.
+    fn queue(&self, msgs: Vec<Message>) {
         let shared = &self.shared;
         let mut by_peer: Vec<(u64, Outbound)> = Vec::new();
         for m in msgs {
@@ -59,17 +81,5 @@ impl Transport for GrpcTransport {
                 shared.undelivered(to, &batch);
             }
         }
-        drop(peers);
-        // On the thread that drives the runtime, the batches leave now,
-        // before the node goes on to persist what it sent.
-        if let Some(driver) = &self.driver {
-            if tokio::runtime::Handle::try_current().is_err() && driver.driven_here() {
-                driver.run_ready();
-            }
-        }
-    }
-
-    fn lend_runtime(&self) -> Option<RuntimeLease> {
-        self.driver.as_ref().map(NetDriver::lend)
     }
 }
