@@ -167,7 +167,18 @@ pub fn leader(c: &SyncClient) -> u64 {
 
 /// Isolates node `id` and waits until it no longer knows a leader (its
 /// election timeout passed and its pre-vote found none).
+///
+/// First it waits until the node knows the leader: just after an election a
+/// node that has not yet heard from the new leader reports none too, and a
+/// message from the leader already queued for it would still make it a
+/// follower after the cut (a write sent to it then would be forwarded, not
+/// held).
 pub fn isolate_until_leaderless(c: &SyncClient, id: u64) {
+    wait_until(
+        Duration::from_secs(10),
+        "the node hears from its leader",
+        || c.node(id).is_some_and(|n| n.raft_stats().leader_id != 0),
+    );
     c.isolate(id);
     wait_until(
         Duration::from_secs(10),
