@@ -68,11 +68,18 @@ for (const engine of ['memory', 'rocksdb'] as const) {
 
         await Promise.all(Array.from({ length: 2000 }, (_, i) => store.put(`con${i}`, `v${i}`)))
         const after = store.stats().batch
-        const concurrentAvg = (after.totalProposals - sequential.totalProposals) / (after.totalBatches - sequential.totalBatches)
+        const batches = after.totalBatches - sequential.totalBatches
+        const concurrentAvg = (after.totalProposals - sequential.totalProposals) / batches
         expect(concurrentAvg).toBeGreaterThan(4)
         const writes = store.stats().raft.logWrites - seqRaft.logWrites
         expect(writes).toBeGreaterThan(0)
-        expect(writes).toBeLessThan(2000 / 4) // many puts per log write
+        // The log follows the batches, not the puts: at most one write for a
+        // batch's entries and one for its commit (fewer when a round takes
+        // several batches). How large the batches get depends on how fast
+        // the node drains them against this thread's submissions (on a busy
+        // machine 4-8 puts each, 250-600 log writes), so the bound is on
+        // writes per batch, and the batches' size is checked above.
+        expect(writes).toBeLessThanOrEqual(2 * batches + 2)
         expect(String(await store.get('con1999'))).toBe('v1999')
       } finally {
         await store.close()
